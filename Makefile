@@ -1,0 +1,51 @@
+# HermitCrab: `make up` installs and starts the assistant; `make test` runs the suite.
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+HC := $(BIN)/hermitcrab
+HELLO := Say hello in one short sentence.
+
+.PHONY: up test install bwrap lint down bench clean
+.DEFAULT_GOAL := help
+
+help:
+	@echo "make up     install everything and start the assistant"
+	@echo "make test   run ruff and the whole test suite"
+	@echo "make bench  measure start-up, memory and turn latency"
+	@echo "make down   stop the assistant"
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml scripts/install.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/install.sh
+	@touch $@
+
+bwrap:
+	@scripts/ensure-bwrap.sh
+
+up: install bwrap
+	@$(HC) onboard --yes
+	@$(HC) up
+	@echo "==> asking: $(HELLO)"
+	@$(HC) ask "$(HELLO)" --session welcome
+	@echo
+	@echo "HermitCrab is running. Next:"
+	@echo "  source $(VENV)/bin/activate     # puts 'hermitcrab' on your PATH"
+	@echo "  hermitcrab chat                # talk to it here"
+	@echo "  hermitcrab status              # where it runs, which model"
+	@echo "  dashboard: $$($(HC) status --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')/"
+
+down:
+	@$(HC) down
+
+test: install
+	$(BIN)/ruff check .
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python bench/startup.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Create the virtual environment and install HermitCrab with everything it needs.
+# llama-cpp-python compiles llama.cpp the first time (minutes on a small machine):
+# we show the compiler's progress rather than sit silent.
+set -euo pipefail
+PYTHON=${PYTHON:-python3}
+VENV=${VENV:-.venv}
+say() { printf '==> %s\n' "$*"; }
+
+if [ ! -x "$VENV/bin/python" ]; then
+    say "creating $VENV with $($PYTHON --version)"
+    "$PYTHON" -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
+"${PIP[@]}" install --quiet --upgrade pip
+
+if ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+    say "installing llama-cpp-python (the first time it compiles llama.cpp: about 5 minutes on 2 cores)"
+    export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+    # -v shows cmake's "[ 42%] Building ..." lines; keep those and pip's own status lines.
+    "${PIP[@]}" install -v 'llama-cpp-python>=0.3' 2>&1 \
+        | { grep --line-buffered -E '^\s*\[ *[0-9]+%\]|^(Collecting|Downloading|Using cached|Building wheel|Created wheel|Successfully|ERROR)|error:' || true; } \
+        | sed -u -E 's/^\s*(\[ *[0-9]+%\]).*\/([^/ ]+\.(c|cpp|o))$/   \1 \2/'
+fi
+
+say "installing HermitCrab and its dependencies"
+"${PIP[@]}" install --progress-bar on -e '.[dev]' 2>&1 \
+    | { grep -v -E '^\s*(Requirement already satisfied|Obtaining|Checking if build)' || true; }
+"$VENV/bin/python" -c 'import hermitcrab, llama_cpp' || { echo "install failed: see the output above" >&2; exit 1; }
+say "installed: $("$VENV/bin/hermitcrab" --help >/dev/null && echo "$VENV/bin/hermitcrab")"

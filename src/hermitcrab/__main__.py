@@ -1,0 +1,3 @@
+from hermitcrab.cli.main import main
+
+main()

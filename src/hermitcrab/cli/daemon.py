@@ -1,0 +1,177 @@
+"""`up`, `down`, `status`, `logs`: the gateway daemon's life, seen from outside."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hermitcrab.cli.output import fail, print_json
+from hermitcrab.config.loader import load_config
+from hermitcrab.config.paths import Paths
+from hermitcrab.errors import GatewayError
+
+
+def running_pid(paths: Paths) -> int | None:
+    """The gateway's pid if its pidfile is locked by a live process."""
+    import fcntl
+
+    try:
+        with paths.pidfile.open() as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                text = handle.read().strip()
+                return int(text) if text.isdigit() else None
+            fcntl.flock(handle, fcntl.LOCK_UN)
+            return None  # a stale file: nobody holds the lock
+    except FileNotFoundError:
+        return None
+
+
+def up(foreground: bool) -> None:
+    paths = Paths.from_env()
+    config = load_config(paths.config)  # fail here, loudly, before anything starts
+    pid = running_pid(paths)
+    if pid is not None:
+        print(
+            f"HermitCrab is already running (pid {pid}) at http://{config.gateway.host}:{config.gateway.port}"
+        )
+        return
+    if foreground:
+        from hermitcrab.gateway.server import serve
+
+        serve(paths, foreground=True)
+        return
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    out = (paths.logs / "gateway.out").open("ab")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "hermitcrab", "up", "--foreground"],
+        stdin=subprocess.DEVNULL,
+        stdout=out,
+        stderr=out,
+        start_new_session=True,  # the daemon outlives this terminal
+        env={**os.environ, "HERMITCRAB_HOME": str(paths.home)},
+    )
+    out.close()
+    from hermitcrab.cli.client import GatewayClient
+
+    client = GatewayClient(paths)
+    deadline = time.monotonic() + config.gateway.startup_timeout_seconds
+    started = time.perf_counter()
+    while time.monotonic() < deadline:
+        if child.poll() is not None:
+            tail = _tail(paths.logs / "gateway.out", 15)
+            fail(f"the gateway exited during start-up (code {child.returncode}):\n{tail}")
+        health = client.health()
+        if health and health.get("pid") == child.pid:
+            took = time.perf_counter() - started
+            print(f"HermitCrab is up at {client.base_url} (pid {child.pid}, ready in {took:.2f} s)")
+            return
+        time.sleep(0.02)
+    child.terminate()
+    fail(
+        f"the gateway did not become healthy within {config.gateway.startup_timeout_seconds:g} s; "
+        f"see `hermitcrab logs`"
+    )
+
+
+def down() -> None:
+    paths = Paths.from_env()
+    pid = running_pid(paths)
+    if pid is None:
+        print("HermitCrab is not running.")
+        return
+    config = load_config(paths.config)
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + config.gateway.shutdown_timeout_seconds + 5
+    while time.monotonic() < deadline:
+        if running_pid(paths) is None:
+            print(f"HermitCrab stopped (pid {pid}).")
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    print(f"HermitCrab did not stop in time and was killed (pid {pid}).")
+
+
+def status(json_output: bool) -> None:
+    paths = Paths.from_env()
+    info: dict[str, Any]
+    pid = running_pid(paths)
+    if pid is None:
+        info = {"running": False, "pid": None, "url": None, "model": None, "home": str(paths.home)}
+    else:
+        from hermitcrab.cli.client import GatewayClient
+
+        try:
+            info = GatewayClient(paths).request("GET", "/api/status")
+        except GatewayError as exc:
+            info = {"running": True, "pid": pid, "url": None, "model": None, "error": str(exc)}
+    if json_output:
+        print_json(info)
+    elif not info["running"]:
+        print(f"HermitCrab is not running (home {paths.home}). Start it with `hermitcrab up`.")
+    else:
+        _print_status(info)
+    if not info["running"]:
+        raise SystemExit(1)
+
+
+def _print_status(info: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(show_header=False, box=None)
+    for key in ("url", "pid", "version", "home", "uptime_seconds", "default_agent", "model", "turns_running"):
+        if key in info:
+            table.add_row(key, str(info[key]))
+    for name, model in info.get("models", {}).items():
+        table.add_row(f"model {name}", ", ".join(f"{k}={v}" for k, v in model.items()))
+    if "error" in info:
+        table.add_row("error", info["error"])
+    Console().print("[bold green]HermitCrab is running[/]")
+    Console().print(table)
+
+
+def _tail(path: Path, count: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-count:])
+    except OSError:
+        return "(no output)"
+
+
+def _pretty(line: str) -> str:
+    try:
+        entry = json.loads(line)
+    except json.JSONDecodeError:
+        return line
+    fixed = {"ts", "level", "logger", "msg"}
+    rest = " ".join(f"{k}={v}" for k, v in entry.items() if k not in fixed)
+    return f"{entry.get('ts', '')} {entry.get('level', ''):7} {entry.get('msg', '')} {rest}".rstrip()
+
+
+def logs(follow: bool, lines: int, raw: bool) -> None:
+    paths = Paths.from_env()
+    path = paths.gateway_log
+    if not path.exists():
+        fail(f"no log yet at {path}. fix: start the gateway with `hermitcrab up`")
+    show = (lambda s: s) if raw else _pretty
+    with path.open(errors="replace") as handle:
+        for line in handle.read().splitlines()[-lines:] if lines > 0 else []:
+            print(show(line))
+        if not follow:
+            return
+        try:
+            while True:
+                line = handle.readline()
+                if line:
+                    print(show(line.rstrip("\n")), flush=True)
+                else:
+                    time.sleep(0.2)
+        except KeyboardInterrupt:
+            return

@@ -1,0 +1,154 @@
+"""`hermitcrab doctor`: check the machine and the configuration, each failure with its fix."""
+
+from __future__ import annotations
+
+import ctypes
+import importlib.util
+import platform
+import shutil
+import stat
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from hermitcrab.cli.output import print_json
+from hermitcrab.config.paths import Paths
+from hermitcrab.errors import HermitCrabError
+
+# landlock_create_ruleset has the same number on every architecture (generic syscall table).
+SYS_LANDLOCK_CREATE_RULESET = 444
+LANDLOCK_CREATE_RULESET_VERSION = 1
+
+
+@dataclass
+class Check:
+    name: str
+    ok: bool
+    detail: str
+    fix: str = ""
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version, or 0 when Landlock is missing or disabled."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.syscall.restype = ctypes.c_long
+    version = libc.syscall(
+        SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), LANDLOCK_CREATE_RULESET_VERSION
+    )
+    return max(int(version), 0)
+
+
+def _bubblewrap() -> Check:
+    path = shutil.which("bwrap")
+    if path is None:
+        return Check("bubblewrap", False, "bwrap not found", "apt-get install bubblewrap")
+    version = subprocess.run([path, "--version"], capture_output=True, text=True).stdout.strip()
+    return Check("bubblewrap", True, f"{path} ({version})")
+
+
+def _landlock() -> Check:
+    abi = landlock_abi() if platform.system() == "Linux" else 0
+    if abi == 0:
+        return Check(
+            "landlock",
+            False,
+            "the kernel has no Landlock (or it is disabled)",
+            "use Linux >= 5.13 with lsm=landlock, or set filesystem.landlock: best_effort in policy.yaml",
+        )
+    return Check("landlock", True, f"ABI {abi}")
+
+
+def _token(paths: Paths) -> Check:
+    if not paths.token.is_file():
+        return Check("gateway token", False, f"{paths.token} missing", "hermitcrab onboard")
+    mode = stat.S_IMODE(paths.token.stat().st_mode)
+    if mode != 0o600:
+        return Check("gateway token", False, f"{paths.token} has mode {mode:04o}", f"chmod 600 {paths.token}")
+    return Check("gateway token", True, f"{paths.token} (0600)")
+
+
+def _config(paths: Paths) -> Check:
+    from hermitcrab.config.loader import load_config
+
+    try:
+        load_config(paths.config)
+    except HermitCrabError as exc:
+        return Check("config", False, str(exc), "edit the file as the message says, then run doctor again")
+    return Check("config", True, str(paths.config))
+
+
+def _policy(paths: Paths) -> Check:
+    from hermitcrab.policy import load_policy
+
+    try:
+        load_policy(paths.policy)
+    except HermitCrabError as exc:
+        return Check("policy", False, str(exc), "edit the file as the message says; until then nothing runs")
+    return Check("policy", True, str(paths.policy))
+
+
+def _port(paths: Paths) -> Check:
+    from hermitcrab.cli.daemon import running_pid
+    from hermitcrab.config.loader import load_config
+    from hermitcrab.gateway.server import check_port_free
+
+    try:
+        gateway = load_config(paths.config).gateway
+    except HermitCrabError:
+        return Check("port", False, "unknown: the config does not load", "fix the config first")
+    pid = running_pid(paths)
+    if pid is not None:
+        return Check("port", True, f"{gateway.host}:{gateway.port} in use by our gateway (pid {pid})")
+    try:
+        check_port_free(gateway.host, gateway.port)
+    except HermitCrabError as exc:
+        return Check("port", False, str(exc))
+    return Check("port", True, f"{gateway.host}:{gateway.port} is free")
+
+
+def _model(paths: Paths) -> Check:
+    from hermitcrab.config.loader import load_config
+    from hermitcrab.config.schema import LlamaCppModel
+    from hermitcrab.inference.model_file import resolve_model_path
+
+    try:
+        config = load_config(paths.config)
+    except HermitCrabError:
+        return Check("model", False, "unknown: the config does not load", "fix the config first")
+    found = []
+    for name, model in config.models.items():
+        if not isinstance(model, LlamaCppModel):
+            continue
+        try:
+            found.append(f"{name}: {resolve_model_path(model.path)}")
+        except HermitCrabError as exc:
+            return Check("model", False, str(exc))
+        if importlib.util.find_spec("llama_cpp") is None:
+            return Check("model", False, "llama-cpp-python is not installed", "pip install llama-cpp-python")
+    return Check("model", True, "; ".join(found) or "no embedded model configured")
+
+
+def run(json_output: bool) -> None:
+    paths = Paths.from_env()
+    probes: list[Callable[[], Check]] = [
+        lambda: _config(paths),
+        lambda: _policy(paths),
+        lambda: _token(paths),
+        _bubblewrap,
+        _landlock,
+        lambda: _port(paths),
+        lambda: _model(paths),
+    ]
+    checks = [probe() for probe in probes]
+    healthy = all(c.ok for c in checks)
+    if json_output:
+        print_json({"ok": healthy, "checks": [vars(c) for c in checks]})
+    else:
+        for c in checks:
+            mark = "ok  " if c.ok else "FAIL"
+            print(f"[{mark}] {c.name}: {c.detail}")
+            if not c.ok and c.fix:
+                print(f"       fix: {c.fix}")
+        print("All checks passed." if healthy else "Some checks failed; see the fixes above.")
+    if not healthy:
+        raise SystemExit(1)

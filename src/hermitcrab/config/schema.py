@@ -1,0 +1,98 @@
+"""The shape of hermitcrab.yaml. Unknown keys are errors: a typo must never be ignored."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GatewayConfig(StrictModel):
+    host: str = "127.0.0.1"
+    port: int = Field(18790, ge=1, le=65535)
+    # Binding anything but loopback exposes the agent to the network; it must be asked for.
+    allow_non_loopback: bool = False
+    max_message_bytes: int = Field(256 * 1024, ge=1, le=16 * 1024 * 1024)
+    max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    turn_timeout_seconds: float = Field(600.0, gt=0)
+    startup_timeout_seconds: float = Field(30.0, gt=0)
+    shutdown_timeout_seconds: float = Field(10.0, gt=0)
+
+
+class _ModelBase(StrictModel):
+    max_tokens: int = Field(256, ge=1, le=32768)
+    temperature: float = Field(0.2, ge=0.0, le=2.0)
+
+
+class LlamaCppModel(_ModelBase):
+    """A GGUF model run in-process by llama.cpp; by default the bundled SmolLM2-135M."""
+
+    provider: Literal["llama_cpp"] = "llama_cpp"
+    path: str | None = None
+    context_tokens: int = Field(2048, ge=256, le=131072)
+    threads: int | None = Field(None, ge=1, le=256)
+    # Loading can take seconds; the gateway answers health checks before it is done.
+    preload: bool = True
+
+
+class OpenAIModel(_ModelBase):
+    """Any OpenAI-compatible server: vLLM, Ollama, llama-server, NIM, OpenAI itself."""
+
+    provider: Literal["openai"]
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    request_timeout_seconds: float = Field(120.0, gt=0)
+
+
+class ScriptedModel(_ModelBase):
+    """Replies from a list, in turn (cycling); for tests and demos, never for real work."""
+
+    provider: Literal["scripted"]
+    replies: list[str] = Field(default_factory=lambda: ["Hello from the scripted model."])
+    delay_seconds: float = Field(0.0, ge=0.0)
+
+
+ModelConfig = Annotated[LlamaCppModel | OpenAIModel | ScriptedModel, Field(discriminator="provider")]
+
+
+class AgentConfig(StrictModel):
+    model: str = "embedded"
+    workspace: str | None = None
+    max_history_messages: int = Field(20, ge=0, le=10000)
+
+
+class Config(StrictModel):
+    version: Literal[1]
+    gateway: GatewayConfig = Field(default_factory=GatewayConfig)
+    models: dict[str, ModelConfig] = Field(default_factory=lambda: {"embedded": LlamaCppModel()})
+    agents: dict[str, AgentConfig] = Field(default_factory=lambda: {"main": AgentConfig()})
+    default_agent: str = "main"
+
+    def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
+        """Cross-references pydantic cannot check: (location, problem, fix)."""
+        problems: list[tuple[tuple[str | int, ...], str, str]] = []
+        for name, agent in self.agents.items():
+            if agent.model not in self.models:
+                known = ", ".join(sorted(self.models)) or "none"
+                problems.append(
+                    (
+                        ("agents", name, "model"),
+                        f"agent '{name}' uses model '{agent.model}', which is not defined",
+                        f"use one of the models under 'models:' ({known}), or add '{agent.model}' there",
+                    )
+                )
+        if self.default_agent not in self.agents:
+            known = ", ".join(sorted(self.agents)) or "none"
+            problems.append(
+                (
+                    ("default_agent",),
+                    f"default_agent '{self.default_agent}' is not defined under 'agents:'",
+                    f"set default_agent to one of: {known}",
+                )
+            )
+        return problems

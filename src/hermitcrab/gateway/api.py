@@ -1,0 +1,133 @@
+"""The session API: post messages, read the event log, stream events over a WebSocket."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from hermitcrab.errors import HermitCrabError
+from hermitcrab.gateway.http import ApiError, check_text_size, read_json
+from hermitcrab.gateway.service import Gateway
+from hermitcrab.store.sessions import check_session_id
+
+MAX_EVENTS_PAGE = 1000
+
+
+def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"ok": True, "pid": gw.status()["pid"], "version": gw.status()["version"]})
+
+    async def status(request: Request) -> JSONResponse:
+        return JSONResponse(gw.status())
+
+    async def list_sessions(request: Request) -> JSONResponse:
+        sessions = await asyncio.to_thread(gw.store.list_sessions)
+        return JSONResponse({"sessions": [s.to_json() for s in sessions]})
+
+    async def post_message(request: Request) -> JSONResponse:
+        session_id = _session_id(request)
+        body = await read_json(request, gw.config.gateway.max_request_bytes)
+        if not isinstance(body, dict) or not isinstance(body.get("text"), str) or not body["text"].strip():
+            raise ApiError(400, "invalid_request", 'send a JSON object like {"text": "hello"}')
+        check_text_size(body["text"], gw.config.gateway.max_message_bytes)
+        agent = body.get("agent")
+        if agent is not None and agent not in gw.agents:
+            raise ApiError(404, "unknown_agent", f"no agent named '{agent}'; known: {', '.join(gw.agents)}")
+        event = await gw.submit(session_id, body["text"], agent, source=str(body.get("source", "api")))
+        return JSONResponse(
+            {"message_id": event.id, "session_id": event.session_id, "status": "queued"}, status_code=202
+        )
+
+    async def get_events(request: Request) -> JSONResponse:
+        session_id = _session_id(request)
+        if await asyncio.to_thread(gw.store.get_session, session_id) is None:
+            raise ApiError(404, "unknown_session", f"no session '{session_id}'")
+        after = _int_param(request, "after", 0)
+        limit = min(_int_param(request, "limit", MAX_EVENTS_PAGE), MAX_EVENTS_PAGE)
+        events = await asyncio.to_thread(gw.store.events, session_id, after, limit)
+        return JSONResponse({"session_id": session_id, "events": [e.to_json() for e in events]})
+
+    async def stream_events(ws: WebSocket) -> None:
+        session_id = ws.path_params["session_id"]
+        try:
+            check_session_id(session_id)
+            # With ?after=N, replay the log after event N first; without it, live events only.
+            raw_after = ws.query_params.get("after")
+            after = int(raw_after) if raw_after is not None else None
+        except (HermitCrabError, ValueError):
+            await ws.close(code=4400, reason="bad session id or 'after'")
+            return
+        # Listen before accepting (a client may send its message as soon as it is accepted)
+        # and before replaying (an event committed meanwhile arrives twice, never zero times).
+        with gw.hub.listen(session_id) as queue:
+            await ws.accept()
+            last = 0  # the newest event already sent: a live copy of it is skipped
+            if after is not None:
+                last = after
+                for event in await asyncio.to_thread(gw.store.events, session_id, after, MAX_EVENTS_PAGE):
+                    await ws.send_json(event.to_json())
+                    last = event.id
+            receiver = asyncio.create_task(_drain(ws))
+            try:
+                while True:
+                    getter = asyncio.create_task(queue.get())
+                    done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    if receiver in done:
+                        getter.cancel()
+                        return
+                    event = getter.result()
+                    if event is None:
+                        await ws.close(code=4408, reason="too slow; reconnect with ?after=")
+                        return
+                    if event["id"] is not None:
+                        if event["id"] <= last:
+                            continue
+                        last = event["id"]
+                    await ws.send_json(event)
+            except WebSocketDisconnect:
+                return
+            finally:
+                receiver.cancel()
+
+    return [
+        Route("/healthz", healthz),
+        Route("/api/status", status),
+        Route("/api/sessions", list_sessions),
+        Route("/api/sessions/{session_id}/messages", post_message, methods=["POST"]),
+        Route("/api/sessions/{session_id}/events", get_events),
+        WebSocketRoute("/api/sessions/{session_id}/ws", stream_events),
+    ]
+
+
+async def _drain(ws: WebSocket) -> None:
+    """Read (and ignore) what the client sends, so a close is noticed at once."""
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+    except (WebSocketDisconnect, RuntimeError):
+        return
+
+
+def _session_id(request: Request) -> str:
+    session_id = request.path_params["session_id"]
+    try:
+        return check_session_id(session_id)
+    except HermitCrabError as exc:
+        raise ApiError(400, "invalid_session_id", str(exc)) from None
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw: Any = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        return max(int(raw), 0)
+    except ValueError:
+        raise ApiError(400, "invalid_request", f"query parameter '{name}' must be a whole number") from None

@@ -1,0 +1,41 @@
+"""Assemble the ASGI app: routes, error handling, auth, and the gateway's start and stop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from hermitcrab.errors import HermitCrabError
+from hermitcrab.gateway import api, openai_api
+from hermitcrab.gateway.auth import TokenAuth
+from hermitcrab.gateway.http import ApiError
+from hermitcrab.gateway.service import Gateway
+
+
+def build_app(gw: Gateway) -> Any:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gw.start()
+        try:
+            yield
+        finally:
+            await gw.stop()
+
+    async def api_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, ApiError)
+        return exc.response()
+
+    async def domain_error(request: Request, exc: Exception) -> JSONResponse:
+        return ApiError(400, type(exc).__name__, str(exc)).response()
+
+    app = Starlette(
+        routes=[*api.routes(gw), *openai_api.routes(gw)],
+        lifespan=lifespan,
+        exception_handlers={ApiError: api_error, HermitCrabError: domain_error},
+    )
+    return TokenAuth(app, gw.token)

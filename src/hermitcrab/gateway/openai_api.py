@@ -1,0 +1,174 @@
+"""OpenAI-compatible /v1 API: the model name selects the agent.
+
+Stateless, like OpenAI's own: the client sends the whole conversation. The agent's
+persona is prepended when the client sends no system message of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from hermitcrab.errors import HermitCrabError
+from hermitcrab.gateway.http import ApiError, check_text_size, read_json
+from hermitcrab.gateway.service import Gateway
+from hermitcrab.inference import ChatMessage, ChatRequest, complete
+
+ROLES = frozenset({"system", "user", "assistant"})
+
+
+def routes(gw: Gateway) -> list[Route]:
+    async def models(request: Request) -> JSONResponse:
+        created = int(gw.started_at)
+        data = [
+            {"id": name, "object": "model", "created": created, "owned_by": "hermitcrab"}
+            for name in gw.agents
+        ]
+        return JSONResponse({"object": "list", "data": data})
+
+    async def chat_completions(request: Request) -> Response:
+        body = await read_json(request, gw.config.gateway.max_request_bytes)
+        if not isinstance(body, dict):
+            raise ApiError(400, "invalid_request_error", "the body must be a JSON object")
+        name = body.get("model") or gw.config.default_agent
+        if name not in gw.agents:
+            raise ApiError(
+                404,
+                "model_not_found",
+                f"no agent named '{name}'. fix: use one of {', '.join(gw.agents)} (GET /v1/models)",
+            )
+        agent = gw.agents[name]
+        messages = _messages(body.get("messages"), gw.config.gateway.max_message_bytes)
+        if not any(m.role == "system" for m in messages):
+            persona = agent.persona.system_prompt()
+            if persona:
+                messages.insert(0, ChatMessage("system", persona))
+        chat = ChatRequest(
+            messages,
+            max_tokens=_optional_int(body, "max_tokens") or _optional_int(body, "max_completion_tokens"),
+            temperature=_optional_float(body, "temperature"),
+            stop=_stop(body.get("stop")),
+        )
+        completion_id = f"chatcmpl-{uuid.uuid4().hex}"
+        created = int(time.time())
+        if body.get("stream"):
+            return StreamingResponse(
+                _sse(agent.provider.stream(chat), completion_id, created, name),
+                media_type="text/event-stream",
+                headers={"cache-control": "no-cache"},
+            )
+        try:
+            result = await complete(agent.provider, chat)
+        except HermitCrabError as exc:
+            raise ApiError(502, "provider_error", str(exc)) from None
+        usage = {"prompt_tokens": 0, "completion_tokens": 0, **result.usage}
+        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": name,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": result.text},
+                        "finish_reason": result.finish_reason or "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
+    return [
+        Route("/v1/models", models),
+        Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    ]
+
+
+async def _sse(
+    chunks: AsyncIterator[Any], completion_id: str, created: int, model: str
+) -> AsyncIterator[bytes]:
+    def frame(delta: dict[str, Any], finish: str | None) -> bytes:
+        payload = {
+            "id": completion_id,
+            "object": "chat.completion.chunk",
+            "created": created,
+            "model": model,
+            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+        }
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    yield frame({"role": "assistant", "content": ""}, None)
+    finish: str | None = None
+    try:
+        async for chunk in chunks:
+            finish = chunk.finish_reason or finish
+            if chunk.text:
+                yield frame({"content": chunk.text}, None)
+    except HermitCrabError as exc:
+        # Headers are already sent; an error object in the stream is what OpenAI clients read.
+        error = {"error": {"message": str(exc), "type": "provider_error", "code": 502}}
+        yield f"data: {json.dumps(error)}\n\n".encode()
+        return
+    yield frame({}, finish or "stop")
+    yield b"data: [DONE]\n\n"
+
+
+def _messages(raw: Any, max_bytes: int) -> list[ChatMessage]:
+    if not isinstance(raw, list) or not raw:
+        raise ApiError(400, "invalid_request_error", "'messages' must be a non-empty list")
+    messages = []
+    for index, item in enumerate(raw):
+        if not isinstance(item, dict) or item.get("role") not in ROLES | {"developer"}:
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                f"messages[{index}] needs a 'role' of system, user or assistant and a 'content'",
+            )
+        content = item.get("content")
+        if isinstance(content, list):  # content parts: keep the text ones
+            content = "".join(
+                p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
+            )
+        if not isinstance(content, str):
+            raise ApiError(400, "invalid_request_error", f"messages[{index}].content must be text")
+        check_text_size(content, max_bytes)
+        role = "system" if item["role"] == "developer" else item["role"]
+        messages.append(ChatMessage(role, content))
+    return messages
+
+
+def _optional_int(body: dict[str, Any], key: str) -> int | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+        raise ApiError(400, "invalid_request_error", f"'{key}' must be a positive whole number")
+    return value
+
+
+def _optional_float(body: dict[str, Any], key: str) -> float | None:
+    value = body.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        raise ApiError(400, "invalid_request_error", f"'{key}' must be a number")
+    return float(value)
+
+
+def _stop(value: Any) -> list[str] | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return value
+    raise ApiError(400, "invalid_request_error", "'stop' must be a string or a list of strings")

@@ -1,0 +1,118 @@
+"""The gateway's parts, built once and passed in: store, models, agents, turns, live events."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from hermitcrab import __version__
+from hermitcrab.agent import Agent, Persona
+from hermitcrab.config.paths import Paths
+from hermitcrab.config.schema import Config
+from hermitcrab.errors import GatewayError
+from hermitcrab.gateway.hub import Hub
+from hermitcrab.gateway.turns import TurnRunner
+from hermitcrab.inference import Provider, build_provider
+from hermitcrab.store import SessionStore, open_database
+from hermitcrab.store.sessions import MESSAGE, Event
+
+log = logging.getLogger("hermitcrab.gateway")
+
+
+class Gateway:
+    def __init__(self, paths: Paths, config: Config, providers: dict[str, Provider] | None = None) -> None:
+        self.paths = paths
+        self.config = config
+        self.token = paths.read_token()
+        self.hub = Hub()
+        self.started_at = time.time()
+        self.providers: dict[str, Provider] = providers or {
+            name: build_provider(name, model) for name, model in config.models.items()
+        }
+        self.agents: dict[str, Agent] = {
+            name: Agent(name, agent, self.providers[agent.model], Persona(self._workspace(agent.workspace)))
+            for name, agent in config.agents.items()
+        }
+        self.store: SessionStore | None = None
+        self.runner: TurnRunner | None = None
+        self._preload: list[asyncio.Task[None]] = []
+
+    def _workspace(self, configured: str | None) -> Path:
+        return Path(configured).expanduser() if configured else self.paths.workspace
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.config.gateway.host}:{self.config.gateway.port}"
+
+    async def start(self) -> None:
+        self.store = SessionStore(await asyncio.to_thread(open_database, self.paths.state_db))
+        self.runner = TurnRunner(
+            self.store, self.agent, self.hub.publish, self.config.gateway.turn_timeout_seconds
+        )
+        # Models load after the gateway answers: health checks and the API must not wait.
+        for name, provider in self.providers.items():
+            if getattr(getattr(provider, "config", None), "preload", False):
+                self._preload.append(asyncio.create_task(self._load(name, provider)))
+        for message in await asyncio.to_thread(self.store.unanswered):
+            session = self.store.get_session(message.session_id)
+            log.info("resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id})
+            self.runner.enqueue(message, session.agent if session else self.config.default_agent)
+
+    async def _load(self, name: str, provider: Provider) -> None:
+        try:
+            await provider.start()
+            log.info("model loaded", extra={"model": name, **provider.describe()})
+        except Exception as exc:
+            log.error("model failed to load", extra={"model": name, "error": str(exc)})
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.stop()
+        for task in self._preload:
+            task.cancel()
+        await asyncio.gather(*self._preload, return_exceptions=True)
+        for provider in self.providers.values():
+            await provider.close()
+        if self.store is not None:
+            self.store.close()
+
+    def agent(self, name: str) -> Agent:
+        try:
+            return self.agents[name]
+        except KeyError:
+            raise GatewayError(f"no agent named '{name}'; known: {', '.join(self.agents)}") from None
+
+    async def submit(self, session_id: str, text: str, agent_name: str | None, source: str) -> Event:
+        """Commit an inbound message, then queue its turn: durable before anything acts."""
+        assert self.store is not None and self.runner is not None
+        store = self.store
+        session = await asyncio.to_thread(
+            store.ensure_session, session_id, agent_name or self.config.default_agent
+        )
+        self.agent(session.agent)
+        event = await asyncio.to_thread(
+            store.append, session.id, MESSAGE, {"role": "user", "text": text, "source": source}
+        )
+        self.hub.publish(event.to_json())
+        self.runner.enqueue(event, session.agent)
+        return event
+
+    def status(self) -> dict[str, Any]:
+        default = self.agents[self.config.default_agent]
+        return {
+            "running": True,
+            "pid": os.getpid(),
+            "url": self.url,
+            "version": __version__,
+            "home": str(self.paths.home),
+            "uptime_seconds": round(time.time() - self.started_at, 1),
+            "model": default.provider.name,
+            "models": {name: p.describe() for name, p in self.providers.items()},
+            "agents": {name: a.config.model for name, a in self.agents.items()},
+            "default_agent": self.config.default_agent,
+            "turns_running": self.runner.busy() if self.runner else 0,
+        }

@@ -1,0 +1,64 @@
+"""Run turns: one at a time per session, in arrival order; messages that arrive mid-turn wait."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from hermitcrab.agent import Agent, run_turn
+from hermitcrab.store.sessions import Event, SessionStore
+
+log = logging.getLogger("hermitcrab.turns")
+
+
+class TurnRunner:
+    def __init__(
+        self,
+        store: SessionStore,
+        agent_for: Callable[[str], Agent],
+        emit: Callable[[dict], None],
+        timeout_seconds: float,
+    ) -> None:
+        self._store = store
+        self._agent_for = agent_for
+        self._emit = emit
+        self._timeout = timeout_seconds
+        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
+
+    def enqueue(self, message: Event, agent_name: str) -> None:
+        queue = self._queues.setdefault(message.session_id, asyncio.Queue())
+        queue.put_nowait(message)
+        if message.session_id not in self._workers:
+            task = asyncio.create_task(self._work(message.session_id, agent_name))
+            self._workers[message.session_id] = task
+
+    def busy(self) -> int:
+        return len(self._workers)
+
+    async def _work(self, session_id: str, agent_name: str) -> None:
+        queue = self._queues[session_id]
+        try:
+            while not queue.empty():
+                message = queue.get_nowait()
+                try:
+                    agent = self._agent_for(agent_name)
+                    answer = await run_turn(agent, self._store, message, self._emit, self._timeout)
+                except Exception:  # the next message must still get its turn
+                    log.exception("turn crashed", extra={"session": session_id, "message_id": message.id})
+                    continue
+                log.info(
+                    "turn done",
+                    extra={"session": session_id, "message_id": message.id, "outcome": answer.kind},
+                )
+        finally:
+            # Nothing awaits between the empty check and here, so no message can be stranded.
+            del self._workers[session_id]
+            if queue.empty():
+                del self._queues[session_id]
+
+    async def stop(self) -> None:
+        for task in list(self._workers.values()):
+            task.cancel()
+        await asyncio.gather(*self._workers.values(), return_exceptions=True)

@@ -1,0 +1,74 @@
+"""Any OpenAI-compatible server (vLLM, Ollama, llama-server, NIM, OpenAI) via the official SDK."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from typing import Any
+
+from hermitcrab.config.schema import OpenAIModel
+from hermitcrab.errors import ProviderError
+from hermitcrab.inference.base import ChatRequest, Chunk
+
+
+class OpenAICompatProvider:
+    def __init__(self, name: str, config: OpenAIModel) -> None:
+        self.name = name
+        self.config = config
+        self._client: Any = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"provider": "openai", "base_url": self.config.base_url, "model": self.config.model}
+
+    async def start(self) -> None:
+        from openai import AsyncOpenAI
+
+        key = "not-needed"
+        if self.config.api_key_env:
+            key = os.environ.get(self.config.api_key_env, "")
+            if not key:
+                raise ProviderError(
+                    f"model '{self.name}': environment variable {self.config.api_key_env} is empty. "
+                    f"fix: export {self.config.api_key_env}=... before `hermitcrab up`"
+                )
+        self._client = AsyncOpenAI(
+            base_url=self.config.base_url,
+            api_key=key,
+            timeout=self.config.request_timeout_seconds,
+            max_retries=1,
+        )
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
+        import openai
+
+        if self._client is None:
+            await self.start()
+        try:
+            response = await self._client.chat.completions.create(
+                model=self.config.model,
+                messages=[m.to_dict() for m in request.messages],
+                max_tokens=request.max_tokens or self.config.max_tokens,
+                temperature=self.config.temperature if request.temperature is None else request.temperature,
+                stop=request.stop,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            finish: str | None = None
+            async for event in response:
+                if event.usage is not None:
+                    usage = {
+                        "prompt_tokens": event.usage.prompt_tokens,
+                        "completion_tokens": event.usage.completion_tokens,
+                    }
+                    yield Chunk("", finish_reason=finish, usage=usage)
+                for choice in event.choices:
+                    finish = choice.finish_reason or finish
+                    text = choice.delta.content or ""
+                    if text or choice.finish_reason:
+                        yield Chunk(text, finish_reason=choice.finish_reason)
+        except openai.OpenAIError as exc:
+            raise ProviderError(f"model '{self.name}' at {self.config.base_url}: {exc}") from exc

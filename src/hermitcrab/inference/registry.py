@@ -1,0 +1,22 @@
+"""Build a provider from its configuration; each kind is imported only when used."""
+
+from __future__ import annotations
+
+from hermitcrab.config.schema import LlamaCppModel, ModelConfig, OpenAIModel, ScriptedModel
+from hermitcrab.inference.base import Provider
+
+
+def build_provider(name: str, config: ModelConfig) -> Provider:
+    if isinstance(config, LlamaCppModel):
+        from hermitcrab.inference.llama import LlamaCppProvider
+
+        return LlamaCppProvider(name, config)
+    if isinstance(config, OpenAIModel):
+        from hermitcrab.inference.openai_compat import OpenAICompatProvider
+
+        return OpenAICompatProvider(name, config)
+    if isinstance(config, ScriptedModel):
+        from hermitcrab.inference.scripted import ScriptedProvider
+
+        return ScriptedProvider(name, config.replies, delay_seconds=config.delay_seconds)
+    raise TypeError(f"unknown model config {type(config).__name__}")

@@ -1,0 +1,201 @@
+"""Sessions and their append-only event logs.
+
+An event is written and committed before anything acts on it; nothing is ever updated
+in place, so the log is the history.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hermitcrab.errors import StoreError
+
+SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
+
+# Event kinds. A 'message' is answered by exactly one 'reply' or 'turn.failed'.
+MESSAGE = "message"
+TURN_STARTED = "turn.started"
+REPLY = "reply"
+TURN_FAILED = "turn.failed"
+ANSWERS = (REPLY, TURN_FAILED)
+
+
+@dataclass(frozen=True)
+class Event:
+    id: int
+    session_id: str
+    kind: str
+    data: dict[str, Any]
+    created_at: float
+    reply_to: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "session_id": self.session_id,
+            "kind": self.kind,
+            "reply_to": self.reply_to,
+            "data": self.data,
+            "created_at": self.created_at,
+        }
+
+
+@dataclass(frozen=True)
+class Session:
+    id: str
+    agent: str
+    created_at: float
+    updated_at: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "agent": self.agent,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            **self.extra,
+        }
+
+
+def check_session_id(session_id: str) -> str:
+    if not SESSION_ID.match(session_id):
+        raise StoreError(
+            f"invalid session id {session_id!r}: use 1-128 letters, digits or . _ : @ -, "
+            "starting with a letter or digit"
+        )
+    return session_id
+
+
+class SessionStore:
+    """Thread-safe access to sessions and events over one SQLite connection."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def ensure_session(self, session_id: str, agent: str) -> Session:
+        check_session_id(session_id)
+        now = time.time()
+        with self._lock:
+            self._conn.execute(
+                "INSERT OR IGNORE INTO sessions (id, agent, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                (session_id, agent, now, now),
+            )
+            row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session(row)
+
+    def get_session(self, session_id: str) -> Session | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return _session(row) if row else None
+
+    def list_sessions(self) -> list[Session]:
+        with self._lock:
+            rows = self._conn.execute(
+                """SELECT s.*, (SELECT COUNT(*) FROM events e WHERE e.session_id = s.id) AS events
+                   FROM sessions s ORDER BY s.updated_at DESC"""
+            ).fetchall()
+        return [_session(r, extra={"events": r["events"]}) for r in rows]
+
+    def append(self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None = None) -> Event:
+        """Append one event and commit it before returning (durable before visible)."""
+        now = time.time()
+        payload = json.dumps(data, ensure_ascii=False)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = self._conn.execute(
+                    """INSERT INTO events (session_id, kind, reply_to, data, created_at)
+                       VALUES (?, ?, ?, ?, ?)""",
+                    (session_id, kind, reply_to, payload, now),
+                )
+                self._conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return Event(int(cur.lastrowid or 0), session_id, kind, data, now, reply_to)
+
+    def events(self, session_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
+                (session_id, after, limit),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+    def conversation(self, session_id: str, before: int, limit: int) -> list[tuple[Event, Event]]:
+        """The last `limit` answered exchanges (message, reply) whose message came before
+        event `before`, oldest first. Pairing by reply_to keeps the order right even when
+        a message was queued while an earlier turn was still running."""
+        with self._lock:
+            rows = self._conn.execute(
+                """SELECT m.id, m.session_id, m.kind, m.reply_to, m.data, m.created_at,
+                          r.id AS r_id, r.kind AS r_kind, r.reply_to AS r_reply_to,
+                          r.data AS r_data, r.created_at AS r_created_at
+                   FROM events m JOIN events r ON r.reply_to = m.id AND r.kind = ?
+                   WHERE m.session_id = ? AND m.kind = ? AND m.id < ?
+                   ORDER BY m.id DESC LIMIT ?""",
+                (REPLY, session_id, MESSAGE, before, limit),
+            ).fetchall()
+        pairs = []
+        for row in reversed(rows):
+            reply = Event(
+                row["r_id"],
+                session_id,
+                row["r_kind"],
+                json.loads(row["r_data"]),
+                row["r_created_at"],
+                row["r_reply_to"],
+            )
+            pairs.append((_event(row), reply))
+        return pairs
+
+    def unanswered(self) -> list[Event]:
+        """Messages with no reply yet, oldest first: the turns a restart must resume."""
+        with self._lock:
+            rows = self._conn.execute(
+                f"""SELECT * FROM events m WHERE m.kind = ? AND NOT EXISTS (
+                        SELECT 1 FROM events r WHERE r.reply_to = m.id AND r.kind IN ({_marks(ANSWERS)}))
+                    ORDER BY m.id""",
+                (MESSAGE, *ANSWERS),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+    def answer_to(self, message_id: int) -> Event | None:
+        with self._lock:
+            row = self._conn.execute(
+                f"SELECT * FROM events WHERE reply_to = ? AND kind IN ({_marks(ANSWERS)}) LIMIT 1",
+                (message_id, *ANSWERS),
+            ).fetchone()
+        return _event(row) if row else None
+
+
+def _marks(items: tuple[str, ...]) -> str:
+    return ", ".join("?" for _ in items)
+
+
+def _session(row: sqlite3.Row, extra: dict[str, Any] | None = None) -> Session:
+    return Session(row["id"], row["agent"], row["created_at"], row["updated_at"], extra or {})
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=row["id"],
+        session_id=row["session_id"],
+        kind=row["kind"],
+        data=json.loads(row["data"]),
+        created_at=row["created_at"],
+        reply_to=row["reply_to"],
+    )

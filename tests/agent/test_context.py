@@ -1,0 +1,41 @@
+"""The persona is built from the workspace files, and stays byte-stable between turns."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from hermitcrab.agent.context import Persona, build_messages
+from hermitcrab.store.sessions import Event
+
+
+def test_placeholders_and_empty_files_cost_nothing(tmp_path: Path) -> None:
+    (tmp_path / "SOUL.md").write_text("# Persona\n\nYou are Crab.\n")
+    (tmp_path / "USER.md").write_text("# About the user\n\n(Nothing yet.)\n")
+    prompt = Persona(tmp_path).system_prompt()
+    assert "You are Crab." in prompt
+    assert "About the user" not in prompt and "Nothing yet" not in prompt
+
+
+def test_prompt_is_stable_and_follows_edits(tmp_path: Path) -> None:
+    soul = tmp_path / "SOUL.md"
+    soul.write_text("# Persona\nOne.\n")
+    persona = Persona(tmp_path)
+    first = persona.system_prompt()
+    assert persona.system_prompt() == first
+    soul.write_text("# Persona\nTwo.\n")
+    os.utime(soul, ns=(1, 10**18))  # make sure the change is seen even within one mtime tick
+    assert "Two." in persona.system_prompt()
+
+
+def test_messages_in_order(tmp_path: Path) -> None:
+    def ev(i: int, text: str, kind: str = "message") -> Event:
+        return Event(i, "s", kind, {"text": text}, 0.0)
+
+    messages = build_messages("sys", [(ev(1, "q1"), ev(3, "a1", "reply"))], ev(4, "q2"))
+    assert [(m.role, m.content) for m in messages] == [
+        ("system", "sys"),
+        ("user", "q1"),
+        ("assistant", "a1"),
+        ("user", "q2"),
+    ]

@@ -1,0 +1,84 @@
+"""The SQLite store: WAL, migrations, an append-only log that survives reopening."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from hermitcrab.errors import StoreError
+from hermitcrab.store import SessionStore, open_database
+from hermitcrab.store.migrations import MIGRATIONS
+from hermitcrab.store.sessions import MESSAGE, REPLY, TURN_FAILED
+
+
+def store_at(path: Path) -> SessionStore:
+    return SessionStore(open_database(path))
+
+
+def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
+    conn = open_database(tmp_path / "state.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+
+
+def test_events_survive_reopening(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "state.db")
+    store.ensure_session("s1", "main")
+    first = store.append("s1", MESSAGE, {"role": "user", "text": "hi"})
+    store.append("s1", REPLY, {"text": "hello"}, reply_to=first.id)
+    store.close()
+    again = store_at(tmp_path / "state.db")
+    events = again.events("s1")
+    assert [e.kind for e in events] == [MESSAGE, REPLY]
+    assert events[1].reply_to == first.id and events[1].data == {"text": "hello"}
+    assert [s.id for s in again.list_sessions()] == ["s1"]
+
+
+def test_unanswered_messages_are_the_ones_to_resume(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "state.db")
+    store.ensure_session("s", "main")
+    a = store.append("s", MESSAGE, {"text": "a"})
+    b = store.append("s", MESSAGE, {"text": "b"})
+    c = store.append("s", MESSAGE, {"text": "c"})
+    store.append("s", REPLY, {"text": "ra"}, reply_to=a.id)
+    store.append("s", TURN_FAILED, {"error": "x"}, reply_to=c.id)
+    assert [e.id for e in store.unanswered()] == [b.id]
+
+
+def test_conversation_pairs_by_reply_not_by_position(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "state.db")
+    store.ensure_session("s", "main")
+    a = store.append("s", MESSAGE, {"text": "a"})
+    b = store.append("s", MESSAGE, {"text": "b"})  # queued while a's turn ran
+    store.append("s", REPLY, {"text": "ra"}, reply_to=a.id)
+    store.append("s", REPLY, {"text": "rb"}, reply_to=b.id)
+    c = store.append("s", MESSAGE, {"text": "c"})
+    pairs = store.conversation("s", before=c.id, limit=10)
+    assert [(m.data["text"], r.data["text"]) for m, r in pairs] == [("a", "ra"), ("b", "rb")]
+    assert [m.data["text"] for m, _ in store.conversation("s", before=b.id, limit=10)] == ["a"]
+    assert [m.data["text"] for m, _ in store.conversation("s", before=c.id, limit=1)] == ["b"]
+
+
+def test_bad_session_id_is_refused(tmp_path: Path) -> None:
+    store = store_at(tmp_path / "state.db")
+    with pytest.raises(StoreError, match="invalid session id"):
+        store.ensure_session("../etc", "main")
+
+
+def test_newer_schema_is_refused_not_damaged(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    open_database(path).close()
+    raw = sqlite3.connect(path)
+    raw.execute("PRAGMA user_version = 999")
+    raw.close()
+    with pytest.raises(StoreError, match="newer than this HermitCrab knows"):
+        open_database(path)
+
+
+def test_garbage_file_gives_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "state.db"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StoreError, match="cannot open the store"):
+        open_database(path)
