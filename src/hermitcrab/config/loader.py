@@ -161,6 +161,8 @@ def load_yaml_model(path: Path, model: type[M], data: Any = None) -> M:
         for error in exc.errors():
             raw_loc = tuple(error["loc"])
             loc, _ = _clean_loc(model, raw_loc)
+            if error["type"] == "union_tag_invalid":
+                loc = (*loc, str(error.get("ctx", {}).get("discriminator", "")).strip("'\""))
             line = _line_of(data, loc)
             got = error.get("input")
             got_text = ""

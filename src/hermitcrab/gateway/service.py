@@ -59,7 +59,9 @@ class Gateway:
                 self._preload.append(asyncio.create_task(self._load(name, provider)))
         for message in await asyncio.to_thread(self.store.unanswered):
             session = self.store.get_session(message.session_id)
-            log.info("resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id})
+            log.info(
+                "resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id}
+            )
             self.runner.enqueue(message, session.agent if session else self.config.default_agent)
 
     async def _load(self, name: str, provider: Provider) -> None:

@@ -1,0 +1,156 @@
+"""The real daemon, driven through the real `hermitcrab` command, as a user would."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from hermitcrab.config.paths import Paths
+from tests.conftest import SCRIPTED_CONFIG, free_port
+
+
+def hc(paths: Paths, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "HERMITCRAB_HOME": str(paths.home)}
+    return subprocess.run(
+        [sys.executable, "-m", "hermitcrab", *args], env=env, capture_output=True, text=True, timeout=timeout
+    )
+
+
+@pytest.fixture
+def daemon_home(home: Paths) -> Iterator[Paths]:
+    home.config.write_text(SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!", "Second answer."]'))
+    yield home
+    hc(home, "down")
+
+
+def test_up_ask_down_up_keeps_history(daemon_home: Paths) -> None:
+    up = hc(daemon_home, "up")
+    assert up.returncode == 0, up.stderr
+    assert "HermitCrab is up at http://127.0.0.1:" in up.stdout
+
+    again = hc(daemon_home, "up")
+    assert again.returncode == 0 and "already running" in again.stdout
+
+    status = hc(daemon_home, "status", "--json")
+    info = json.loads(status.stdout)
+    assert info["running"] is True and info["model"] == "embedded"
+    assert isinstance(info["pid"], int) and info["url"].startswith("http://127.0.0.1:")
+
+    asked = hc(daemon_home, "ask", "Say hello", "--session", "keep")
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout.strip() == "Bonjour!"
+
+    down = hc(daemon_home, "down")
+    assert down.returncode == 0 and "stopped" in down.stdout
+    stopped = hc(daemon_home, "status", "--json")
+    assert stopped.returncode == 1 and json.loads(stopped.stdout)["running"] is False
+
+    assert hc(daemon_home, "up").returncode == 0
+    info = json.loads(hc(daemon_home, "status", "--json").stdout)
+    token = daemon_home.read_token()
+    events = httpx.get(
+        f"{info['url']}/api/sessions/keep/events",
+        headers={"Authorization": f"Bearer {token}"},
+        trust_env=False,
+    ).json()["events"]
+    assert [(e["kind"], e["data"].get("text")) for e in events if e["kind"] in ("message", "reply")] == [
+        ("message", "Say hello"),
+        ("reply", "Bonjour!"),
+    ]
+    follow_up = json.loads(hc(daemon_home, "ask", "More?", "--session", "keep", "--json").stdout)
+    assert follow_up["ok"] is True and follow_up["reply"] == "Bonjour!"  # a fresh script after restart
+
+
+def test_unanswered_message_is_answered_after_a_restart(daemon_home: Paths) -> None:
+    from hermitcrab.store import SessionStore, open_database
+    from hermitcrab.store.sessions import MESSAGE
+
+    # A message committed while no gateway ran (as after a crash mid-turn).
+    store = SessionStore(open_database(daemon_home.state_db))
+    store.ensure_session("crashed", "main")
+    store.append("crashed", MESSAGE, {"role": "user", "text": "still there?"})
+    store.close()
+    assert hc(daemon_home, "up").returncode == 0
+    asked = hc(daemon_home, "ask", "next", "--session", "crashed", "--json")
+    answers = json.loads(asked.stdout)
+    assert answers["ok"] is True
+    store = SessionStore(open_database(daemon_home.state_db))
+    kinds = [e.kind for e in store.events("crashed")]
+    store.close()
+    assert kinds.count("reply") == 2
+
+
+def test_broken_config_refuses_to_start(daemon_home: Paths) -> None:
+    daemon_home.config.write_text("version: 1\ngateway:\n  prot: 1\n")
+    up = hc(daemon_home, "up")
+    assert up.returncode == 1
+    assert f"{daemon_home.config}:3: gateway.prot: unknown key" in up.stderr
+    assert "did you mean 'port'" in up.stderr
+    assert not daemon_home.pidfile.exists()
+
+
+def test_non_loopback_bind_needs_explicit_config(daemon_home: Paths) -> None:
+    text = daemon_home.config.read_text().replace("gateway:\n", "gateway:\n  host: 0.0.0.0\n")
+    daemon_home.config.write_text(text)
+    up = hc(daemon_home, "up")
+    assert up.returncode == 1
+    assert "not loopback" in up.stderr and "allow_non_loopback" in up.stderr
+
+
+def test_port_in_use_is_reported(daemon_home: Paths) -> None:
+    import socket
+
+    from hermitcrab.config import load_config
+
+    port = load_config(daemon_home.config).gateway.port
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", port))
+        squatter.listen()
+        up = hc(daemon_home, "up")
+    assert up.returncode == 1 and "Address already in use" in up.stderr
+
+
+def test_ask_without_a_daemon_fails_clearly(daemon_home: Paths) -> None:
+    asked = hc(daemon_home, "ask", "hello?")
+    assert asked.returncode == 1
+    assert "not running" in asked.stderr and "hermitcrab up" in asked.stderr
+
+
+def test_help_lists_the_commands(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, "-m", "hermitcrab", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0
+    for command in ("onboard", "up", "down", "status", "logs", "ask", "chat", "doctor"):
+        assert f"  {command} " in result.stdout
+
+
+def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
+    ok = hc(daemon_home, "doctor", "--json")
+    report = json.loads(ok.stdout)
+    checks = {c["name"]: c for c in report["checks"]}
+    assert set(checks) == {"config", "policy", "gateway token", "bubblewrap", "landlock", "port", "model"}
+    assert checks["config"]["ok"] and checks["gateway token"]["ok"] and checks["port"]["ok"]
+
+    daemon_home.token.chmod(0o644)
+    daemon_home.policy.write_text("version: 1\nprocess:\n  run_as_uid: 0\n")
+    bad = hc(daemon_home, "doctor", "--json")
+    assert bad.returncode == 1
+    checks = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}
+    assert not checks["gateway token"]["ok"] and "chmod 600" in checks["gateway token"]["fix"]
+    assert not checks["policy"]["ok"] and "process.run_as_uid" in checks["policy"]["detail"]
+
+
+def test_onboard_twice_keeps_files_and_token(home: Paths) -> None:
+    token = home.read_token()
+    custom = home.workspace / "SOUL.md"
+    custom.write_text("# Persona\nMine.\n")
+    again = hc(home, "onboard", "--yes")
+    assert again.returncode == 0
+    assert home.read_token() == token and custom.read_text() == "# Persona\nMine.\n"
+    assert oct(home.token.stat().st_mode & 0o777) == "0o600"

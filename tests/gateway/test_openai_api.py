@@ -1,0 +1,72 @@
+"""The official openai client works against the gateway's /v1 API."""
+
+from __future__ import annotations
+
+import openai
+import pytest
+
+from hermitcrab.inference.scripted import ScriptedProvider
+
+
+def client_for(gw) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.token, max_retries=0)
+
+
+def test_models_lists_the_agents(live_gateway) -> None:
+    gw = live_gateway()
+    assert [m.id for m in client_for(gw).models.list()] == ["main"]
+
+
+def test_non_streaming_completion(live_gateway) -> None:
+    provider = ScriptedProvider("embedded", ["Paris is the capital."])
+    gw = live_gateway({"embedded": provider})
+    result = client_for(gw).chat.completions.create(
+        model="main", messages=[{"role": "user", "content": "Capital of France?"}]
+    )
+    assert result.choices[0].message.content == "Paris is the capital."
+    assert result.choices[0].finish_reason == "stop"
+    assert result.model == "main"
+    sent = provider.requests[0].messages
+    assert sent[0].role == "system" and "HermitCrab" in sent[0].content  # the persona
+    assert (sent[-1].role, sent[-1].content) == ("user", "Capital of France?")
+
+
+def test_streaming_completion(live_gateway) -> None:
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", ["one two three four"])})
+    stream = client_for(gw).chat.completions.create(
+        model="main", messages=[{"role": "user", "content": "count"}], stream=True
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "one two three four"
+    assert len([c for c in chunks if c.choices and c.choices[0].delta.content]) == 4
+    assert chunks[-1].choices[0].finish_reason == "stop"
+
+
+def test_client_system_message_replaces_the_persona(live_gateway) -> None:
+    provider = ScriptedProvider("embedded", ["ok"])
+    gw = live_gateway({"embedded": provider})
+    client_for(gw).chat.completions.create(
+        model="main",
+        messages=[{"role": "system", "content": "Be terse."}, {"role": "user", "content": "hi"}],
+    )
+    assert [m.content for m in provider.requests[0].messages] == ["Be terse.", "hi"]
+
+
+def test_unknown_model_is_404(live_gateway) -> None:
+    gw = live_gateway()
+    with pytest.raises(openai.NotFoundError, match="no agent named 'gpt-9'"):
+        client_for(gw).chat.completions.create(model="gpt-9", messages=[{"role": "user", "content": "x"}])
+
+
+def test_wrong_key_is_401(live_gateway) -> None:
+    gw = live_gateway()
+    bad = openai.OpenAI(base_url=f"{gw.url}/v1", api_key="wrong", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        bad.models.list()
+
+
+def test_malformed_messages_are_400(live_gateway) -> None:
+    gw = live_gateway()
+    with pytest.raises(openai.BadRequestError, match="messages"):
+        client_for(gw).chat.completions.create(model="main", messages=[])
