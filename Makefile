@@ -35,7 +35,7 @@ up: install bwrap
 	@echo "  source $(VENV)/bin/activate     # puts 'hermitcrab' on your PATH"
 	@echo "  hermitcrab chat                # talk to it here"
 	@echo "  hermitcrab status              # where it runs, which model"
-	@echo "  dashboard: $$($(HC) status --json | $(BIN)/python -c 'import json,sys; print(json.load(sys.stdin)["url"])')/"
+	@echo "  dashboard: $$($(HC) dashboard)"
 
 down:
 	@$(HC) down

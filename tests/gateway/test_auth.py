@@ -56,3 +56,11 @@ def test_websocket_needs_the_token(live_gateway) -> None:
         pass
     with connect(f"{ws_url}?token={gw.token}", open_timeout=5) as ws:
         ws.ping()
+
+
+def test_dashboard_page_is_served_without_data(live_gateway) -> None:
+    gw = live_gateway()
+    response = httpx.get(f"{gw.url}/", trust_env=False)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
+    assert "<title>HermitCrab</title>" in response.text
+    assert gw.token not in response.text

@@ -51,7 +51,7 @@ def up(foreground: bool) -> None:
     paths.logs.mkdir(parents=True, exist_ok=True)
     out = (paths.logs / "gateway.out").open("ab")
     child = subprocess.Popen(
-        [sys.executable, "-m", "hermitcrab", "up", "--foreground"],
+        [sys.executable, "-m", "hermitcrab.gateway", "--quiet"],
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=out,
@@ -120,6 +120,13 @@ def status(json_output: bool) -> None:
         _print_status(info)
     if not info["running"]:
         raise SystemExit(1)
+
+
+def dashboard_url() -> str:
+    from hermitcrab.cli.client import GatewayClient
+
+    client = GatewayClient(Paths.from_env())
+    return f"{client.base_url}/#token={client.token}"
 
 
 def _print_status(info: dict[str, Any]) -> None:

@@ -89,6 +89,14 @@ def chat(
 
 
 @app.command()
+def dashboard() -> None:
+    """Print the web dashboard's address, with the token in its fragment (never sent to the server)."""
+    from hermitcrab.cli.daemon import dashboard_url
+
+    print(dashboard_url())
+
+
+@app.command()
 def doctor(json_output: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
     """Check this machine and configuration; each failed check says how to fix it."""
     from hermitcrab.cli.doctor import run

@@ -3,24 +3,32 @@
 from __future__ import annotations
 
 import asyncio
+import os
+from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from hermitcrab import __version__
 from hermitcrab.errors import HermitCrabError
 from hermitcrab.gateway.http import ApiError, check_text_size, read_json
 from hermitcrab.gateway.service import Gateway
 from hermitcrab.store.sessions import check_session_id
 
 MAX_EVENTS_PAGE = 1000
+DASHBOARD = Path(__file__).parent / "static" / "index.html"
 
 
 def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
+    async def dashboard(request: Request) -> Response:
+        # The page itself holds no data; everything it shows comes from the authenticated API.
+        return HTMLResponse(DASHBOARD.read_text())
+
     async def healthz(request: Request) -> JSONResponse:
-        return JSONResponse({"ok": True, "pid": gw.status()["pid"], "version": gw.status()["version"]})
+        return JSONResponse({"ok": True, "pid": os.getpid(), "version": __version__})
 
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(gw.status())
@@ -95,6 +103,7 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
                 receiver.cancel()
 
     return [
+        Route("/", dashboard),
         Route("/healthz", healthz),
         Route("/api/status", status),
         Route("/api/sessions", list_sessions),

@@ -10,7 +10,7 @@ from urllib.parse import parse_qs
 
 log = logging.getLogger("hermitcrab.auth")
 
-OPEN_PATHS = frozenset({"/healthz"})
+OPEN_PATHS = frozenset({"/healthz", "/"})  # "/" is the dashboard page: no data in it
 
 
 class TokenAuth:
