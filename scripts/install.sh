@@ -25,6 +25,6 @@ fi
 
 say "installing HermitCrab and its dependencies"
 "${PIP[@]}" install --progress-bar on -e '.[dev]' 2>&1 \
-    | { grep -v -E '^\s*(Requirement already satisfied|Obtaining|Checking if build)' || true; }
+    | { grep -v -E '^\s*(Requirement already satisfied|Obtaining|Checking if build|WARNING: Location)' || true; }
 "$VENV/bin/python" -c 'import hermitcrab, llama_cpp' || { echo "install failed: see the output above" >&2; exit 1; }
 say "installed: $("$VENV/bin/hermitcrab" --help >/dev/null && echo "$VENV/bin/hermitcrab")"

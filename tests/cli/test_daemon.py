@@ -154,3 +154,28 @@ def test_onboard_twice_keeps_files_and_token(home: Paths) -> None:
     assert again.returncode == 0
     assert home.read_token() == token and custom.read_text() == "# Persona\nMine.\n"
     assert oct(home.token.stat().st_mode & 0o777) == "0o600"
+
+
+def test_chat_reads_lines_and_streams_replies(daemon_home: Paths) -> None:
+    assert hc(daemon_home, "up").returncode == 0
+    env = {**os.environ, "HERMITCRAB_HOME": str(daemon_home.home)}
+    chat = subprocess.run(
+        [sys.executable, "-m", "hermitcrab", "chat", "--session", "talk"],
+        input="hello\nhow are you?\n/exit\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert chat.returncode == 0, chat.stderr
+    assert "crab> Bonjour!\n" in chat.stdout and "crab> Second answer.\n" in chat.stdout
+
+
+def test_logs_show_refused_requests(daemon_home: Paths) -> None:
+    assert hc(daemon_home, "up").returncode == 0
+    info = json.loads(hc(daemon_home, "status", "--json").stdout)
+    assert httpx.get(f"{info['url']}/api/sessions", trust_env=False).status_code == 401
+    logs = hc(daemon_home, "logs", "-n", "200")
+    assert "unauthorized request refused path=/api/sessions" in logs.stdout
+    raw = hc(daemon_home, "logs", "--raw", "-n", "200").stdout.splitlines()
+    assert all(json.loads(line)["level"] for line in raw)
