@@ -24,3 +24,11 @@ class ProviderError(HermitCrabError):
 
 class GatewayError(HermitCrabError):
     """The daemon could not start, or could not be reached."""
+
+
+class PolicyError(ConfigError):
+    """A policy is missing or invalid, or forbids what was asked (fail closed)."""
+
+
+class SandboxError(HermitCrabError):
+    """A sandbox could not be created, reached or used."""

@@ -20,6 +20,7 @@ class FilesystemPolicy(_Strict):
     # The agent's workspace, bound read-write; empty means the agent's configured workspace.
     workspace: str | None = None
     landlock: Literal["required", "best_effort"] = "required"
+    tmp_size_mb: int = Field(256, ge=1, le=1024 * 1024)  # the private /tmp is a tmpfs this big
 
     @field_validator("read_only", "read_write")
     @classmethod
@@ -47,6 +48,8 @@ class ProcessPolicy(_Strict):
     cpu_seconds: int = Field(60, ge=1)
     timeout_seconds: float = Field(60.0, gt=0)
     run_as_uid: int = Field(1000, ge=1, description="never 0: commands never run as root")
+    # Output captured per command; the rest goes to a file in the workspace.
+    max_output_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
 class NetworkPolicy(_Strict):

@@ -1,0 +1,67 @@
+"""What every sandbox driver speaks: a spec to create from, output chunks, a result."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hermitcrab.policy.schema import Policy
+
+WORKSPACE_MOUNT = "/workspace"  # where the workspace appears inside every sandbox
+
+
+@dataclass(frozen=True)
+class Layers:
+    """Which enforcement layers are on. All are on in production; tests switch single
+    layers off to prove that each one holds on its own."""
+
+    binds: bool = True  # only the policy's paths are mounted
+    landlock: bool = True
+    seccomp: bool = True
+    rlimits: bool = True
+    # Host folders bound read-write but deliberately left out of the Landlock rules
+    # (tests only): a write there proves Landlock stops what a bind mistake lets through.
+    unlisted_rw_binds: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SandboxSpec:
+    name: str
+    policy: Policy
+    workspace: Path
+    layers: Layers = field(default_factory=Layers)
+
+
+@dataclass(frozen=True)
+class OutputChunk:
+    stream: str  # "stdout" | "stderr"
+    data: bytes
+
+
+@dataclass
+class ExecResult:
+    exit_code: int | None
+    signal: int | None = None
+    killed_by: str | None = None  # the policy limit that ended it: timeout_seconds, cpu_seconds...
+    stdout: bytes = b""
+    stderr: bytes = b""
+    bytes_out: int = 0  # everything the command wrote, captured or not
+    truncated: bool = False
+    output_file: str | None = None  # where the output past the cap went (inside the sandbox)
+    duration_ms: float = 0.0
+    denied: str | None = None  # why the exec was refused before it ran
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "killed_by": self.killed_by,
+            "stdout": self.stdout.decode(errors="replace"),
+            "stderr": self.stderr.decode(errors="replace"),
+            "bytes_out": self.bytes_out,
+            "truncated": self.truncated,
+            "output_file": self.output_file,
+            "duration_ms": self.duration_ms,
+            "denied": self.denied,
+        }

@@ -1,0 +1,1 @@
+"""The local driver: bubblewrap namespaces, Landlock, seccomp and rlimits on this machine."""

@@ -1,0 +1,282 @@
+"""The local driver: start a sandbox (bwrap + our supervisor), exec in it, destroy it.
+
+A sandbox is long-lived. Creating one costs one bwrap start; each exec after that is a
+Unix-socket round trip to the supervisor inside, which forks the command. The sandbox
+is tied to the thread that created it (bwrap --die-with-parent): create sandboxes from
+the event loop's thread, never from a short-lived worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hermitcrab.errors import SandboxError
+from hermitcrab.sandbox.base import ExecResult, OutputChunk, SandboxSpec
+from hermitcrab.sandbox.local import bwrap, stage
+from hermitcrab.sandbox.local.seccomp import filter_bpf
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+SUPERVISOR_SOURCE = Path(bwrap.sup.__file__)
+CREATE_TIMEOUT_S = 10.0
+MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
+
+OnOutput = Callable[[OutputChunk], None]
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise SandboxError(
+            f"invalid sandbox name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass
+class LocalSandbox:
+    spec: SandboxSpec
+    proc: subprocess.Popen[bytes]
+    state_dir: Path
+    socket_path: Path
+    host_pid: int  # the sandbox's init, as the host sees it
+    status: dict[str, Any]
+    created_at: float = field(default_factory=time.time)
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+
+class LocalDriver:
+    def __init__(self, state_root: Path) -> None:
+        self.state_root = state_root
+        self._source: str | None = None
+
+    def _supervisor_source(self) -> str:
+        if self._source is None:
+            self._source = SUPERVISOR_SOURCE.read_text()
+        return self._source
+
+    async def create(self, spec: SandboxSpec) -> LocalSandbox:
+        check_name(spec.name)
+        if shutil.which("bwrap") is None:
+            raise SandboxError("bubblewrap (bwrap) is not installed. fix: apt-get install bubblewrap")
+        if not spec.workspace.is_dir():
+            raise SandboxError(f"workspace {spec.workspace} is not a folder. fix: create it first")
+        if spec.layers.binds and not any(
+            Path(bwrap.PYTHON).resolve().is_relative_to(p) for p in spec.policy.filesystem.read_only
+        ):
+            raise SandboxError(
+                f"the policy's filesystem.read_only must include the folder of {bwrap.PYTHON} "
+                "(usually /usr): the sandbox's supervisor runs on it"
+            )
+        uid = spec.policy.process.run_as_uid
+        state = self.state_root / spec.name
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        bwrap.write_etc(state / "etc", uid)
+        socket_path = state / "ctl.sock"
+        if len(str(socket_path)) > MAX_SOCKET_PATH:
+            raise SandboxError(
+                f"{socket_path} is too long for a Unix socket. fix: use a shorter HERMITCRAB_HOME"
+            )
+        socket_path.unlink(missing_ok=True)
+        as_root = os.geteuid() == 0
+        if as_root:
+            _chown_tree(spec.workspace, uid)  # the sandbox's uid owns its workspace
+
+        staged: dict[str, str] = {}
+        preexec = None
+        if as_root:
+            staged = stage.stage_paths([host for _, host, _ in bwrap.binds(spec, state / "etc")])
+            preexec = stage.launcher(staged, uid)
+
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        seccomp_r = info_r = info_w = status_r = status_w = -1
+        plan: bwrap.Plan | None = None
+        try:
+            listener.bind(str(socket_path))
+            listener.listen(64)
+            info_r, info_w = os.pipe()
+            status_r, status_w = os.pipe()
+            seccomp_r = _memfd("seccomp", filter_bpf()) if spec.layers.seccomp else -1
+            plan = bwrap.plan(spec, state / "etc", seccomp_r if seccomp_r >= 0 else None, info_w, staged)
+            config = bwrap.supervisor_config(spec, plan.landlock_rules, listener.fileno(), status_w)
+            argv = [*plan.argv, bwrap.PYTHON, "-I", "-S", "-c", self._supervisor_source(), json.dumps(config)]
+            proc = subprocess.Popen(
+                argv,
+                pass_fds=[*plan.pass_fds, listener.fileno(), status_w],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+                preexec_fn=preexec,
+            )
+        finally:
+            listener.close()  # the supervisor holds its own copy now
+            for fd in {info_w, status_w, seccomp_r, *(plan.pass_fds if plan else [])}:
+                if fd >= 0:
+                    with contextlib.suppress(OSError):
+                        os.close(fd)
+        try:
+            async with asyncio.timeout(CREATE_TIMEOUT_S):
+                info, status = await asyncio.gather(
+                    asyncio.to_thread(_read_json, info_r), asyncio.to_thread(_read_json, status_r)
+                )
+        except TimeoutError:
+            proc.kill()
+            raise SandboxError(f"sandbox '{spec.name}' did not start within {CREATE_TIMEOUT_S:g} s") from None
+        if not status.get("ok") or "child-pid" not in info:
+            proc.kill()
+            stderr = (await asyncio.to_thread(proc.communicate))[1].decode(errors="replace").strip()
+            reason = status.get("error") or stderr or "the supervisor exited without a word"
+            raise SandboxError(f"sandbox '{spec.name}' failed to start: {reason}")
+        return LocalSandbox(spec, proc, state, socket_path, int(info["child-pid"]), status)
+
+    async def exec(
+        self,
+        box: LocalSandbox,
+        argv: list[str],
+        *,
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        max_output: int | None = None,
+        on_output: OnOutput | None = None,
+    ) -> ExecResult:
+        if not argv:
+            raise SandboxError("nothing to run: the command is empty")
+        if not box.alive:
+            raise SandboxError(f"sandbox '{box.name}' is not running. fix: recreate it")
+        request: dict[str, Any] = {"argv": argv}
+        if cwd:
+            request["cwd"] = cwd
+        if env is not None:
+            request["env"] = {**bwrap.sandbox_env(box.spec.policy.process.run_as_uid), **env}
+        policy_timeout = box.spec.policy.process.timeout_seconds
+        request["timeout"] = min(timeout, policy_timeout) if timeout else policy_timeout
+        if max_output is not None:
+            request["max_output"] = max_output
+        if stdin is not None:
+            request["stdin"] = base64.b64encode(stdin).decode()
+        try:
+            reader, writer = await asyncio.open_unix_connection(str(box.socket_path), limit=1 << 22)
+        except OSError as exc:
+            raise SandboxError(f"cannot reach sandbox '{box.name}': {exc.strerror}") from None
+        out, err = bytearray(), bytearray()
+        try:
+            writer.write(json.dumps(request).encode() + b"\n")
+            await writer.drain()
+            while True:
+                line = await reader.readline()
+                if not line:
+                    raise SandboxError(f"sandbox '{box.name}' went away during the command")
+                frame = json.loads(line)
+                kind = frame["t"]
+                if kind == "x":
+                    break
+                data = base64.b64decode(frame["d"])
+                (out if kind == "o" else err).extend(data)
+                if on_output is not None:
+                    on_output(OutputChunk("stdout" if kind == "o" else "stderr", data))
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        if frame.get("error") and frame.get("exit") in (None, 127):
+            err.extend(frame["error"].encode() + b"\n")
+        return ExecResult(
+            exit_code=frame.get("exit"),
+            signal=frame.get("signal"),
+            killed_by=frame.get("killed_by"),
+            stdout=bytes(out),
+            stderr=bytes(err),
+            bytes_out=frame.get("bytes_out", len(out) + len(err)),
+            truncated=bool(frame.get("truncated")),
+            output_file=frame.get("output_file"),
+            duration_ms=frame.get("duration_ms", 0.0),
+        )
+
+    async def destroy(self, box: LocalSandbox) -> None:
+        """Kill everything inside: the sandbox's init is its pid namespace's init, and when
+        it dies the kernel kills every process left in the namespace."""
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(box.host_pid, signal.SIGKILL)
+        try:
+            await asyncio.wait_for(asyncio.to_thread(box.proc.wait), 5)
+        except TimeoutError:
+            box.proc.kill()
+            await asyncio.to_thread(box.proc.wait)
+        if box.proc.stderr is not None:
+            box.proc.stderr.close()
+        box.socket_path.unlink(missing_ok=True)
+
+    def processes(self, box: LocalSandbox) -> list[int]:
+        """Host pids of every process inside the sandbox (its pid namespace)."""
+        try:
+            ns = os.readlink(f"/proc/{box.host_pid}/ns/pid")
+        except OSError:
+            return []
+        found = []
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                        found.append(int(entry))
+        return found
+
+    def freeze(self, box: LocalSandbox, frozen: bool) -> None:
+        """Stop (or continue) every process inside: a crash-consistent moment for snapshots."""
+        sig = signal.SIGSTOP if frozen else signal.SIGCONT
+        for pid in self.processes(box):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name, 0)  # not CLOEXEC: bwrap reads it
+    os.write(fd, data)
+    os.lseek(fd, 0, os.SEEK_SET)
+    return fd
+
+
+def _read_json(fd: int) -> dict[str, Any]:
+    """Read one JSON object from a pipe. Not to EOF: other processes may hold the write end."""
+    buffer = b""
+    try:
+        while chunk := os.read(fd, 65536):
+            buffer += chunk
+            try:
+                return json.loads(buffer)
+            except ValueError:
+                continue
+    finally:
+        os.close(fd)
+    return {}
+
+
+def _chown_tree(root: Path, uid: int) -> None:
+    if root.stat().st_uid == uid:
+        return
+    for folder, dirs, files in os.walk(root):
+        os.chown(folder, uid, uid, follow_symlinks=False)
+        for name in dirs + files:
+            os.lchown(os.path.join(folder, name), uid, uid)

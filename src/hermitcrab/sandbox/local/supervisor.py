@@ -1,0 +1,420 @@
+"""The supervisor: our init inside every local sandbox.
+
+It runs under the host's /usr/bin/python3 with `-I -S`, so it uses the standard library
+only. bubblewrap has already built the namespaces and loaded the seccomp filter; the
+supervisor then locks the filesystem down with Landlock, reports ready, and serves exec
+requests on a listening Unix socket that it inherited as a file descriptor (the socket's
+path exists only on the host, so nothing inside the sandbox can reach it).
+
+Protocol, one connection per exec: the host sends one JSON line
+    {"argv": [...], "cwd": "...", "env": {...}, "timeout": s, "max_output": n, "stdin": "<b64>"}
+and receives JSON lines: {"t": "o"|"e", "d": "<b64>"} for output as it is produced, then
+one {"t": "x", "exit": ..., "signal": ..., "killed_by": ..., ...} at the end.
+
+The host imports this module too, for `landlock_abi()`: one implementation of Landlock.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+import threading
+import time
+from typing import Any
+
+# --- Landlock (uapi/linux/landlock.h); syscall numbers are the same on every architecture.
+SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
+CREATE_RULESET_VERSION = 1
+RULE_PATH_BENEATH = 1
+PR_SET_NO_NEW_PRIVS = 38
+
+FS_EXECUTE = 1 << 0
+FS_WRITE_FILE = 1 << 1
+FS_READ_FILE = 1 << 2
+FS_READ_DIR = 1 << 3
+FS_REMOVE_DIR = 1 << 4
+FS_REMOVE_FILE = 1 << 5
+FS_MAKE_CHAR = 1 << 6
+FS_MAKE_DIR = 1 << 7
+FS_MAKE_REG = 1 << 8
+FS_MAKE_SOCK = 1 << 9
+FS_MAKE_FIFO = 1 << 10
+FS_MAKE_BLOCK = 1 << 11
+FS_MAKE_SYM = 1 << 12
+FS_REFER = 1 << 13  # ABI 2
+FS_TRUNCATE = 1 << 14  # ABI 3
+FS_IOCTL_DEV = 1 << 15  # ABI 5
+NET_BIND_TCP = 1 << 0  # ABI 4
+NET_CONNECT_TCP = 1 << 1
+SCOPE_ABSTRACT_UNIX_SOCKET = 1 << 0  # ABI 6
+SCOPE_SIGNAL = 1 << 1
+
+FS_V1 = (1 << 13) - 1
+FILE_ONLY = FS_EXECUTE | FS_WRITE_FILE | FS_READ_FILE | FS_TRUNCATE | FS_IOCTL_DEV
+READ = FS_EXECUTE | FS_READ_FILE | FS_READ_DIR
+READ_WRITE_DEV = FS_READ_FILE | FS_WRITE_FILE | FS_READ_DIR | FS_IOCTL_DEV
+
+_libc = ctypes.CDLL(None, use_errno=True)
+_libc.syscall.restype = ctypes.c_long
+
+
+class _RulesetAttr(ctypes.Structure):
+    _fields_ = [("fs", ctypes.c_uint64), ("net", ctypes.c_uint64), ("scoped", ctypes.c_uint64)]
+
+
+class _PathBeneath(ctypes.Structure):
+    _pack_ = 1
+    _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+
+def landlock_abi() -> int:
+    """The kernel's Landlock ABI version; 0 when it has none or it is disabled."""
+    return max(int(_libc.syscall(SYS_CREATE_RULESET, None, ctypes.c_size_t(0), CREATE_RULESET_VERSION)), 0)
+
+
+def handled_fs(abi: int) -> int:
+    rights = FS_V1
+    if abi >= 2:
+        rights |= FS_REFER
+    if abi >= 3:
+        rights |= FS_TRUNCATE
+    if abi >= 5:
+        rights |= FS_IOCTL_DEV
+    return rights
+
+
+def _check(result: int, what: str) -> int:
+    if result < 0:
+        errno = ctypes.get_errno()
+        raise OSError(errno, f"{what}: {os.strerror(errno)}")
+    return result
+
+
+def _ruleset(abi: int, fs: int, net: int, scoped: int) -> int:
+    attr = _RulesetAttr(fs, net, scoped)
+    size = 8 if abi < 4 else 16 if abi < 6 else 24
+    return _check(
+        _libc.syscall(SYS_CREATE_RULESET, ctypes.byref(attr), ctypes.c_size_t(size), 0), "landlock ruleset"
+    )
+
+
+def _restrict(ruleset_fd: int) -> None:
+    _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
+    _check(_libc.syscall(SYS_RESTRICT_SELF, ruleset_fd, 0), "landlock restrict_self")
+    os.close(ruleset_fd)
+
+
+def apply_landlock(abi: int, rules: list[tuple[str, int]]) -> list[str]:
+    """Allow only `rules` (path, rights) on the filesystem, deny all TCP, and scope abstract
+    Unix sockets and signals to this domain. Returns the paths skipped as missing."""
+    fs = handled_fs(abi)
+    net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
+    scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
+    ruleset = _ruleset(abi, fs, net, scoped)
+    skipped = []
+    for path, rights in rules:
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except FileNotFoundError:
+            skipped.append(path)
+            continue
+        try:
+            allowed = rights & fs
+            if not os.path.isdir(path):
+                allowed &= FILE_ONLY  # the kernel refuses directory rights on a file
+            rule = _PathBeneath(allowed, fd)
+            _check(
+                _libc.syscall(SYS_ADD_RULE, ruleset, RULE_PATH_BENEATH, ctypes.byref(rule), 0),
+                f"landlock rule for {path}",
+            )
+        finally:
+            os.close(fd)
+    _restrict(ruleset)
+    return skipped
+
+
+def scope_children(abi: int) -> None:
+    """A further Landlock layer for each command: it may not signal the supervisor or reach
+    its abstract sockets. Filesystem rules are inherited from the supervisor's layer."""
+    if abi >= 6:
+        _restrict(_ruleset(abi, 0, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL))
+
+
+# --- Exec
+
+KILL_SIGNALS = {signal.SIGXCPU: "cpu_seconds", signal.SIGXFSZ: "max_file_size_mb"}
+RLIMITS = {
+    "max_processes": resource.RLIMIT_NPROC,
+    "max_memory_mb": resource.RLIMIT_AS,
+    "max_file_size_mb": resource.RLIMIT_FSIZE,
+    "max_open_files": resource.RLIMIT_NOFILE,
+    "cpu_seconds": resource.RLIMIT_CPU,
+}
+MB = 1024 * 1024
+
+
+class Supervisor:
+    """pid 1 of the sandbox (bwrap --as-pid-1): the kernel ignores SIGKILL sent to it from
+    inside, and it reaps every orphan that ends up with it."""
+
+    def __init__(self, config: dict[str, Any]) -> None:
+        self.config = config
+        self.abi = 0
+        self.listener = socket.socket(fileno=config["listen_fd"])
+        self.counter = 0
+        self.lock = threading.Lock()
+        self.spawn_lock = threading.Lock()  # chdir + spawn must not interleave
+        self.waiters: dict[int, int] = {}  # pid -> write end of that exec's wake-up pipe
+        self.statuses: dict[int, int] = {}
+        self.children = threading.Condition()
+
+    def start(self) -> None:
+        status: dict[str, Any] = {"ok": True, "pid": os.getpid()}
+        try:
+            self._apply_rlimits()
+            mode = self.config["landlock"]["mode"]
+            self.abi = landlock_abi() if mode != "off" else 0
+            status["landlock_abi"] = self.abi
+            if mode == "off":
+                status["landlock"] = "off"
+            elif self.abi == 0:
+                if mode == "required":
+                    raise OSError(
+                        "this kernel has no Landlock; the policy requires it "
+                        "(set filesystem.landlock: best_effort to run without)"
+                    )
+                status["landlock"] = "unavailable"
+            else:
+                rules = [(p, r) for p, r in self.config["landlock"]["rules"]]
+                status["landlock_skipped"] = apply_landlock(self.abi, rules)
+                status["landlock"] = "enforced"
+        except OSError as exc:
+            status = {"ok": False, "error": str(exc)}
+        with os.fdopen(self.config["status_fd"], "w") as out:
+            out.write(json.dumps(status))
+        if not status["ok"]:
+            sys.exit(1)
+
+    def _apply_rlimits(self) -> None:
+        """Limits set here are inherited by every command, with no window after spawn.
+        CPU time is the exception (ours accumulates): it is set per command, in `run`."""
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # core dumps off, always
+        for key, value in self.config.get("rlimits", {}).items():
+            if key == "cpu_seconds":
+                continue
+            amount = value * MB if key in ("max_memory_mb", "max_file_size_mb") else value
+            resource.setrlimit(RLIMITS[key], (amount, amount))
+
+    def serve(self) -> None:
+        threading.stack_size(512 * 1024)  # many threads fit under max_memory_mb
+        threading.Thread(target=self.reap, daemon=True).start()
+        while True:
+            conn, _ = self.listener.accept()
+            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+
+    def reap(self) -> None:
+        """Collect every child and orphan; hand exit statuses to the exec that waits for them."""
+        while True:
+            try:
+                pid, status = os.waitpid(-1, 0)
+            except ChildProcessError:
+                with self.children:
+                    self.children.wait(timeout=1.0)
+                continue
+            with self.lock:
+                wake = self.waiters.pop(pid, None)
+                if wake is not None:
+                    self.statuses[pid] = status
+            if wake is not None:
+                os.write(wake, b"x")
+                os.close(wake)
+
+    def handle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                reader = conn.makefile("rb")
+                request = json.loads(reader.readline())
+                self.run(conn, request)
+            except (OSError, ValueError, KeyError) as exc:
+                try:
+                    _send(conn, {"t": "x", "exit": None, "error": f"{type(exc).__name__}: {exc}"})
+                except OSError:
+                    pass
+
+    def _spawn(
+        self, argv: list[str], cwd: str, env: dict[str, str], stdin_fd: int, out_w: int, err_w: int
+    ) -> int:
+        actions = [
+            (os.POSIX_SPAWN_DUP2, stdin_fd, 0),
+            (os.POSIX_SPAWN_DUP2, out_w, 1),
+            (os.POSIX_SPAWN_DUP2, err_w, 2),
+        ]
+        with self.spawn_lock:
+            os.chdir(cwd)
+            try:
+                # posix_spawn, not fork: no copy of this process, a fraction of the cost.
+                return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True)
+            finally:
+                os.chdir(self.config["cwd"])
+
+    def run(self, conn: socket.socket, request: dict[str, Any]) -> None:
+        with self.lock:
+            self.counter += 1
+            exec_id = f"{self.counter}-{int(time.time() * 1000)}"
+        max_output = int(request.get("max_output", self.config["max_output"]))
+        timeout = float(request.get("timeout") or self.config["timeout"])
+        stdin_data = base64.b64decode(request["stdin"]) if request.get("stdin") else None
+        started = time.monotonic()
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        wake_r, wake_w = os.pipe()
+        if stdin_data is not None:
+            stdin_fd, stdin_w = os.pipe()
+        else:
+            stdin_fd, stdin_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
+        try:
+            with self.lock:
+                # Registered before the spawn returns, so that a quick exit cannot be missed.
+                pid = self._spawn(
+                    request["argv"],
+                    request.get("cwd") or self.config["cwd"],
+                    request.get("env") or self.config["env"],
+                    stdin_fd,
+                    out_w,
+                    err_w,
+                )
+                self.waiters[pid] = wake_w
+        except OSError as exc:
+            for fd in (out_r, out_w, err_r, err_w, wake_r, wake_w, stdin_fd, stdin_w):
+                if fd >= 0:
+                    os.close(fd)
+            _send(conn, {"t": "x", "exit": 127, "error": f"{request['argv'][0]}: {exc.strerror}"})
+            return
+        with self.children:
+            self.children.notify()
+        cpu = self.config.get("rlimits", {}).get("cpu_seconds")
+        if cpu:
+            try:
+                resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
+            except (ProcessLookupError, PermissionError):
+                pass  # already gone
+        for fd in (out_w, err_w, stdin_fd):
+            os.close(fd)
+        if stdin_w >= 0:
+            threading.Thread(target=_feed, args=(stdin_w, stdin_data), daemon=True).start()
+        sent = total = 0
+        spill = None
+        spill_path = None
+        killed_by = None
+        status = None
+        sel = selectors.DefaultSelector()
+        sel.register(out_r, selectors.EVENT_READ, "o")
+        sel.register(err_r, selectors.EVENT_READ, "e")
+        sel.register(wake_r, selectors.EVENT_READ, "w")
+        streams = 2
+        deadline = started + timeout
+        drain_until = None
+        while streams or status is None:
+            now = time.monotonic()
+            if status is None and now >= deadline and killed_by is None:
+                killed_by = "timeout_seconds"
+                _kill_group(pid)
+            if drain_until is not None and now >= drain_until:
+                break  # something left the group and holds a pipe open: stop reading
+            limit = deadline if status is None and killed_by is None else (drain_until or now + 1.0)
+            for key, _ in sel.select(timeout=max(limit - now, 0.0)):
+                if key.data == "w":
+                    sel.unregister(wake_r)
+                    with self.lock:
+                        status = self.statuses.pop(pid)
+                    _kill_group(pid)  # background children die with the command
+                    drain_until = time.monotonic() + 0.5
+                    continue
+                data = os.read(key.fd, 65536)
+                if not data:
+                    sel.unregister(key.fd)
+                    streams -= 1
+                    continue
+                total += len(data)
+                room = max_output - sent
+                if room > 0:
+                    piece = data[:room]
+                    sent += len(piece)
+                    _send(conn, {"t": key.data, "d": base64.b64encode(piece).decode()})
+                    data = data[room:]
+                if data:
+                    if spill is None:
+                        spill_path, spill = self._spill_file(exec_id)
+                    if spill is not None:
+                        spill.write(data)
+        sel.close()
+        for fd in (out_r, err_r, wake_r):
+            os.close(fd)
+        if spill is not None:
+            spill.close()
+        code = os.waitstatus_to_exitcode(status)
+        sig = -code if code < 0 else None
+        if killed_by is None and sig in KILL_SIGNALS:
+            killed_by = KILL_SIGNALS[sig]
+        _send(
+            conn,
+            {
+                "t": "x",
+                "exit": code if code >= 0 else 128 + (sig or 0),
+                "signal": sig,
+                "killed_by": killed_by,
+                "bytes_out": total,
+                "truncated": total > sent,
+                "output_file": spill_path,
+                "duration_ms": round((time.monotonic() - started) * 1000, 3),
+            },
+        )
+
+    def _spill_file(self, exec_id: str) -> tuple[str | None, Any]:
+        folder = self.config["output_dir"]
+        try:
+            os.makedirs(folder, exist_ok=True)
+            path = os.path.join(folder, f"{exec_id}.log")
+            return path, open(path, "wb")  # noqa: SIM115 - closed when the command ends
+        except OSError:
+            return None, None
+
+
+def _feed(fd: int, data: bytes) -> None:
+    try:
+        view = memoryview(data)
+        while view:
+            written = os.write(fd, view)
+            view = view[written:]
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _kill_group(pgid: int) -> None:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _send(conn: socket.socket, frame: dict[str, Any]) -> None:
+    conn.sendall(json.dumps(frame, separators=(",", ":")).encode() + b"\n")
+
+
+def main() -> None:
+    supervisor = Supervisor(json.loads(sys.argv[1]))
+    supervisor.start()
+    supervisor.serve()
+
+
+if __name__ == "__main__":
+    main()
