@@ -98,7 +98,7 @@ def filter_bpf() -> bytes:
     # Socket families: only Unix, IPv4 and IPv6. Expressed as the ranges around the
     # allowed ones, so a family added to the kernel tomorrow is denied too.
     eafnosupport = seccomp.ERRNO(errno.EAFNOSUPPORT)
-    low, mid, high = sorted(ALLOWED_FAMILIES)
+    _, mid, high = sorted(ALLOWED_FAMILIES)
     for family in range(0, mid):
         if family not in ALLOWED_FAMILIES:
             f.add_rule(eafnosupport, "socket", seccomp.Arg(0, seccomp.EQ, family))

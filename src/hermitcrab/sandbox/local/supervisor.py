@@ -382,7 +382,7 @@ class Supervisor:
         try:
             os.makedirs(folder, exist_ok=True)
             path = os.path.join(folder, f"{exec_id}.log")
-            return path, open(path, "wb")  # noqa: SIM115 - closed when the command ends
+            return path, open(path, "wb")  # closed when the command ends
         except OSError:
             return None, None
 
