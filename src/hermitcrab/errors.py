@@ -32,3 +32,7 @@ class PolicyError(ConfigError):
 
 class SandboxError(HermitCrabError):
     """A sandbox could not be created, reached or used."""
+
+
+class SandboxNotFound(SandboxError):
+    """No sandbox has that name."""

@@ -104,6 +104,128 @@ def doctor(json_output: bool = typer.Option(False, "--json", help="Print one JSO
     run(json_output)
 
 
+sandbox_app = typer.Typer(help="Sandboxes: create, run commands in, inspect, snapshot, destroy.",
+                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
+policy_app = typer.Typer(help="Check and show sandbox policies.", no_args_is_help=True, rich_markup_mode=None)
+bench_app = typer.Typer(
+    help="Measure HermitCrab on this machine.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(sandbox_app, name="sandbox")
+app.add_typer(policy_app, name="policy")
+app.add_typer(bench_app, name="bench")
+
+
+@sandbox_app.command("create")
+def sandbox_create(
+    name: str = typer.Argument(..., help="Lower-case letters, digits, '-' and '_'."),
+    policy: str | None = typer.Option(
+        None, "--policy", help="Policy file (default: $HERMITCRAB_HOME/policy.yaml)."
+    ),
+    workspace: str | None = typer.Option(None, "--workspace", help="Host folder to use as /workspace."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Create a sandbox and start its supervisor."""
+    from hermitcrab.cli import sandbox
+
+    sandbox.create(name, policy, workspace, json_output)
+
+
+@sandbox_app.command("list")
+def sandbox_list(json_output: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """List the sandboxes."""
+    from hermitcrab.cli import sandbox
+
+    sandbox.list_all(json_output)
+
+
+@sandbox_app.command("status")
+def sandbox_status(
+    name: str, json_output: bool = typer.Option(False, "--json", help="Print one JSON object.")
+) -> None:
+    """Show one sandbox: running, processes, policy version, Landlock."""
+    from hermitcrab.cli import sandbox
+
+    sandbox.status(name, json_output)
+
+
+@sandbox_app.command("exec", context_settings={"allow_interspersed_args": False})
+def sandbox_exec(
+    name: str = typer.Argument(...),
+    command: list[str] = typer.Argument(..., help="The command and its arguments, after --."),
+    cwd: str | None = typer.Option(None, "--cwd", help="Working folder inside the sandbox."),
+    timeout: float | None = typer.Option(None, "--timeout", help="Seconds (at most the policy's)."),
+) -> None:
+    """Run a command in a sandbox; exit with its exit code."""
+    from hermitcrab.cli import sandbox
+
+    sandbox.exec_command(name, command, cwd, timeout)
+
+
+@sandbox_app.command("destroy")
+def sandbox_destroy(name: str) -> None:
+    """Kill everything in a sandbox and forget it (its workspace folder stays)."""
+    from hermitcrab.cli import sandbox
+
+    sandbox.destroy(name)
+
+
+@sandbox_app.command("snapshot")
+def sandbox_snapshot(name: str, file: str = typer.Argument(..., help="Archive to write (.tar.gz).")) -> None:
+    """Archive a sandbox's workspace, policy and metadata, with checksums."""
+    from hermitcrab.cli import sandbox
+
+    sandbox.snapshot(name, file)
+
+
+@sandbox_app.command("restore")
+def sandbox_restore(file: str, name: str) -> None:
+    """Create sandbox NAME from a snapshot archive, after verifying its checksums."""
+    from hermitcrab.cli import sandbox
+
+    sandbox.restore(file, name)
+
+
+@app.command()
+def audit(
+    sandbox: str | None = typer.Option(None, "--sandbox", help="Only this sandbox."),
+    limit: int = typer.Option(50, "--limit", "-n", help="How many recent entries."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Show the audit log: every exec and sandbox change, who asked, and what happened."""
+    from hermitcrab.cli import sandbox as cli_sandbox
+
+    cli_sandbox.audit(sandbox, limit, json_output)
+
+
+@policy_app.command("check")
+def policy_check(file: str) -> None:
+    """Validate a policy file; errors name the line, the key and the fix."""
+    from hermitcrab.cli import policy
+
+    policy.check(file)
+
+
+@policy_app.command("show")
+def policy_show(
+    file: str | None = typer.Argument(None, help="Default: $HERMITCRAB_HOME/policy.yaml."),
+) -> None:
+    """Print the effective policy: the file with every default filled in."""
+    from hermitcrab.cli import policy
+
+    policy.show(file)
+
+
+@bench_app.command("sandbox")
+def bench_sandbox(
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    runs: int = typer.Option(200, "--runs", help="Execs to time (creates: runs / 10)."),
+) -> None:
+    """Sandbox create, destroy and exec times against a bare subprocess, in one run."""
+    from hermitcrab.cli import bench
+
+    bench.sandbox(json_output, runs)
+
+
 def main() -> None:
     from hermitcrab.errors import HermitCrabError
 

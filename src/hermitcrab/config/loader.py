@@ -25,14 +25,19 @@ def _yaml() -> Any:
 
 def parse_yaml(path: Path) -> Any:
     """Parse a YAML file, keeping line numbers; a syntax error names its line and column."""
-    from ruamel.yaml.error import MarkedYAMLError
-
     try:
         text = path.read_text()
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found. fix: run `hermitcrab onboard` to create it") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    return parse_yaml_text(text, path)
+
+
+def parse_yaml_text(text: str, path: Path | str) -> Any:
+    """Parse YAML text; `path` names it in errors."""
+    from ruamel.yaml.error import MarkedYAMLError
+
     try:
         return _yaml().load(text)
     except MarkedYAMLError as exc:
@@ -143,10 +148,10 @@ def _fix_for(model: type[BaseModel], raw_loc: Loc, loc: Loc, error: dict[str, An
     return f"change '{_dotted(loc)}' to a valid value"
 
 
-def load_yaml_model(path: Path, model: type[M], data: Any = None) -> M:
+def load_yaml_model(path: Path | str, model: type[M], data: Any = None) -> M:
     """Validate a YAML file against `model`; raise one ConfigError that lists every problem."""
     if data is None:
-        data = parse_yaml(path)
+        data = parse_yaml(Path(path))
     if data is None:
         data = {}
     if not isinstance(data, dict):

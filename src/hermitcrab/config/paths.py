@@ -49,6 +49,15 @@ class Paths:
         return self.home / "gateway.pid"
 
     @property
+    def sandboxes(self) -> Path:
+        """Sandbox state (control sockets, generated /etc files): kept short for socket paths."""
+        return self.home / "sbx"
+
+    @property
+    def sandbox_workspaces(self) -> Path:
+        return self.home / "sandboxes"
+
+    @property
     def workspace(self) -> Path:
         return self.home / "workspace"
 

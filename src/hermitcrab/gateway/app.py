@@ -10,8 +10,8 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from hermitcrab.errors import HermitCrabError
-from hermitcrab.gateway import api, openai_api
+from hermitcrab.errors import HermitCrabError, SandboxNotFound
+from hermitcrab.gateway import api, openai_api, sandbox_api
 from hermitcrab.gateway.auth import TokenAuth
 from hermitcrab.gateway.http import ApiError
 from hermitcrab.gateway.service import Gateway
@@ -31,10 +31,11 @@ def build_app(gw: Gateway) -> Any:
         return exc.response()
 
     async def domain_error(request: Request, exc: Exception) -> JSONResponse:
-        return ApiError(400, type(exc).__name__, str(exc)).response()
+        status = 404 if isinstance(exc, SandboxNotFound) else 400
+        return ApiError(status, type(exc).__name__, str(exc)).response()
 
     app = Starlette(
-        routes=[*api.routes(gw), *openai_api.routes(gw)],
+        routes=[*api.routes(gw), *openai_api.routes(gw), *sandbox_api.routes(gw)],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HermitCrabError: domain_error},
     )

@@ -17,8 +17,10 @@ from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.turns import TurnRunner
 from hermitcrab.inference import Provider, build_provider
-from hermitcrab.store import SessionStore, open_database
+from hermitcrab.sandbox.local.driver import LocalDriver
+from hermitcrab.store import SessionStore, Store
 from hermitcrab.store.sessions import MESSAGE, Event
+from hermitcrab.tools.runtime import SandboxRuntime
 
 log = logging.getLogger("hermitcrab.gateway")
 
@@ -37,7 +39,9 @@ class Gateway:
             name: Agent(name, agent, self.providers[agent.model], Persona(self._workspace(agent.workspace)))
             for name, agent in config.agents.items()
         }
+        self.db: Store | None = None
         self.store: SessionStore | None = None
+        self.runtime: SandboxRuntime | None = None
         self.runner: TurnRunner | None = None
         self._preload: list[asyncio.Task[None]] = []
 
@@ -49,7 +53,17 @@ class Gateway:
         return f"http://{self.config.gateway.host}:{self.config.gateway.port}"
 
     async def start(self) -> None:
-        self.store = SessionStore(await asyncio.to_thread(open_database, self.paths.state_db))
+        self.db = await asyncio.to_thread(Store, self.paths.state_db)
+        self.store = self.db.sessions
+        self.runtime = SandboxRuntime(
+            LocalDriver(self.paths.sandboxes),
+            self.db.sandboxes,
+            self.db.audit,
+            self.paths.policy,
+            self.paths.sandbox_workspaces,
+        )
+        # Sandboxes come back from their records after the gateway answers, like the model.
+        self._preload.append(asyncio.create_task(self._restore_sandboxes()))
         self.runner = TurnRunner(
             self.store, self.agent, self.hub.publish, self.config.gateway.turn_timeout_seconds
         )
@@ -64,6 +78,12 @@ class Gateway:
             )
             self.runner.enqueue(message, session.agent if session else self.config.default_agent)
 
+    async def _restore_sandboxes(self) -> None:
+        assert self.runtime is not None
+        restored = await self.runtime.restore_all()
+        if restored:
+            log.info("sandboxes recreated", extra={"sandboxes": restored})
+
     async def _load(self, name: str, provider: Provider) -> None:
         try:
             await provider.start()
@@ -77,10 +97,12 @@ class Gateway:
         for task in self._preload:
             task.cancel()
         await asyncio.gather(*self._preload, return_exceptions=True)
+        if self.runtime is not None:
+            await self.runtime.stop()
         for provider in self.providers.values():
             await provider.close()
-        if self.store is not None:
-            self.store.close()
+        if self.db is not None:
+            self.db.close()
 
     def agent(self, name: str) -> Agent:
         try:
@@ -117,4 +139,5 @@ class Gateway:
             "agents": {name: a.config.model for name, a in self.agents.items()},
             "default_agent": self.config.default_agent,
             "turns_running": self.runner.busy() if self.runner else 0,
+            "sandboxes": self.runtime.list() if self.runtime else [],
         }

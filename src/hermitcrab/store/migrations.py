@@ -22,4 +22,33 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX events_by_session ON events(session_id, id);
     CREATE INDEX events_by_reply ON events(reply_to) WHERE reply_to IS NOT NULL;
     """,
+    # 2: sandboxes (recreated from these records after a restart) and the audit log
+    """
+    CREATE TABLE sandboxes (
+        name        TEXT PRIMARY KEY,
+        policy      TEXT NOT NULL,
+        policy_hash TEXT NOT NULL,
+        workspace   TEXT NOT NULL,
+        created_at  REAL NOT NULL,
+        updated_at  REAL NOT NULL
+    );
+    CREATE TABLE audit (
+        id             INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts             REAL NOT NULL,
+        actor          TEXT NOT NULL,
+        sandbox        TEXT,
+        action         TEXT NOT NULL,
+        argv           TEXT,
+        cwd            TEXT,
+        policy_version TEXT,
+        rule           TEXT,
+        outcome        TEXT NOT NULL,
+        exit_code      INTEGER,
+        duration_ms    REAL,
+        bytes_out      INTEGER,
+        killed_by      TEXT,
+        detail         TEXT
+    );
+    CREATE INDEX audit_by_sandbox ON audit(sandbox, id);
+    """,
 )

@@ -76,9 +76,9 @@ def check_session_id(session_id: str) -> str:
 class SessionStore:
     """Thread-safe access to sessions and events over one SQLite connection."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
         self._conn = conn
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()  # shared by every user of this connection
 
     def close(self) -> None:
         with self._lock:

@@ -1,0 +1,44 @@
+"""`hermitcrab policy check|show`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hermitcrab.cli.output import fail
+from hermitcrab.config.paths import Paths
+from hermitcrab.errors import PolicyError
+
+
+def check(file: str) -> None:
+    from hermitcrab.policy import load_policy
+
+    path = Path(file)
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        fail(str(exc))
+    print(f"{path}: valid policy (version {policy.version}); landlock {policy.filesystem.landlock}")
+
+
+def show(file: str | None) -> None:
+    import sys
+
+    from ruamel.yaml import YAML
+
+    from hermitcrab.policy import load_policy, policy_version
+    from hermitcrab.sandbox.local.supervisor import landlock_abi
+
+    path = Path(file) if file else Paths.from_env().policy
+    try:
+        policy = load_policy(path)
+    except PolicyError as exc:
+        fail(f"{exc}\nUntil this is fixed, nothing runs (fail closed).")
+    print(f"# effective policy from {path} (version {policy_version(path.read_text())})")
+    abi = landlock_abi()
+    if abi == 0:
+        print(f"# WARNING: this kernel has no Landlock; landlock: {policy.filesystem.landlock}")
+    else:
+        print(f"# Landlock ABI {abi} on this kernel")
+    yaml = YAML()
+    yaml.default_flow_style = False
+    yaml.dump(policy.model_dump(mode="json"), sys.stdout)

@@ -1,0 +1,166 @@
+"""The sandbox API: create, list, inspect, exec (output streamed), destroy, snapshot, restore,
+and the audit log. `hermitcrab sandbox ...` and `hermitcrab audit` are its clients."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, StreamingResponse
+from starlette.routing import Route
+
+from hermitcrab.errors import SandboxNotFound
+from hermitcrab.gateway.http import ApiError, read_json
+from hermitcrab.gateway.service import Gateway
+from hermitcrab.sandbox.base import ExecResult, OutputChunk
+from hermitcrab.tools.runtime import SandboxRuntime
+
+MAX_AUDIT_PAGE = 1000
+
+
+def routes(gw: Gateway) -> list[Route]:
+    def runtime() -> SandboxRuntime:
+        assert gw.runtime is not None
+        return gw.runtime
+
+    async def body(request: Request) -> dict[str, Any]:
+        data = await read_json(request, gw.config.gateway.max_request_bytes)
+        if not isinstance(data, dict):
+            raise ApiError(400, "invalid_request", "the body must be a JSON object")
+        return data
+
+    async def list_sandboxes(request: Request) -> JSONResponse:
+        return JSONResponse({"sandboxes": runtime().list()})
+
+    async def create(request: Request) -> JSONResponse:
+        data = await body(request)
+        name = _string(data, "name")
+        workspace = data.get("workspace")
+        info = await runtime().create(
+            name,
+            policy_text=data.get("policy"),
+            workspace=Path(workspace) if workspace else None,
+            actor=_actor(data),
+        )
+        return JSONResponse(info, status_code=201)
+
+    async def show(request: Request) -> JSONResponse:
+        return JSONResponse(_found(lambda: runtime().info(request.path_params["name"])))
+
+    async def destroy(request: Request) -> JSONResponse:
+        name = request.path_params["name"]
+        try:
+            await runtime().destroy(name, actor=request.query_params.get("actor", "api"))
+        except SandboxNotFound as exc:
+            raise ApiError(404, "unknown_sandbox", str(exc)) from None
+        return JSONResponse({"name": name, "destroyed": True})
+
+    async def exec_command(request: Request) -> StreamingResponse:
+        name = request.path_params["name"]
+        _found(lambda: runtime().get(name))
+        data = await body(request)
+        argv = data.get("argv")
+        if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
+            raise ApiError(400, "invalid_request", 'send {"argv": ["cmd", "arg", ...]}')
+        stdin = base64.b64decode(data["stdin"]) if data.get("stdin") else None
+        timeout = data.get("timeout")
+        return StreamingResponse(
+            _stream_exec(runtime(), name, argv, data.get("cwd"), timeout, stdin, _actor(data)),
+            media_type="application/x-ndjson",
+        )
+
+    async def snapshot(request: Request) -> JSONResponse:
+        data = await body(request)
+        name = request.path_params["name"]
+        _found(lambda: runtime().get(name))
+        manifest = await runtime().snapshot(name, Path(_string(data, "path")), actor=_actor(data))
+        return JSONResponse({"path": data["path"], "files": len(manifest["files"]), "manifest": manifest})
+
+    async def restore(request: Request) -> JSONResponse:
+        data = await body(request)
+        info = await runtime().restore(Path(_string(data, "path")), _string(data, "name"), actor=_actor(data))
+        return JSONResponse(info, status_code=201)
+
+    async def audit(request: Request) -> JSONResponse:
+        sandbox = request.query_params.get("sandbox")
+        try:
+            limit = min(int(request.query_params.get("limit", "100")), MAX_AUDIT_PAGE)
+        except ValueError:
+            raise ApiError(400, "invalid_request", "'limit' must be a whole number") from None
+        entries = await asyncio.to_thread(runtime().audit.entries, sandbox, limit)
+        return JSONResponse({"entries": [e.to_json() for e in entries]})
+
+    return [
+        Route("/api/sandboxes", list_sandboxes),
+        Route("/api/sandboxes", create, methods=["POST"]),
+        Route("/api/sandboxes/restore", restore, methods=["POST"]),
+        Route("/api/sandboxes/{name}", show),
+        Route("/api/sandboxes/{name}", destroy, methods=["DELETE"]),
+        Route("/api/sandboxes/{name}/exec", exec_command, methods=["POST"]),
+        Route("/api/sandboxes/{name}/snapshot", snapshot, methods=["POST"]),
+        Route("/api/audit", audit),
+    ]
+
+
+async def _stream_exec(
+    runtime: SandboxRuntime,
+    name: str,
+    argv: list[str],
+    cwd: str | None,
+    timeout: float | None,
+    stdin: bytes | None,
+    actor: str,
+) -> AsyncIterator[bytes]:
+    """Output lines as the command writes them, then one line with the result."""
+    queue: asyncio.Queue[OutputChunk | ExecResult | BaseException] = asyncio.Queue()
+
+    async def run() -> None:
+        try:
+            result = await runtime.exec(
+                name, argv, actor=actor, cwd=cwd, timeout=timeout, stdin=stdin, on_output=queue.put_nowait
+            )
+            queue.put_nowait(result)
+        except Exception as exc:
+            queue.put_nowait(exc)
+
+    task = asyncio.create_task(run())
+    try:
+        while True:
+            item = await queue.get()
+            if isinstance(item, OutputChunk):
+                line = {"stream": item.stream, "data": base64.b64encode(item.data).decode()}
+            elif isinstance(item, ExecResult):
+                result = item.to_json()
+                del result["stdout"], result["stderr"]  # already streamed
+                line = {"result": result}
+            else:
+                line = {"error": str(item)}
+            yield json.dumps(line).encode() + b"\n"
+            if not isinstance(item, OutputChunk):
+                return
+    finally:
+        await task
+
+
+def _found(fn: Any) -> Any:
+    try:
+        return fn()
+    except SandboxNotFound as exc:
+        raise ApiError(404, "unknown_sandbox", str(exc)) from None
+
+
+def _string(data: dict[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise ApiError(400, "invalid_request", f"'{key}' must be a non-empty string")
+    return value
+
+
+def _actor(data: dict[str, Any]) -> str:
+    actor = data.get("actor", "api")
+    return actor if isinstance(actor, str) and actor else "api"

@@ -1,0 +1,54 @@
+"""Records of sandboxes, so that they can be recreated as they were after a restart."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class SandboxRecord:
+    name: str
+    policy: str  # the policy file's text, as validated
+    policy_hash: str
+    workspace: str
+    created_at: float
+    updated_at: float
+
+
+class SandboxRecords:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
+        self._conn = conn
+        self._lock = lock or threading.Lock()
+
+    def put(self, name: str, policy: str, policy_hash: str, workspace: str) -> SandboxRecord:
+        now = time.time()
+        with self._lock:
+            self._conn.execute(
+                """INSERT INTO sandboxes (name, policy, policy_hash, workspace, created_at, updated_at)
+                   VALUES (?, ?, ?, ?, ?, ?)
+                   ON CONFLICT(name) DO UPDATE SET policy = excluded.policy,
+                       policy_hash = excluded.policy_hash, workspace = excluded.workspace,
+                       updated_at = excluded.updated_at""",
+                (name, policy, policy_hash, workspace, now, now),
+            )
+        record = self.get(name)
+        assert record is not None
+        return record
+
+    def get(self, name: str) -> SandboxRecord | None:
+        with self._lock:
+            row = self._conn.execute("SELECT * FROM sandboxes WHERE name = ?", (name,)).fetchone()
+        return SandboxRecord(*row) if row else None
+
+    def all(self) -> list[SandboxRecord]:
+        with self._lock:
+            rows = self._conn.execute("SELECT * FROM sandboxes ORDER BY name").fetchall()
+        return [SandboxRecord(*r) for r in rows]
+
+    def delete(self, name: str) -> bool:
+        with self._lock:
+            cur = self._conn.execute("DELETE FROM sandboxes WHERE name = ?", (name,))
+        return cur.rowcount > 0

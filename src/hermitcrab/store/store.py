@@ -1,0 +1,26 @@
+"""One database, its tables' access objects, and the one lock they share."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from hermitcrab.store.audit import AuditLog
+from hermitcrab.store.db import open_database
+from hermitcrab.store.sandboxes import SandboxRecords
+from hermitcrab.store.sessions import SessionStore
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._conn = open_database(path)
+        lock = threading.Lock()  # sqlite3 connections must not be used by two threads at once
+        self.sessions = SessionStore(self._conn, lock)
+        self.sandboxes = SandboxRecords(self._conn, lock)
+        self.audit = AuditLog(self._conn, lock)
+        self._lock = lock
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()

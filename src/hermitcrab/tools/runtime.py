@@ -1,0 +1,250 @@
+"""The sandbox runtime: named sandboxes with records, an audit entry for every exec, and
+recreation after a restart. The gateway owns one; the CLI reaches it through the API.
+
+Every command a tool runs goes through `exec` here, so every one of them is sandboxed
+and audited; there is no other path to a shell.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hermitcrab.errors import PolicyError, SandboxError, SandboxNotFound
+from hermitcrab.policy import Policy, parse_policy, policy_version
+from hermitcrab.sandbox.base import ExecResult, Layers, OutputChunk, SandboxSpec
+from hermitcrab.sandbox.local.driver import LocalDriver, LocalSandbox, check_name
+from hermitcrab.store import AuditEntry, AuditLog, SandboxRecords
+from hermitcrab.tools import snapshots
+
+log = logging.getLogger("hermitcrab.runtime")
+
+
+@dataclass
+class Managed:
+    box: LocalSandbox
+    policy: Policy
+    policy_text: str
+    version: str
+
+
+class SandboxRuntime:
+    def __init__(
+        self,
+        driver: LocalDriver,
+        records: SandboxRecords,
+        audit: AuditLog,
+        policy_file: Path,
+        workspaces: Path,
+        layers: Layers | None = None,
+    ) -> None:
+        self.driver = driver
+        self.records = records
+        self.audit = audit
+        self.policy_file = policy_file
+        self.workspaces = workspaces
+        self.layers = layers or Layers()
+        self.boxes: dict[str, Managed] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, name: str) -> asyncio.Lock:
+        return self._locks.setdefault(name, asyncio.Lock())
+
+    def default_policy_text(self) -> str:
+        """The policy file's text; missing means nothing may run (fail closed)."""
+        try:
+            return self.policy_file.read_text()
+        except FileNotFoundError:
+            raise PolicyError(
+                f"{self.policy_file}: no policy, so nothing may run. fix: run `hermitcrab onboard` "
+                "to write the default policy, or pass --policy FILE"
+            ) from None
+
+    async def create(
+        self, name: str, policy_text: str | None = None, workspace: Path | None = None, actor: str = "api"
+    ) -> dict[str, Any]:
+        check_name(name)
+        async with self._lock(name):
+            if name in self.boxes:
+                raise SandboxError(
+                    f"sandbox '{name}' already exists. fix: destroy it first, or pick another name"
+                )
+            text = policy_text if policy_text is not None else self.default_policy_text()
+            source = str(self.policy_file) if policy_text is None else f"policy for sandbox '{name}'"
+            try:
+                policy = parse_policy(text, source)
+            except PolicyError as exc:
+                self._audit(actor, "sandbox.create", "denied", name, detail=str(exc))
+                raise
+            folder = workspace or self.workspaces / name
+            folder.mkdir(parents=True, exist_ok=True)
+            managed = await self._start(name, policy, text, folder)
+            await asyncio.to_thread(self.records.put, name, text, managed.version, str(folder))
+            self._audit(actor, "sandbox.create", "ok", name, policy_version=managed.version)
+            return self.info(name)
+
+    async def _start(self, name: str, policy: Policy, text: str, workspace: Path) -> Managed:
+        spec = SandboxSpec(name, policy, workspace, self.layers)
+        box = await self.driver.create(spec)
+        managed = Managed(box, policy, text, policy_version(text))
+        self.boxes[name] = managed
+        if box.status.get("landlock") != "enforced":
+            log.warning(
+                "sandbox without Landlock", extra={"sandbox": name, "landlock": box.status.get("landlock")}
+            )
+        return managed
+
+    async def restore_all(self) -> list[str]:
+        """Recreate every recorded sandbox (after a restart), workspace intact."""
+        restored = []
+        for record in await asyncio.to_thread(self.records.all):
+            if record.name in self.boxes:
+                continue
+            try:
+                policy = parse_policy(record.policy, f"policy for sandbox '{record.name}'")
+                await self._start(record.name, policy, record.policy, Path(record.workspace))
+                restored.append(record.name)
+                self._audit(
+                    "gateway", "sandbox.recreate", "ok", record.name, policy_version=record.policy_hash
+                )
+            except (PolicyError, SandboxError) as exc:
+                log.error("could not recreate sandbox", extra={"sandbox": record.name, "error": str(exc)})
+                self._audit("gateway", "sandbox.recreate", "failed", record.name, detail=str(exc))
+        return restored
+
+    def get(self, name: str) -> Managed:
+        managed = self.boxes.get(name)
+        if managed is None:
+            raise SandboxNotFound(f"no sandbox named '{name}'. fix: `hermitcrab sandbox create {name}`")
+        return managed
+
+    async def exec(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        actor: str = "api",
+        cwd: str | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        on_output: Callable[[OutputChunk], None] | None = None,
+    ) -> ExecResult:
+        managed = self.get(name)
+        if not managed.box.alive:
+            # Its supervisor died (or was killed): bring it back, workspace intact.
+            async with self._lock(name):
+                if not self.boxes[name].box.alive:
+                    await self.driver.destroy(managed.box)
+                    managed = await self._start(
+                        name, managed.policy, managed.policy_text, managed.box.spec.workspace
+                    )
+        started = time.perf_counter()
+        try:
+            result = await self.driver.exec(
+                managed.box, argv, cwd=cwd, timeout=timeout, stdin=stdin, on_output=on_output
+            )
+        except SandboxError as exc:
+            self._audit(actor, "exec", "failed", name, argv=argv, cwd=cwd, policy_version=managed.version,
+                        duration_ms=(time.perf_counter() - started) * 1000, detail=str(exc))  # fmt: skip
+            raise
+        outcome = "killed" if result.killed_by else "ok" if result.exit_code == 0 else "failed"
+        self._audit(
+            actor,
+            "exec",
+            outcome,
+            name,
+            argv=argv,
+            cwd=cwd,
+            policy_version=managed.version,
+            exit_code=result.exit_code,
+            duration_ms=round((time.perf_counter() - started) * 1000, 3),
+            bytes_out=result.bytes_out,
+            killed_by=result.killed_by,
+        )
+        return result
+
+    def deny(
+        self, name: str | None, argv: list[str] | None, actor: str, rule: str, reason: str
+    ) -> ExecResult:
+        """Record a refused exec; the result says why and what to do."""
+        self._audit(actor, "exec", "denied", name, argv=argv, rule=rule, detail=reason)
+        return ExecResult(exit_code=None, denied=reason)
+
+    async def destroy(self, name: str, actor: str = "api", forget: bool = True) -> None:
+        async with self._lock(name):
+            managed = self.boxes.pop(name, None)
+            if managed is None and (not forget or await asyncio.to_thread(self.records.get, name) is None):
+                raise SandboxNotFound(f"no sandbox named '{name}'")
+            if managed is not None:
+                await self.driver.destroy(managed.box)
+            if forget:
+                await asyncio.to_thread(self.records.delete, name)
+                shutil.rmtree(self.driver.state_root / name, ignore_errors=True)
+            self._audit(actor, "sandbox.destroy" if forget else "sandbox.stop", "ok", name)
+
+    async def stop(self) -> None:
+        """Stop every sandbox but keep the records: they are recreated on the next start."""
+        for name in list(self.boxes):
+            await self.destroy(name, actor="gateway", forget=False)
+
+    def info(self, name: str) -> dict[str, Any]:
+        managed = self.get(name)
+        box = managed.box
+        policy = managed.policy
+        return {
+            "name": name,
+            "running": box.alive,
+            "host_pid": box.host_pid,
+            "created_at": box.created_at,
+            "workspace": str(box.spec.workspace),
+            "policy_version": managed.version,
+            "landlock": box.status.get("landlock"),
+            "landlock_abi": box.status.get("landlock_abi"),
+            "run_as_uid": policy.process.run_as_uid,
+            "processes": len(self.driver.processes(box)) if box.alive else 0,
+        }
+
+    def list(self) -> list[dict[str, Any]]:
+        return [self.info(name) for name in sorted(self.boxes)]
+
+    async def snapshot(self, name: str, archive: Path, actor: str = "api") -> dict[str, Any]:
+        managed = self.get(name)
+        self.driver.freeze(managed.box, True)  # a crash-consistent moment: nothing inside moves
+        try:
+            manifest = await asyncio.to_thread(
+                snapshots.write,
+                archive,
+                name,
+                managed.box.spec.workspace,
+                managed.policy_text,
+                managed.version,
+            )
+        finally:
+            self.driver.freeze(managed.box, False)
+        self._audit(
+            actor, "sandbox.snapshot", "ok", name, policy_version=managed.version, detail=str(archive)
+        )
+        return manifest
+
+    async def restore(self, archive: Path, name: str, actor: str = "api") -> dict[str, Any]:
+        check_name(name)
+        if name in self.boxes or await asyncio.to_thread(self.records.get, name) is not None:
+            raise SandboxError(
+                f"sandbox '{name}' already exists. fix: pick another name, or destroy it first"
+            )
+        folder = self.workspaces / name
+        if folder.exists() and any(folder.iterdir()):
+            raise SandboxError(f"{folder} is not empty. fix: move it aside or pick another name")
+        policy_text = await asyncio.to_thread(snapshots.read, archive, folder)
+        info = await self.create(name, policy_text, folder, actor=actor)
+        self._audit(actor, "sandbox.restore", "ok", name, detail=str(archive))
+        return info
+
+    def _audit(self, actor: str, action: str, outcome: str, sandbox: str | None, **fields: Any) -> None:
+        self.audit.record(AuditEntry(actor=actor, action=action, outcome=outcome, sandbox=sandbox, **fields))
