@@ -50,6 +50,20 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
+@pytest.fixture(scope="module")
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
+    """One event loop per module, run from the main thread: sandboxes die with the thread
+    that made them, so they are made, used and destroyed here."""
+    loop = asyncio.new_event_loop()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture(scope="module")
+def run(loop: asyncio.AbstractEventLoop) -> Callable[[Any], Any]:
+    return loop.run_until_complete
+
+
 @pytest.fixture
 def home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Paths:
     """A fresh, onboarded HERMITCRAB_HOME whose model is scripted and whose port is free."""

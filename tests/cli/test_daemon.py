@@ -6,28 +6,12 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from hermitcrab.config.paths import Paths
-from tests.conftest import SCRIPTED_CONFIG, free_port
-
-
-def hc(paths: Paths, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HERMITCRAB_HOME": str(paths.home)}
-    return subprocess.run(
-        [sys.executable, "-m", "hermitcrab", *args], env=env, capture_output=True, text=True, timeout=timeout
-    )
-
-
-@pytest.fixture
-def daemon_home(home: Paths) -> Iterator[Paths]:
-    home.config.write_text(SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!", "Second answer."]'))
-    yield home
-    hc(home, "down")
+from tests.cli.conftest import hc
 
 
 def test_up_ask_down_up_keeps_history(daemon_home: Paths) -> None:
@@ -134,7 +118,16 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
     ok = hc(daemon_home, "doctor", "--json")
     report = json.loads(ok.stdout)
     checks = {c["name"]: c for c in report["checks"]}
-    assert set(checks) == {"config", "policy", "gateway token", "bubblewrap", "landlock", "port", "model"}
+    assert set(checks) == {
+        "config",
+        "policy",
+        "gateway token",
+        "bubblewrap",
+        "landlock",
+        "seccomp",
+        "port",
+        "model",
+    }
     assert checks["config"]["ok"] and checks["gateway token"]["ok"] and checks["port"]["ok"]
 
     daemon_home.token.chmod(0o644)

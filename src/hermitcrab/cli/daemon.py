@@ -139,10 +139,16 @@ def _print_status(info: dict[str, Any]) -> None:
             table.add_row(key, str(info[key]))
     for name, model in info.get("models", {}).items():
         table.add_row(f"model {name}", ", ".join(f"{k}={v}" for k, v in model.items()))
+    for box in info.get("sandboxes", []):
+        table.add_row(f"sandbox {box['name']}", f"landlock={box['landlock']} processes={box['processes']}")
     if "error" in info:
         table.add_row("error", info["error"])
-    Console().print("[bold green]HermitCrab is running[/]")
-    Console().print(table)
+    console = Console()
+    console.print("[bold green]HermitCrab is running[/]")
+    console.print(table)
+    weak = [b["name"] for b in info.get("sandboxes", []) if b.get("landlock") != "enforced"]
+    if weak:
+        console.print(f"[bold red]WARNING: Landlock is not enforced in: {', '.join(weak)}[/]")
 
 
 def _tail(path: Path, count: int) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import importlib.util
 import platform
 import shutil
@@ -15,10 +14,6 @@ from hermitcrab.cli.output import print_json
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import HermitCrabError
 
-# landlock_create_ruleset has the same number on every architecture (generic syscall table).
-SYS_LANDLOCK_CREATE_RULESET = 444
-LANDLOCK_CREATE_RULESET_VERSION = 1
-
 
 @dataclass
 class Check:
@@ -26,16 +21,7 @@ class Check:
     ok: bool
     detail: str
     fix: str = ""
-
-
-def landlock_abi() -> int:
-    """The kernel's Landlock ABI version, or 0 when Landlock is missing or disabled."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.syscall.restype = ctypes.c_long
-    version = libc.syscall(
-        SYS_LANDLOCK_CREATE_RULESET, None, ctypes.c_size_t(0), LANDLOCK_CREATE_RULESET_VERSION
-    )
-    return max(int(version), 0)
+    warning: bool = False  # passes, but a person must know
 
 
 def _bubblewrap() -> Check:
@@ -46,16 +32,43 @@ def _bubblewrap() -> Check:
     return Check("bubblewrap", True, f"{path} ({version})")
 
 
-def _landlock() -> Check:
+def _landlock(paths: Paths) -> Check:
+    from hermitcrab.sandbox.local.supervisor import landlock_abi
+
     abi = landlock_abi() if platform.system() == "Linux" else 0
-    if abi == 0:
+    if abi:
+        return Check("landlock", True, f"ABI {abi}")
+    mode = "required"
+    try:
+        from hermitcrab.policy import load_policy
+
+        mode = load_policy(paths.policy).filesystem.landlock
+    except HermitCrabError:
+        pass
+    if mode == "best_effort":
         return Check(
             "landlock",
-            False,
-            "the kernel has no Landlock (or it is disabled)",
-            "use Linux >= 5.13 with lsm=landlock, or set filesystem.landlock: best_effort in policy.yaml",
+            True,
+            "WARNING: this kernel has no Landlock; sandboxes run WITHOUT it (policy says best_effort)",
+            "use Linux >= 5.13 with Landlock enabled (lsm=landlock)",
+            warning=True,
         )
-    return Check("landlock", True, f"ABI {abi}")
+    return Check(
+        "landlock",
+        False,
+        "the kernel has no Landlock (or it is disabled); sandboxes will refuse to start",
+        "use Linux >= 5.13 with lsm=landlock, or set filesystem.landlock: best_effort in policy.yaml",
+    )
+
+
+def _seccomp() -> Check:
+    from hermitcrab.sandbox.local.seccomp import filter_bpf
+
+    try:
+        size = len(filter_bpf())
+    except HermitCrabError as exc:
+        return Check("seccomp", False, str(exc), "apt-get install libseccomp2")
+    return Check("seccomp", True, f"filter compiled ({size // 8} BPF instructions)")
 
 
 def _token(paths: Paths) -> Check:
@@ -135,7 +148,8 @@ def run(json_output: bool) -> None:
         lambda: _policy(paths),
         lambda: _token(paths),
         _bubblewrap,
-        _landlock,
+        lambda: _landlock(paths),
+        _seccomp,
         lambda: _port(paths),
         lambda: _model(paths),
     ]
@@ -145,9 +159,9 @@ def run(json_output: bool) -> None:
         print_json({"ok": healthy, "checks": [vars(c) for c in checks]})
     else:
         for c in checks:
-            mark = "ok  " if c.ok else "FAIL"
+            mark = ("WARN" if c.warning else "ok  ") if c.ok else "FAIL"
             print(f"[{mark}] {c.name}: {c.detail}")
-            if not c.ok and c.fix:
+            if (not c.ok or c.warning) and c.fix:
                 print(f"       fix: {c.fix}")
         print("All checks passed." if healthy else "Some checks failed; see the fixes above.")
     if not healthy:

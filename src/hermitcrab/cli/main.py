@@ -148,7 +148,7 @@ def sandbox_status(
     sandbox.status(name, json_output)
 
 
-@sandbox_app.command("exec", context_settings={"allow_interspersed_args": False})
+@sandbox_app.command("exec")
 def sandbox_exec(
     name: str = typer.Argument(...),
     command: list[str] = typer.Argument(..., help="The command and its arguments, after --."),

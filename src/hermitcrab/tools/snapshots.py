@@ -108,7 +108,10 @@ def read(archive: Path, workspace: Path) -> str:
                 member.name = member.name[len(prefix) :]
                 members.append(member)
         # The 'data' filter refuses absolute paths, '..', device files and links leaving the folder.
-        tar.extractall(workspace, members=members, filter="data")
+        try:
+            tar.extractall(workspace, members=members, filter="data")
+        except tarfile.FilterError as exc:
+            raise SandboxError(f"{archive}: refused to unpack: {exc}") from None
         return _member_bytes(tar, POLICY).decode()
 
 

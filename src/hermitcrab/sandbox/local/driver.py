@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import os
 import re
@@ -249,6 +250,20 @@ class LocalDriver:
         for pid in self.processes(box):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
+
+
+def _socket_path(state: Path) -> Path:
+    """The control socket's path: in the sandbox's state folder, or, where that path is too
+    long for a Unix socket, in a private folder of ours under /tmp."""
+    path = state / "ctl.sock"
+    if len(str(path)) <= MAX_SOCKET_PATH:
+        return path
+    folder = Path(f"/tmp/hermitcrab-{os.getuid()}")
+    folder.mkdir(mode=0o700, exist_ok=True)
+    info = folder.stat()
+    if info.st_uid != os.getuid() or info.st_mode & 0o077:
+        raise SandboxError(f"{folder} is not a private folder of ours; refusing to put a socket there")
+    return folder / f"{hashlib.sha256(str(state).encode()).hexdigest()[:20]}.sock"
 
 
 def _memfd(name: str, data: bytes) -> int:
