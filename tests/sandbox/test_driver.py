@@ -94,11 +94,17 @@ def test_zombies_are_reaped(make_sandbox, run) -> None:
     for _ in range(5):
         run(driver.exec(box, ["sh", "-c", "setsid sh -c 'sleep 0.05' & exit 0"]))
     run(driver.exec(box, ["sleep", "0.3"]))
+    # Every process of the sandbox's pid namespace, zombies included (processes() skips them).
+    ns = os.readlink(f"/proc/{box.host_pid}/ns/pid")
     states = []
-    for pid in driver.processes(box):
-        with open(f"/proc/{pid}/stat") as stat:
-            states.append(stat.read().rsplit(")", 1)[1].split()[0])
-    assert "Z" not in states and len(states) == 1
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                with open(f"/proc/{entry}/stat") as stat:
+                    states.append(stat.read().rsplit(")", 1)[1].split()[0])
+        except OSError:
+            continue
+    assert states and "Z" not in states and len(states) == 1
 
 
 def test_many_execs_at_once(make_sandbox, run) -> None:
@@ -121,13 +127,28 @@ def test_missing_command_and_bad_cwd(make_sandbox, run) -> None:
     assert good_cwd.stdout == b"/tmp\n"
 
 
-def test_destroy_leaves_nothing_behind(make_sandbox, run) -> None:
+def test_escaped_processes_are_swept_when_their_command_ends(make_sandbox, run) -> None:
     driver, box, _ = make_sandbox()
     escape = "setsid sh -c 'echo $$ > /tmp/pid; exec sleep 1000' >/dev/null 2>&1 </dev/null &"
     run(driver.exec(box, ["sh", "-c", f"{escape} while [ ! -s /tmp/pid ]; do sleep 0.01; done"]))
-    inside = driver.processes(box)
-    assert len(inside) == 2  # the supervisor and the escaped sleep
-    run(driver.destroy(box))
+    assert len(driver.processes(box)) == 1  # the setsid'd sleep did not outlive its command
+
+
+def test_destroy_leaves_nothing_behind(make_sandbox, run) -> None:
+    driver, box, _ = make_sandbox()
+    escape = "setsid sh -c 'echo $$ > /tmp/pid; exec sleep 1000' >/dev/null 2>&1 </dev/null &"
+
+    async def scenario() -> list[int]:
+        # A command still running, with a child that left its session: both must die.
+        task = asyncio.ensure_future(driver.exec(box, ["sh", "-c", f"{escape} sleep 1000"]))
+        while len(inside := driver.processes(box)) < 4:  # supervisor, sh, sleep, escaped sleep
+            await asyncio.sleep(0.01)
+        await driver.destroy(box)
+        with pytest.raises(SandboxError, match="went away"):
+            await task
+        return inside
+
+    inside = run(scenario())
     assert not [pid for pid in inside if os.path.exists(f"/proc/{pid}")]
     assert not box.socket_path.exists()
     with pytest.raises(SandboxError, match="not running"):

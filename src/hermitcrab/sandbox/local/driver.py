@@ -231,7 +231,8 @@ class LocalDriver:
         box.socket_path.unlink(missing_ok=True)
 
     def processes(self, box: LocalSandbox) -> list[int]:
-        """Host pids of every process inside the sandbox (its pid namespace)."""
+        """Host pids of every live process inside the sandbox (its pid namespace); zombies,
+        already dead and waiting for the supervisor to reap them, are not counted."""
         try:
             ns = os.readlink(f"/proc/{box.host_pid}/ns/pid")
         except OSError:
@@ -240,7 +241,7 @@ class LocalDriver:
         for entry in os.listdir("/proc"):
             if entry.isdigit():
                 with contextlib.suppress(OSError):
-                    if os.readlink(f"/proc/{entry}/ns/pid") == ns:
+                    if os.readlink(f"/proc/{entry}/ns/pid") == ns and not _zombie(entry):
                         found.append(int(entry))
         return found
 
@@ -250,6 +251,11 @@ class LocalDriver:
         for pid in self.processes(box):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
+
+
+def _zombie(pid: str) -> bool:
+    with open(f"/proc/{pid}/stat", "rb") as stat:
+        return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
 
 
 def _socket_path(state: Path) -> Path:

@@ -18,6 +18,7 @@ DENIED = {
     "ptrace": "inspect or steer another process",
     "process_vm_readv": "read another process's memory",
     "process_vm_writev": "write another process's memory",
+    "pidfd_getfd": "take another process's file descriptors",
     "mount": "change the filesystem layout",
     "umount2": "change the filesystem layout",
     "pivot_root": "change the filesystem root",

@@ -34,6 +34,7 @@ SYS_CREATE_RULESET, SYS_ADD_RULE, SYS_RESTRICT_SELF = 444, 445, 446
 CREATE_RULESET_VERSION = 1
 RULE_PATH_BENEATH = 1
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 
 FS_EXECUTE = 1 << 0
 FS_WRITE_FILE = 1 << 1
@@ -158,6 +159,9 @@ RLIMITS = {
     "cpu_seconds": resource.RLIMIT_CPU,
 }
 MB = 1024 * 1024
+# Python ignores SIGPIPE and SIGXFSZ; a command must get the default back (SIGXFSZ is
+# how max_file_size_mb stops a writer).
+DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGINT, signal.SIGXCPU)
 
 
 class Supervisor:
@@ -174,10 +178,20 @@ class Supervisor:
         self.waiters: dict[int, int] = {}  # pid -> write end of that exec's wake-up pipe
         self.statuses: dict[int, int] = {}
         self.children = threading.Condition()
+        self.active: set[int] = set()  # session ids of the commands running now
 
     def start(self) -> None:
         status: dict[str, Any] = {"ok": True, "pid": os.getpid()}
         try:
+            # posix_spawn closes nothing: every fd of ours that a command must not hold is
+            # close-on-exec. The listener came through bwrap, so it arrived inheritable.
+            os.set_inheritable(self.listener.fileno(), False)
+            # Not dumpable: commands (same uid) cannot ptrace us, read /proc/1/mem, or take
+            # our file descriptors with pidfd_getfd.
+            _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
+            # As pid 1 a default disposition makes a signal from inside a no-op; Python's own
+            # SIGINT handler would instead raise KeyboardInterrupt and stop the sandbox.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
             self._apply_rlimits()
             mode = self.config["landlock"]["mode"]
             self.abi = landlock_abi() if mode != "off" else 0
@@ -260,7 +274,9 @@ class Supervisor:
             os.chdir(cwd)
             try:
                 # posix_spawn, not fork: no copy of this process, a fraction of the cost.
-                return os.posix_spawnp(argv[0], argv, env, file_actions=actions, setsid=True)
+                return os.posix_spawnp(
+                    argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=DEFAULT_SIGNALS
+                )
             finally:
                 os.chdir(self.config["cwd"])
 
@@ -291,6 +307,7 @@ class Supervisor:
                     err_w,
                 )
                 self.waiters[pid] = wake_w
+                self.active.add(pid)  # its session id is its pid (setsid)
         except OSError as exc:
             for fd in (out_r, out_w, err_r, err_w, wake_r, wake_w, stdin_fd, stdin_w):
                 if fd >= 0:
@@ -302,7 +319,8 @@ class Supervisor:
         cpu = self.config.get("rlimits", {}).get("cpu_seconds")
         if cpu:
             try:
-                resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu))
+                # soft: SIGXCPU, reported as cpu_seconds; hard, a second later: SIGKILL.
+                resource.prlimit(pid, resource.RLIMIT_CPU, (cpu, cpu + 1))
             except (ProcessLookupError, PermissionError):
                 pass  # already gone
         for fd in (out_w, err_w, stdin_fd):
@@ -357,6 +375,9 @@ class Supervisor:
         sel.close()
         for fd in (out_r, err_r, wake_r):
             os.close(fd)
+        with self.lock:  # no command starts while we sweep: it would look like a stray
+            self.active.discard(pid)
+            self.sweep(self.active)
         if spill is not None:
             spill.close()
         code = os.waitstatus_to_exitcode(status)
@@ -376,6 +397,29 @@ class Supervisor:
                 "duration_ms": round((time.monotonic() - started) * 1000, 3),
             },
         )
+
+    def sweep(self, active: set[int]) -> None:
+        """Kill every process that left its command's session (setsid) and so outlived it:
+        nothing a command starts may stay behind to use up max_processes."""
+        for _ in range(20):  # a process forking while we look is caught on the next pass
+            strays = []
+            for entry in os.listdir("/proc"):
+                if not entry.isdigit() or entry == "1":
+                    continue
+                try:
+                    with open(f"/proc/{entry}/stat", "rb") as stat:
+                        fields = stat.read().rsplit(b")", 1)[1].split()
+                except OSError:
+                    continue
+                if fields[0] != b"Z" and int(fields[3]) not in active:  # fields[3]: session id
+                    strays.append(int(entry))
+            if not strays:
+                return
+            for pid in strays:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
 
     def _spill_file(self, exec_id: str) -> tuple[str | None, Any]:
         folder = self.config["output_dir"]
