@@ -492,3 +492,19 @@ def host_victim() -> Iterator[subprocess.Popen[bytes]]:
 
 def default_read_only_plus(*paths: str) -> dict[str, Any]:
     return {"read_only": [*DEFAULT_READ_ONLY, *paths]}
+
+
+# A fork bomb that stops at four times the limit; run with args={'max_processes': N}.
+FORK_BOMB = """
+children = []
+try:
+    while len(children) < 4 * ARGS['max_processes']:
+        pid = os.fork()
+        if pid == 0:
+            time.sleep(60)
+            os._exit(0)
+        children.append(pid)
+except OSError as exc:
+    blocked(f'{ename(exc.errno)} after {len(children)} processes')
+escaped(f'{len(children)} processes, max_processes is {ARGS["max_processes"]}')
+"""

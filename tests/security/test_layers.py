@@ -20,6 +20,7 @@ from hermitcrab.sandbox.base import Layers
 from hermitcrab.sandbox.local.driver import LocalSandbox
 
 from .conftest import (
+    FORK_BOMB,
     HOST_SECRET_ENV,
     SMALL_PROCESS,
     Attack,
@@ -523,19 +524,6 @@ def test_namespaces_alone_keep_host_processes_apart(lab: Lab, bare, host_victim)
 
 # --- Rlimits alone: Landlock and seccomp off; the control has the rlimits off too.
 
-FORK_BOMB = """
-children = []
-try:
-    while len(children) < 4 * ARGS['max_processes']:
-        pid = os.fork()
-        if pid == 0:
-            time.sleep(60)
-            os._exit(0)
-        children.append(pid)
-except OSError as exc:
-    blocked(f'{ename(exc.errno)} after {len(children)} processes')
-escaped(f'{len(children)} processes')
-"""
 
 MEMORY_BOMB = """
 chunks = []

@@ -9,6 +9,7 @@ import signal
 import pytest
 
 from .conftest import (
+    FORK_BOMB,
     MB,
     SMALL_PROCESS,
     Attack,
@@ -269,19 +270,7 @@ def test_fork_bomb_stops_at_max_processes(lab: Lab, fresh) -> None:
     box = fresh()
     result = lab.py(
         box,
-        """
-        children = []
-        try:
-            while len(children) < 4 * ARGS['max_processes']:
-                pid = os.fork()
-                if pid == 0:
-                    time.sleep(60)
-                    os._exit(0)
-                children.append(pid)
-        except OSError as exc:
-            blocked(f'{ename(exc.errno)} after {len(children)} processes')
-        escaped(f'{len(children)} processes, max_processes is {ARGS["max_processes"]}')
-        """,
+        FORK_BOMB,
         args={"max_processes": MAX_PROCESSES},
     )
     assert_blocked(result, "rlimits", ("EAGAIN",))
