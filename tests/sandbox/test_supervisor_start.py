@@ -14,7 +14,7 @@ from hermitcrab.sandbox.local import supervisor
 
 def start(mode: str, monkeypatch: pytest.MonkeyPatch, abi: int) -> dict:
     monkeypatch.setattr(supervisor, "landlock_abi", lambda: abi)
-    monkeypatch.setattr(supervisor, "apply_landlock", lambda abi, rules: [])
+    monkeypatch.setattr(supervisor, "apply_landlock", lambda abi, rules, ports=(): [])
     monkeypatch.setattr(supervisor.Supervisor, "_apply_rlimits", lambda self: None)
     monkeypatch.setattr(supervisor.signal, "signal", lambda *args: None)  # keep pytest's SIGINT
     monkeypatch.setattr(supervisor, "_libc", type("L", (), {"prctl": staticmethod(lambda *a: 0)})())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -52,9 +52,103 @@ class ProcessPolicy(_Strict):
     max_output_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
 
 
+Access = Literal["allow", "ask", "deny"]
+
+
+class HttpRule(_Strict):
+    """An L7 rule, for endpoints whose TLS the proxy terminates (or plain HTTP)."""
+
+    methods: list[str] = Field(default_factory=lambda: ["*"])
+    paths: list[str] = Field(default_factory=lambda: ["/**"])
+    query: dict[str, str] = Field(default_factory=dict)  # each key must match (glob on the value)
+
+    @field_validator("methods")
+    @classmethod
+    def _methods(cls, methods: list[str]) -> list[str]:
+        return [m.upper() for m in methods]
+
+    @field_validator("paths")
+    @classmethod
+    def _paths(cls, paths: list[str]) -> list[str]:
+        for path in paths:
+            if not path.startswith("/"):
+                raise ValueError(f"path pattern {path!r} must start with '/'")
+        return paths
+
+
+class NetworkRule(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    hosts: list[str] = Field(min_length=1)
+    ports: list[int] = Field(default_factory=lambda: [443])
+    access: Access = "allow"
+    # Addresses the proxy refuses by default (loopback, private, link-local, metadata)
+    # that this rule may still reach.
+    allowed_ips: list[str] = Field(default_factory=list)
+    tls: Literal["passthrough", "terminate"] = "passthrough"
+    credentials: str | None = None  # the name of a secret the proxy injects (terminated TLS only)
+    allow: list[HttpRule] = Field(default_factory=list)
+    deny: list[HttpRule] = Field(default_factory=list)
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, hosts: list[str]) -> list[str]:
+        out = []
+        for host in hosts:
+            host = host.strip().lower().rstrip(".")
+            labels = host.split(".")
+            if not host or any(not label for label in labels):
+                raise ValueError(f"host {host!r} is not a host name")
+            if "*" in host and (labels[0] != "*" or "*" in ".".join(labels[1:]) or len(labels) < 3):
+                raise ValueError(
+                    f"host {host!r}: a wildcard may only be the whole first label of a name with "
+                    "at least two more labels, as in '*.example.org'"
+                )
+            out.append(host)
+        return out
+
+    @field_validator("ports")
+    @classmethod
+    def _ports(cls, ports: list[int]) -> list[int]:
+        for port in ports:
+            if not 1 <= port <= 65535:
+                raise ValueError(f"port {port} is not between 1 and 65535")
+        return ports
+
+    @field_validator("allowed_ips")
+    @classmethod
+    def _ips(cls, ips: list[str]) -> list[str]:
+        import ipaddress
+
+        for ip in ips:
+            try:
+                ipaddress.ip_network(ip, strict=False)
+            except ValueError:
+                raise ValueError(f"allowed_ips entry {ip!r} is not an IP address or network") from None
+        return ips
+
+    @model_validator(mode="after")
+    def _credentials_need_termination(self) -> NetworkRule:
+        if self.credentials and self.tls != "terminate" and 80 not in self.ports:
+            raise ValueError(
+                f"rule '{self.name}': credentials are injected only where the proxy sees the request; "
+                "set tls: terminate"
+            )
+        return self
+
+
 class NetworkPolicy(_Strict):
-    # No network at all until egress rules exist: deny by construction.
-    default: Literal["deny"] = "deny"
+    # With no rule, no network at all: deny by construction.
+    default: Literal["deny", "ask"] = "deny"
+    rules: list[NetworkRule] = Field(default_factory=list)
+    approval_timeout_seconds: float = Field(120.0, gt=0, le=86400)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> NetworkPolicy:
+        names = [r.name for r in self.rules]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
+        return self
 
 
 class ToolsPolicy(_Strict):

@@ -31,6 +31,8 @@ class SandboxSpec:
     policy: Policy
     workspace: Path
     layers: Layers = field(default_factory=Layers)
+    # Host path of the egress proxy's Unix socket for this sandbox; None: no network at all.
+    egress_socket: Path | None = None
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,20 @@ class Plan:
     landlock_rules: list[tuple[str, int]] = field(default_factory=list)
 
 
-def sandbox_env(uid: int) -> dict[str, str]:
+EGRESS_SOCKET = "/run/hermitcrab/egress.sock"  # inside the sandbox
+EGRESS_PORT = 3128
+
+
+def sandbox_env(uid: int, egress: bool = False) -> dict[str, str]:
     """The whole environment a command sees: nothing of the host's passes in."""
+    proxy = {}
+    if egress:
+        url = f"http://127.0.0.1:{EGRESS_PORT}"
+        for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+            proxy[name] = proxy[name.lower()] = url
+        proxy["NO_PROXY"] = proxy["no_proxy"] = ""
     return {
+        **proxy,
         "PATH": SANDBOX_PATH,
         "HOME": WORKSPACE_MOUNT,
         "USER": "sandbox",
@@ -72,6 +83,9 @@ def binds(spec: SandboxSpec, etc_dir: Path) -> list[tuple[str, str, str]]:
     out.append(("--bind", str(spec.workspace), WORKSPACE_MOUNT))
     # Our own passwd, group, hosts: the host's accounts stay unseen.
     out += [("--ro-bind", str(etc_dir / name), f"/etc/{name}") for name in ETC_FILES]
+    # The egress proxy's socket: the one way out, if the sandbox has one.
+    if spec.egress_socket is not None:
+        out.append(("--ro-bind", str(spec.egress_socket), EGRESS_SOCKET))
     return out
 
 
@@ -117,7 +131,7 @@ def plan(
                 a(["--ro-bind", host, host])
     # Environment: none of the host's.
     a(["--clearenv"])
-    for key, value in sandbox_env(uid).items():
+    for key, value in sandbox_env(uid, spec.egress_socket is not None).items():
         a(["--setenv", key, value])
     a(["--setenv", "MALLOC_ARENA_MAX", "2"])  # the supervisor's own: keeps it small under RLIMIT_AS
 
@@ -161,6 +175,7 @@ def supervisor_config(
         else {}
     )
     return {
+        "egress": {"port": EGRESS_PORT, "socket": EGRESS_SOCKET} if spec.egress_socket else None,
         "listen_fd": listen_fd,
         "status_fd": status_fd,
         "landlock": {"mode": policy.filesystem.landlock if layers.landlock else "off", "rules": rules},
@@ -169,5 +184,5 @@ def supervisor_config(
         "max_output": process.max_output_bytes,
         "output_dir": f"{WORKSPACE_MOUNT}/.hermitcrab/output",
         "cwd": WORKSPACE_MOUNT,
-        "env": sandbox_env(process.run_as_uid),
+        "env": sandbox_env(process.run_as_uid, spec.egress_socket is not None),
     }

@@ -171,7 +171,8 @@ class LocalDriver:
         if cwd:
             request["cwd"] = cwd
         if env is not None:
-            request["env"] = {**bwrap.sandbox_env(box.spec.policy.process.run_as_uid), **env}
+            base = bwrap.sandbox_env(box.spec.policy.process.run_as_uid, box.spec.egress_socket is not None)
+            request["env"] = {**base, **env}
         policy_timeout = box.spec.policy.process.timeout_seconds
         request["timeout"] = min(timeout, policy_timeout) if timeout else policy_timeout
         if max_output is not None:

@@ -75,6 +75,13 @@ class _PathBeneath(ctypes.Structure):
     _fields_ = [("allowed", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
 
 
+class _NetPort(ctypes.Structure):
+    _fields_ = [("allowed", ctypes.c_uint64), ("port", ctypes.c_uint64)]
+
+
+RULE_NET_PORT = 2
+
+
 def landlock_abi() -> int:
     """The kernel's Landlock ABI version; 0 when it has none or it is disabled."""
     return max(int(_libc.syscall(SYS_CREATE_RULESET, None, ctypes.c_size_t(0), CREATE_RULESET_VERSION)), 0)
@@ -112,9 +119,10 @@ def _restrict(ruleset_fd: int) -> None:
     os.close(ruleset_fd)
 
 
-def apply_landlock(abi: int, rules: list[tuple[str, int]]) -> list[str]:
-    """Allow only `rules` (path, rights) on the filesystem, deny all TCP, and scope abstract
-    Unix sockets and signals to this domain. Returns the paths skipped as missing."""
+def apply_landlock(abi: int, rules: list[tuple[str, int]], tcp_ports: tuple[int, ...] = ()) -> list[str]:
+    """Allow only `rules` (path, rights) on the filesystem, no TCP but on `tcp_ports` (the
+    door to the egress proxy), and scope abstract Unix sockets and signals to this domain.
+    Returns the paths skipped as missing."""
     fs = handled_fs(abi)
     net = NET_BIND_TCP | NET_CONNECT_TCP if abi >= 4 else 0
     scoped = SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL if abi >= 6 else 0
@@ -137,6 +145,10 @@ def apply_landlock(abi: int, rules: list[tuple[str, int]]) -> list[str]:
             )
         finally:
             os.close(fd)
+    if net:
+        for port in tcp_ports:
+            rule = _NetPort(NET_BIND_TCP | NET_CONNECT_TCP, port)
+            _check(_libc.syscall(SYS_ADD_RULE, ruleset, RULE_NET_PORT, ctypes.byref(rule), 0), f"port {port}")
     _restrict(ruleset)
     return skipped
 
@@ -179,6 +191,7 @@ class Supervisor:
         self.statuses: dict[int, int] = {}
         self.children = threading.Condition()
         self.active: set[int] = set()  # session ids of the commands running now
+        self.door: Door | None = None
 
     def start(self) -> None:
         status: dict[str, Any] = {"ok": True, "pid": os.getpid()}
@@ -207,8 +220,12 @@ class Supervisor:
                 status["landlock"] = "unavailable"
             else:
                 rules = [(p, r) for p, r in self.config["landlock"]["rules"]]
-                status["landlock_skipped"] = apply_landlock(self.abi, rules)
+                door = self.config.get("egress")
+                ports = (door["port"],) if door else ()
+                status["landlock_skipped"] = apply_landlock(self.abi, rules, ports)
                 status["landlock"] = "enforced"
+            if self.config.get("egress"):
+                self.door = Door(self.config["egress"]["port"], self.config["egress"]["socket"])
         except OSError as exc:
             status = {"ok": False, "error": str(exc)}
         with os.fdopen(self.config["status_fd"], "w") as out:
@@ -229,6 +246,8 @@ class Supervisor:
     def serve(self) -> None:
         threading.stack_size(512 * 1024)  # many threads fit under max_memory_mb
         threading.Thread(target=self.reap, daemon=True).start()
+        if self.door is not None:
+            threading.Thread(target=self.door.serve, daemon=True).start()
         while True:
             conn, _ = self.listener.accept()
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
@@ -429,6 +448,57 @@ class Supervisor:
             return path, open(path, "wb")  # closed when the command ends
         except OSError:
             return None, None
+
+
+class Door:
+    """127.0.0.1:PORT inside the sandbox, relayed to the egress proxy's Unix socket: the
+    sandbox's only way out. Programs find it through HTTP(S)_PROXY."""
+
+    def __init__(self, port: int, socket_path: str) -> None:
+        self.socket_path = socket_path
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(128)
+
+    def serve(self) -> None:
+        while True:
+            client, _ = self.listener.accept()
+            threading.Thread(target=self.relay, args=(client,), daemon=True).start()
+
+    def relay(self, client: socket.socket) -> None:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(self.socket_path)
+        except OSError:
+            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            client.close()
+            upstream.close()
+            return
+        with client, upstream:
+            sel = selectors.DefaultSelector()
+            sel.register(client, selectors.EVENT_READ, upstream)
+            sel.register(upstream, selectors.EVENT_READ, client)
+            open_ends = 2
+            while open_ends:
+                for key, _ in sel.select():
+                    try:
+                        data = key.fileobj.recv(262144)
+                    except OSError:
+                        data = b""
+                    if data:
+                        try:
+                            key.data.sendall(data)
+                            continue
+                        except OSError:
+                            return
+                    sel.unregister(key.fileobj)
+                    open_ends -= 1
+                    try:
+                        key.data.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+            sel.close()
 
 
 def _feed(fd: int, data: bytes) -> None:
