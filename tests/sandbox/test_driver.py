@@ -171,3 +171,15 @@ def test_create_refuses_bad_input(run, tmp_path: Path) -> None:
     no_usr = Policy(version=1, filesystem={"read_only": ["/etc/ssl"]})
     with pytest.raises(SandboxError, match="must include the folder of /usr/bin/python3"):
         run(driver.create(SandboxSpec("x", no_usr, tmp_path)))
+
+
+def test_a_long_state_path_still_gets_a_socket(run, tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 60) / ("e" * 60)
+    deep.mkdir(parents=True)
+    driver = LocalDriver(deep / "state")
+    box = run(driver.create(SandboxSpec("long", Policy(version=1), deep)))
+    try:
+        assert len(str(box.socket_path)) <= 100 and str(box.socket_path).startswith("/tmp/hermitcrab-")
+        assert run(driver.exec(box, ["echo", "ok"])).stdout == b"ok\n"
+    finally:
+        run(driver.destroy(box))

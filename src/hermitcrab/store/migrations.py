@@ -51,4 +51,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX audit_by_sandbox ON audit(sandbox, id);
     """,
+    # 3: whether a sandbox's policy follows the policy file (its network rules reload live)
+    """
+    ALTER TABLE sandboxes ADD COLUMN follows_file INTEGER NOT NULL DEFAULT 1;
+    """,
 )

@@ -16,6 +16,7 @@ class SandboxRecord:
     workspace: str
     created_at: float
     updated_at: float
+    follows_file: bool = True
 
 
 class SandboxRecords:
@@ -23,16 +24,19 @@ class SandboxRecords:
         self._conn = conn
         self._lock = lock or threading.Lock()
 
-    def put(self, name: str, policy: str, policy_hash: str, workspace: str) -> SandboxRecord:
+    def put(
+        self, name: str, policy: str, policy_hash: str, workspace: str, follows_file: bool = True
+    ) -> SandboxRecord:
         now = time.time()
         with self._lock:
             self._conn.execute(
-                """INSERT INTO sandboxes (name, policy, policy_hash, workspace, created_at, updated_at)
-                   VALUES (?, ?, ?, ?, ?, ?)
+                """INSERT INTO sandboxes (name, policy, policy_hash, workspace, created_at, updated_at,
+                                          follows_file)
+                   VALUES (?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(name) DO UPDATE SET policy = excluded.policy,
                        policy_hash = excluded.policy_hash, workspace = excluded.workspace,
-                       updated_at = excluded.updated_at""",
-                (name, policy, policy_hash, workspace, now, now),
+                       updated_at = excluded.updated_at, follows_file = excluded.follows_file""",
+                (name, policy, policy_hash, workspace, now, now, int(follows_file)),
             )
         record = self.get(name)
         assert record is not None
@@ -41,14 +45,20 @@ class SandboxRecords:
     def get(self, name: str) -> SandboxRecord | None:
         with self._lock:
             row = self._conn.execute("SELECT * FROM sandboxes WHERE name = ?", (name,)).fetchone()
-        return SandboxRecord(*row) if row else None
+        return _record(row) if row else None
 
     def all(self) -> list[SandboxRecord]:
         with self._lock:
             rows = self._conn.execute("SELECT * FROM sandboxes ORDER BY name").fetchall()
-        return [SandboxRecord(*r) for r in rows]
+        return [_record(r) for r in rows]
 
     def delete(self, name: str) -> bool:
         with self._lock:
             cur = self._conn.execute("DELETE FROM sandboxes WHERE name = ?", (name,))
         return cur.rowcount > 0
+
+
+def _record(row: sqlite3.Row) -> SandboxRecord:
+    data = dict(row)
+    data["follows_file"] = bool(data["follows_file"])
+    return SandboxRecord(**data)

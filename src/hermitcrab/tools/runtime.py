@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hermitcrab.egress.proxy import EgressProxy
 from hermitcrab.errors import PolicyError, SandboxError, SandboxNotFound
 from hermitcrab.policy import Policy, parse_policy, policy_version
 from hermitcrab.sandbox.base import ExecResult, Layers, OutputChunk, SandboxSpec
@@ -32,6 +33,7 @@ class Managed:
     policy: Policy
     policy_text: str
     version: str
+    follows_file: bool  # created from the policy file: its network rules follow it live
 
 
 class SandboxRuntime:
@@ -43,6 +45,7 @@ class SandboxRuntime:
         policy_file: Path,
         workspaces: Path,
         layers: Layers | None = None,
+        egress: EgressProxy | None = None,
     ) -> None:
         self.driver = driver
         self.records = records
@@ -52,6 +55,9 @@ class SandboxRuntime:
         self.layers = layers or Layers()
         self.boxes: dict[str, Managed] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self.egress = egress
+        self.policy_error: str | None = None  # the last reload's error; the last good policy stays
+        self._policy_stamp: tuple[int, int, int] | None = None
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -84,15 +90,28 @@ class SandboxRuntime:
                 raise
             folder = workspace or self.workspaces / name
             folder.mkdir(parents=True, exist_ok=True)
-            managed = await self._start(name, policy, text, folder)
-            await asyncio.to_thread(self.records.put, name, text, managed.version, str(folder))
+            managed = await self._start(name, policy, text, folder, follows_file=policy_text is None)
+            await asyncio.to_thread(
+                self.records.put, name, text, managed.version, str(folder), policy_text is None
+            )
             self._audit(actor, "sandbox.create", "ok", name, policy_version=managed.version)
             return self.info(name)
 
-    async def _start(self, name: str, policy: Policy, text: str, workspace: Path) -> Managed:
-        spec = SandboxSpec(name, policy, workspace, self.layers)
-        box = await self.driver.create(spec)
-        managed = Managed(box, policy, text, policy_version(text))
+    async def _start(
+        self, name: str, policy: Policy, text: str, workspace: Path, follows_file: bool
+    ) -> Managed:
+        door = None
+        if self.egress is not None:
+            door = self.driver.socket_path(self.driver.state_root / name, "egress.sock")
+            await self.egress.listen(name, door, lambda: self.boxes[name].policy.network)
+        spec = SandboxSpec(name, policy, workspace, self.layers, egress_socket=door)
+        try:
+            box = await self.driver.create(spec)
+        except BaseException:
+            if self.egress is not None:
+                await self.egress.close(name)
+            raise
+        managed = Managed(box, policy, text, policy_version(text), follows_file)
         self.boxes[name] = managed
         if box.status.get("landlock") != "enforced":
             log.warning(
@@ -107,8 +126,15 @@ class SandboxRuntime:
             if record.name in self.boxes:
                 continue
             try:
-                policy = parse_policy(record.policy, f"policy for sandbox '{record.name}'")
-                await self._start(record.name, policy, record.policy, Path(record.workspace))
+                text = record.policy
+                if record.follows_file:
+                    try:  # the file may have changed while we were down
+                        text = self.default_policy_text()
+                        parse_policy(text, str(self.policy_file))
+                    except PolicyError:
+                        text = record.policy
+                policy = parse_policy(text, f"policy for sandbox '{record.name}'")
+                await self._start(record.name, policy, text, Path(record.workspace), record.follows_file)
                 restored.append(record.name)
                 self._audit(
                     "gateway", "sandbox.recreate", "ok", record.name, policy_version=record.policy_hash
@@ -141,8 +167,14 @@ class SandboxRuntime:
             async with self._lock(name):
                 if not self.boxes[name].box.alive:
                     await self.driver.destroy(managed.box)
+                    if self.egress is not None:
+                        await self.egress.close(name)
                     managed = await self._start(
-                        name, managed.policy, managed.policy_text, managed.box.spec.workspace
+                        name,
+                        managed.policy,
+                        managed.policy_text,
+                        managed.box.spec.workspace,
+                        managed.follows_file,
                     )
         started = time.perf_counter()
         try:
@@ -183,6 +215,8 @@ class SandboxRuntime:
                 raise SandboxNotFound(f"no sandbox named '{name}'")
             if managed is not None:
                 await self.driver.destroy(managed.box)
+                if self.egress is not None:
+                    await self.egress.close(name)
             if forget:
                 await asyncio.to_thread(self.records.delete, name)
                 shutil.rmtree(self.driver.state_root / name, ignore_errors=True)
@@ -192,6 +226,78 @@ class SandboxRuntime:
         """Stop every sandbox but keep the records: they are recreated on the next start."""
         for name in list(self.boxes):
             await self.destroy(name, actor="gateway", forget=False)
+
+    def reload_policy(self, actor: str = "gateway") -> dict[str, Any]:
+        """Apply the policy file's network (and tools) rules to every sandbox that follows it,
+        now. Filesystem and process limits are fixed at creation; a broken file changes nothing."""
+        try:
+            text = self.default_policy_text()
+            new = parse_policy(text, str(self.policy_file))
+        except PolicyError as exc:
+            if self.policy_error != str(exc):
+                log.error("policy reload failed; the last good policy stays", extra={"error": str(exc)})
+                self._audit(actor, "policy.reload", "failed", None, detail=str(exc))
+            self.policy_error = str(exc)
+            return {"applied": False, "error": str(exc), "sandboxes": []}
+        self.policy_error = None
+        version = policy_version(text)
+        applied, needs_recreate = [], []
+        for name, managed in self.boxes.items():
+            if not managed.follows_file or managed.version == version:
+                continue
+            if managed.policy.model_dump(include={"filesystem", "process"}) != new.model_dump(
+                include={"filesystem", "process"}
+            ):
+                needs_recreate.append(name)
+            managed.policy = managed.policy.model_copy(update={"network": new.network, "tools": new.tools})
+            managed.version = version
+            managed.policy_text = text
+            applied.append(name)
+        if applied:
+            self._audit(
+                actor, "policy.reload", "ok", None, policy_version=version, detail=f"applied to {applied}"
+            )
+        return {"applied": True, "version": version, "sandboxes": applied, "needs_recreate": needs_recreate}
+
+    async def watch_policy_file(self, interval: float) -> None:
+        """Poll the file's identity; a change applies to new connections at once."""
+        while True:
+            try:
+                info = self.policy_file.stat()
+                stamp: tuple[int, int, int] | None = (info.st_mtime_ns, info.st_size, info.st_ino)
+            except FileNotFoundError:
+                stamp = None
+            if stamp != self._policy_stamp:
+                if self._policy_stamp is not None:
+                    self.reload_policy()
+                self._policy_stamp = stamp
+            await asyncio.sleep(interval)
+
+    def add_network_rule(self, sandbox: str, rule: dict[str, Any], actor: str) -> None:
+        """Write a rule into the sandbox's policy (the file, keeping its comments, or the
+        sandbox's own record), audit the diff, and apply it."""
+        import difflib
+
+        from hermitcrab.policy.edit import add_network_rule
+
+        managed = self.get(sandbox)
+        old = self.default_policy_text() if managed.follows_file else managed.policy_text
+        new = add_network_rule(old, rule)
+        policy = parse_policy(new, f"policy for sandbox '{sandbox}'")  # never write one that does not load
+        diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "before", "after"))
+        version = policy_version(new)
+        if managed.follows_file:
+            tmp = self.policy_file.with_name(f".{self.policy_file.name}.tmp")
+            tmp.write_text(new)
+            tmp.replace(self.policy_file)
+            self._audit(actor, "policy.change", "ok", sandbox, policy_version=version, detail=diff)
+            self.reload_policy(actor)
+        else:
+            managed.policy = managed.policy.model_copy(update={"network": policy.network})
+            managed.policy_text = new
+            managed.version = version
+            self.records.put(sandbox, new, version, str(managed.box.spec.workspace), False)
+            self._audit(actor, "policy.change", "ok", sandbox, policy_version=version, detail=diff)
 
     def info(self, name: str) -> dict[str, Any]:
         managed = self.get(name)
@@ -208,6 +314,8 @@ class SandboxRuntime:
             "landlock_abi": box.status.get("landlock_abi"),
             "run_as_uid": policy.process.run_as_uid,
             "processes": len(self.driver.processes(box)) if box.alive else 0,
+            "network": "egress proxy" if box.spec.egress_socket else "none",
+            "follows_policy_file": managed.follows_file,
         }
 
     def list(self) -> list[dict[str, Any]]:

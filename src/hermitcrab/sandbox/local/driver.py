@@ -76,6 +76,21 @@ class LocalDriver:
             self._source = SUPERVISOR_SOURCE.read_text()
         return self._source
 
+    @staticmethod
+    def socket_path(state: Path, name: str) -> Path:
+        """A socket's path in a sandbox's state folder, or, where that is too long for a
+        Unix socket, in a private folder of ours under /tmp."""
+        state.mkdir(parents=True, exist_ok=True, mode=0o700)
+        path = state / name
+        if len(str(path)) <= MAX_SOCKET_PATH:
+            return path
+        folder = Path(f"/tmp/hermitcrab-{os.getuid()}")
+        folder.mkdir(mode=0o700, exist_ok=True)
+        info = folder.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o077:
+            raise SandboxError(f"{folder} is not a private folder of ours; refusing to put a socket there")
+        return folder / f"{hashlib.sha256(str(path).encode()).hexdigest()[:20]}.sock"
+
     async def create(self, spec: SandboxSpec) -> LocalSandbox:
         check_name(spec.name)
         if shutil.which("bwrap") is None:
@@ -93,11 +108,7 @@ class LocalDriver:
         state = self.state_root / spec.name
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
         bwrap.write_etc(state / "etc", uid)
-        socket_path = state / "ctl.sock"
-        if len(str(socket_path)) > MAX_SOCKET_PATH:
-            raise SandboxError(
-                f"{socket_path} is too long for a Unix socket. fix: use a shorter HERMITCRAB_HOME"
-            )
+        socket_path = self.socket_path(state, "ctl.sock")
         socket_path.unlink(missing_ok=True)
         as_root = os.geteuid() == 0
         if as_root:
@@ -257,20 +268,6 @@ class LocalDriver:
 def _zombie(pid: str) -> bool:
     with open(f"/proc/{pid}/stat", "rb") as stat:
         return stat.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-
-
-def _socket_path(state: Path) -> Path:
-    """The control socket's path: in the sandbox's state folder, or, where that path is too
-    long for a Unix socket, in a private folder of ours under /tmp."""
-    path = state / "ctl.sock"
-    if len(str(path)) <= MAX_SOCKET_PATH:
-        return path
-    folder = Path(f"/tmp/hermitcrab-{os.getuid()}")
-    folder.mkdir(mode=0o700, exist_ok=True)
-    info = folder.stat()
-    if info.st_uid != os.getuid() or info.st_mode & 0o077:
-        raise SandboxError(f"{folder} is not a private folder of ours; refusing to put a socket there")
-    return folder / f"{hashlib.sha256(str(state).encode()).hexdigest()[:20]}.sock"
 
 
 def _memfd(name: str, data: bytes) -> int:

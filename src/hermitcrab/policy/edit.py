@@ -1,0 +1,34 @@
+"""Edit a policy file's text without losing its comments (ruamel round-trip)."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+
+def add_network_rule(text: str, rule: dict[str, Any]) -> str:
+    """The policy text with `rule` appended to network.rules (replacing a rule of that name)."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    yaml = YAML(typ="rt")
+    data = yaml.load(text) or CommentedMap()
+    network = data.setdefault("network", CommentedMap())
+    rules = network.get("rules")
+    if rules is None:
+        rules = network["rules"] = CommentedSeq()
+    for index, existing in enumerate(list(rules)):
+        if isinstance(existing, dict) and existing.get("name") == rule["name"]:
+            del rules[index]
+    item = CommentedMap()
+    for key, value in rule.items():
+        if isinstance(value, list):
+            seq = CommentedSeq(value)
+            seq.fa.set_flow_style()
+            item[key] = seq
+        else:
+            item[key] = value
+    rules.append(item)
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
