@@ -215,6 +215,44 @@ def policy_show(
     policy.show(file)
 
 
+@policy_app.command("set")
+def policy_set(file: str) -> None:
+    """Validate FILE and make it the policy; network rules apply to new connections at once."""
+    from hermitcrab.cli import policy
+
+    policy.set_policy(file)
+
+
+@app.command()
+def approvals(
+    all_: bool = typer.Option(False, "--all", help="Decided ones too."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """List network requests held for a person to approve."""
+    from hermitcrab.cli import approvals as run
+
+    run.list_approvals(all_, json_output)
+
+
+@app.command()
+def approve(
+    approval_id: str = typer.Argument(..., help="From `hermitcrab approvals`."),
+    always: bool = typer.Option(False, "--always", help="Also write a rule that allows it from now on."),
+) -> None:
+    """Let a held request through (and, with --always, every one like it)."""
+    from hermitcrab.cli import approvals as run
+
+    run.decide(approval_id, True, always)
+
+
+@app.command()
+def deny(approval_id: str = typer.Argument(..., help="From `hermitcrab approvals`.")) -> None:
+    """Refuse a held request."""
+    from hermitcrab.cli import approvals as run
+
+    run.decide(approval_id, False, False)
+
+
 @bench_app.command("sandbox")
 def bench_sandbox(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),

@@ -42,3 +42,31 @@ def show(file: str | None) -> None:
     yaml = YAML()
     yaml.default_flow_style = False
     yaml.dump(policy.model_dump(mode="json"), sys.stdout)
+
+
+def set_policy(file: str) -> None:
+    """Check FILE, then replace the policy file atomically, then ask the gateway to apply it."""
+    from hermitcrab.cli.client import GatewayClient
+    from hermitcrab.policy import load_policy
+
+    source = Path(file)
+    try:
+        load_policy(source)
+    except PolicyError as exc:
+        fail(f"{exc}\nThe policy in force is unchanged.")
+    paths = Paths.from_env()
+    tmp = paths.policy.with_name(f".{paths.policy.name}.tmp")
+    tmp.write_text(source.read_text())
+    tmp.replace(paths.policy)
+    client = GatewayClient(paths)
+    if client.health() is None:
+        print(f"{paths.policy} updated; it applies when the gateway starts.")
+        return
+    outcome = client.request("POST", "/api/policy/reload")
+    applied = ", ".join(outcome["sandboxes"]) or "no running sandbox"
+    print(f"{paths.policy} updated (version {outcome['version']}); in force for: {applied}")
+    if outcome.get("needs_recreate"):
+        print(
+            "filesystem and process limits changed too; they apply when a sandbox is created. "
+            f"Recreate: {', '.join(outcome['needs_recreate'])}"
+        )

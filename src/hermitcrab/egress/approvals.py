@@ -7,7 +7,7 @@ import asyncio
 import itertools
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hermitcrab.errors import HermitCrabError
@@ -32,9 +32,7 @@ class Approval:
     _future: asyncio.Future[bool] | None = field(default=None, repr=False)
 
     def to_json(self) -> dict[str, Any]:
-        data = asdict(self)
-        del data["_future"]
-        return data
+        return {f.name: getattr(self, f.name) for f in fields(self) if not f.name.startswith("_")}
 
 
 class Approvals:

@@ -12,11 +12,13 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from hermitcrab.egress.approvals import ApprovalError
 from hermitcrab.errors import SandboxNotFound
 from hermitcrab.gateway.http import ApiError, read_json
-from hermitcrab.gateway.service import Gateway
+from hermitcrab.gateway.service import APPROVALS_CHANNEL, Gateway
 from hermitcrab.sandbox.base import ExecResult, OutputChunk
 from hermitcrab.tools.runtime import SandboxRuntime
 
@@ -95,6 +97,46 @@ def routes(gw: Gateway) -> list[Route]:
         entries = await asyncio.to_thread(runtime().audit.entries, sandbox, limit)
         return JSONResponse({"entries": [e.to_json() for e in entries]})
 
+    async def reload_policy(request: Request) -> JSONResponse:
+        outcome = runtime().reload_policy(actor="cli")
+        if not outcome["applied"]:
+            raise ApiError(400, "invalid_policy", f"{outcome['error']}\nthe last good policy stays in force")
+        return JSONResponse(outcome)
+
+    async def list_approvals(request: Request) -> JSONResponse:
+        assert gw.approvals is not None
+        items = gw.approvals.all() if request.query_params.get("all") else gw.approvals.pending()
+        return JSONResponse({"approvals": [a.to_json() for a in items]})
+
+    async def decide(request: Request) -> JSONResponse:
+        assert gw.approvals is not None
+        data = await body(request)
+        decision = data.get("decision")
+        if decision not in ("approve", "deny"):
+            raise ApiError(400, "invalid_request", 'send {"decision": "approve" | "deny", "always": false}')
+        try:
+            approval = gw.approvals.decide(
+                request.path_params["approval_id"],
+                decision == "approve",
+                bool(data.get("always")),
+                _actor(data),
+            )
+        except ApprovalError as exc:
+            raise ApiError(404, "unknown_approval", str(exc)) from None
+        return JSONResponse(approval.to_json())
+
+    async def approvals_ws(ws: WebSocket) -> None:
+        assert gw.approvals is not None
+        with gw.hub.listen(APPROVALS_CHANNEL) as queue:
+            await ws.accept()
+            for approval in gw.approvals.pending():  # what is waiting now, then what changes
+                await ws.send_json({"kind": "approval.pending", "data": approval.to_json()})
+            try:
+                while (event := await queue.get()) is not None:
+                    await ws.send_json(event)
+            except WebSocketDisconnect:
+                return
+
     return [
         Route("/api/sandboxes", list_sandboxes),
         Route("/api/sandboxes", create, methods=["POST"]),
@@ -104,6 +146,10 @@ def routes(gw: Gateway) -> list[Route]:
         Route("/api/sandboxes/{name}/exec", exec_command, methods=["POST"]),
         Route("/api/sandboxes/{name}/snapshot", snapshot, methods=["POST"]),
         Route("/api/audit", audit),
+        Route("/api/policy/reload", reload_policy, methods=["POST"]),
+        Route("/api/approvals", list_approvals),
+        Route("/api/approvals/{approval_id}", decide, methods=["POST"]),
+        WebSocketRoute("/api/approvals/ws", approvals_ws),
     ]
 
 

@@ -13,6 +13,8 @@ from hermitcrab import __version__
 from hermitcrab.agent import Agent, Persona
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import Config
+from hermitcrab.egress.approvals import Approval, Approvals
+from hermitcrab.egress.proxy import EgressProxy
 from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.turns import TurnRunner
@@ -23,6 +25,9 @@ from hermitcrab.store.sessions import MESSAGE, Event
 from hermitcrab.tools.runtime import SandboxRuntime
 
 log = logging.getLogger("hermitcrab.gateway")
+
+APPROVALS_CHANNEL = "approvals"  # the hub channel the approvals WebSocket listens on
+POLICY_POLL_SECONDS = 0.05  # a policy file change applies within this (plus a parse)
 
 
 class Gateway:
@@ -42,6 +47,8 @@ class Gateway:
         self.db: Store | None = None
         self.store: SessionStore | None = None
         self.runtime: SandboxRuntime | None = None
+        self.egress: EgressProxy | None = None
+        self.approvals: Approvals | None = None
         self.runner: TurnRunner | None = None
         self._preload: list[asyncio.Task[None]] = []
 
@@ -55,13 +62,17 @@ class Gateway:
     async def start(self) -> None:
         self.db = await asyncio.to_thread(Store, self.paths.state_db)
         self.store = self.db.sessions
+        self.approvals = Approvals(on_change=self._approval_changed, on_always=self._approved_always)
+        self.egress = EgressProxy(self.db.audit, self.approvals)
         self.runtime = SandboxRuntime(
             LocalDriver(self.paths.sandboxes),
             self.db.sandboxes,
             self.db.audit,
             self.paths.policy,
             self.paths.sandbox_workspaces,
+            egress=self.egress,
         )
+        self._preload.append(asyncio.create_task(self.runtime.watch_policy_file(POLICY_POLL_SECONDS)))
         # Sandboxes come back from their records after the gateway answers, like the model.
         self._preload.append(asyncio.create_task(self._restore_sandboxes()))
         self.runner = TurnRunner(
@@ -77,6 +88,23 @@ class Gateway:
                 "resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id}
             )
             self.runner.enqueue(message, session.agent if session else self.config.default_agent)
+
+    def _approval_changed(self, approval: Approval) -> None:
+        self.hub.publish({"id": None, "session_id": APPROVALS_CHANNEL, "kind": f"approval.{approval.state}",
+                          "reply_to": None, "data": approval.to_json()})  # fmt: skip
+        log.info(
+            "approval", extra={"approval": approval.id, "state": approval.state, "sandbox": approval.sandbox}
+        )
+
+    def _approved_always(self, approval: Approval) -> None:
+        assert self.runtime is not None
+        rule = {
+            "name": f"approved-{approval.host.replace('*', 'any')}-{approval.port}",
+            "hosts": [approval.host],
+            "ports": [approval.port],
+            "access": "allow",
+        }
+        self.runtime.add_network_rule(approval.sandbox, rule, actor=approval.decided_by or "api")
 
     async def _restore_sandboxes(self) -> None:
         assert self.runtime is not None
@@ -99,6 +127,8 @@ class Gateway:
         await asyncio.gather(*self._preload, return_exceptions=True)
         if self.runtime is not None:
             await self.runtime.stop()
+        if self.egress is not None:
+            await self.egress.close_all()
         for provider in self.providers.values():
             await provider.close()
         if self.db is not None:
@@ -140,4 +170,6 @@ class Gateway:
             "default_agent": self.config.default_agent,
             "turns_running": self.runner.busy() if self.runner else 0,
             "sandboxes": self.runtime.list() if self.runtime else [],
+            "policy_error": self.runtime.policy_error if self.runtime else None,
+            "approvals_pending": len(self.approvals.pending()) if self.approvals else 0,
         }

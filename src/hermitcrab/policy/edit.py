@@ -12,6 +12,7 @@ def add_network_rule(text: str, rule: dict[str, Any]) -> str:
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     yaml = YAML(typ="rt")
+    yaml.indent(mapping=2, sequence=4, offset=2)  # the layout our templates and docs use
     data = yaml.load(text) or CommentedMap()
     network = data.setdefault("network", CommentedMap())
     rules = network.get("rules")

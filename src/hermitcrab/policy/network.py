@@ -1,7 +1,8 @@
 """What the network policy says about one connection or one request. Pure functions.
 
-Precedence: a matching `deny` beats `ask` beats `allow`; with no matching rule, the
-policy's default (deny, or ask). A wildcard covers exactly one first label:
+Precedence: a matching `deny` beats `allow` beats `ask` (an `allow` is what a person's
+"approve --always" writes, and it must settle the question an `ask` rule raises); with
+no matching rule, the policy's default (deny, or ask). A wildcard covers exactly one first label:
 '*.example.org' matches 'api.example.org', never 'example.org', 'a.b.example.org' or
 'example.org.evil.net'.
 """
@@ -15,7 +16,7 @@ from functools import lru_cache
 
 from hermitcrab.policy.schema import HttpRule, NetworkPolicy, NetworkRule
 
-PRECEDENCE = {"deny": 0, "ask": 1, "allow": 2}
+PRECEDENCE = {"deny": 0, "allow": 1, "ask": 2}
 # Cloud metadata endpoints are link-local or private already; named here for the message.
 METADATA_IPS = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
 

@@ -241,7 +241,7 @@ class SandboxRuntime:
             return {"applied": False, "error": str(exc), "sandboxes": []}
         self.policy_error = None
         version = policy_version(text)
-        applied, needs_recreate = [], []
+        changed, needs_recreate = [], []
         for name, managed in self.boxes.items():
             if not managed.follows_file or managed.version == version:
                 continue
@@ -252,12 +252,13 @@ class SandboxRuntime:
             managed.policy = managed.policy.model_copy(update={"network": new.network, "tools": new.tools})
             managed.version = version
             managed.policy_text = text
-            applied.append(name)
-        if applied:
+            changed.append(name)
+        if changed:
             self._audit(
-                actor, "policy.reload", "ok", None, policy_version=version, detail=f"applied to {applied}"
+                actor, "policy.reload", "ok", None, policy_version=version, detail=f"applied to {changed}"
             )
-        return {"applied": True, "version": version, "sandboxes": applied, "needs_recreate": needs_recreate}
+        in_force = sorted(name for name, m in self.boxes.items() if m.follows_file and m.version == version)
+        return {"applied": True, "version": version, "sandboxes": in_force, "needs_recreate": needs_recreate}
 
     async def watch_policy_file(self, interval: float) -> None:
         """Poll the file's identity; a change applies to new connections at once."""
