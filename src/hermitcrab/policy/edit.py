@@ -13,6 +13,7 @@ def add_network_rule(text: str, rule: dict[str, Any]) -> str:
 
     yaml = YAML(typ="rt")
     yaml.indent(mapping=2, sequence=4, offset=2)  # the layout our templates and docs use
+    yaml.preserve_quotes = True
     data = yaml.load(text) or CommentedMap()
     network = data.setdefault("network", CommentedMap())
     rules = network.get("rules")

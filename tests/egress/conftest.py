@@ -1,0 +1,106 @@
+"""Real servers on loopback (HTTP, and HTTPS with a self-signed certificate), and a sandbox
+runtime whose sandboxes reach them only through the egress proxy."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import ssl
+import subprocess
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from hermitcrab.egress.approvals import Approvals
+from hermitcrab.egress.proxy import EgressProxy
+from hermitcrab.sandbox.local.driver import LocalDriver
+from hermitcrab.store import Store
+from hermitcrab.tools.runtime import SandboxRuntime
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+BODY = b"hello from the host\n"
+
+
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(BODY)))
+        self.end_headers()
+        self.wfile.write(BODY)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@dataclass
+class Servers:
+    http_port: int
+    https_port: int
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[Servers]:
+    folder = Path(tempfile.mkdtemp(prefix="hctls"))
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    plain = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    secure = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    secure.socket = context.wrap_socket(secure.socket, server_side=True)
+    for server in (plain, secure):
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield Servers(plain.server_address[1], secure.server_address[1])
+    for server in (plain, secure):
+        server.shutdown()
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+class Net:
+    """A runtime with the egress proxy, over a temporary store and policy file."""
+
+    def __init__(self, root: Path, servers: Servers) -> None:
+        self.root = root
+        self.servers = servers
+        self.policy_file = root / "policy.yaml"
+        self.store = Store(root / "state.db")
+        self.approvals = Approvals()
+        self.runtime = SandboxRuntime(
+            LocalDriver(root / "s"), self.store.sandboxes, self.store.audit, self.policy_file, root / "w",
+            egress=EgressProxy(self.store.audit, self.approvals),
+        )  # fmt: skip
+
+    def write_policy(self, rules: str, default: str = "deny", timeout: float = 120) -> None:
+        self.policy_file.write_text(
+            f"version: 1\nnetwork:\n  default: {default}\n  approval_timeout_seconds: {timeout}\n"
+            f"  rules:\n{rules or '    []'}\n"
+        )
+
+    def network_audit(self) -> list[tuple[str, str, str]]:
+        return [
+            (e.outcome, e.rule or "", e.argv[0]) for e in self.store.audit.entries() if e.action == "network"
+        ]
+
+
+def local_rule(name: str, port: int, access: str = "allow", ips: bool = True) -> str:
+    text = f"    - name: {name}\n      hosts: [localhost]\n      ports: [{port}]\n      access: {access}\n"
+    return text + ("      allowed_ips: [127.0.0.1]\n" if ips else "")
+
+
+@pytest.fixture
+def net(servers: Servers, run: Callable[[Any], Any]) -> Iterator[Net]:
+    made = Net(Path(tempfile.mkdtemp(prefix="hcn")), servers)
+    yield made
+    run(made.runtime.stop())
+    run(made.runtime.egress.close_all())
+    made.store.close()
+    shutil.rmtree(made.root, ignore_errors=True)

@@ -1,0 +1,142 @@
+"""Programs inside a sandbox reach the network only through the proxy, as the policy says."""
+
+from __future__ import annotations
+
+import asyncio
+
+from tests.egress.conftest import BODY, local_rule
+
+
+def curl(net, run, url: str, *extra: str):
+    return run(net.runtime.exec("box", ["curl", "-sS", "-m", "20", *extra, url]))
+
+
+def test_allowed_http_and_https_pass_through_the_door(net, run) -> None:
+    s = net.servers
+    net.write_policy(local_rule("web", s.http_port) + local_rule("tls", s.https_port))
+    run(net.runtime.create("box"))
+    assert curl(net, run, f"http://localhost:{s.http_port}/x").stdout == BODY
+    assert curl(net, run, f"https://localhost:{s.https_port}/x", "-k").stdout == BODY
+    script = f"import urllib.request; print(urllib.request.urlopen('http://localhost:{s.http_port}/').read())"
+    py = run(net.runtime.exec("box", ["python3", "-c", script]))  # honours HTTP_PROXY by itself
+    assert py.stdout.strip() == repr(BODY).encode()
+    audit = net.network_audit()
+    assert ("allowed", "web", f"GET http://localhost:{s.http_port}/x") in audit
+    assert ("allowed", "tls", f"CONNECT localhost:{s.https_port}") in audit
+
+
+def test_what_no_rule_allows_is_refused_and_audited(net, run) -> None:
+    s = net.servers
+    net.write_policy(local_rule("web", s.http_port))
+    run(net.runtime.create("box"))
+    refused = curl(net, run, f"https://localhost:{s.https_port}/", "-k")
+    assert refused.exit_code != 0 and b"403" in refused.stderr
+    page = curl(net, run, f"http://localhost:{s.https_port}/")
+    assert b"no rule matches localhost" in page.stdout and b"network.default is deny" in page.stdout
+    assert ("denied", "network.default", f"CONNECT localhost:{s.https_port}") in net.network_audit()
+
+
+def test_loopback_private_and_metadata_need_allowed_ips(net, run) -> None:
+    s = net.servers
+    rules = local_rule("no-ips", s.http_port, ips=False)
+    rules += (
+        "    - name: private\n      hosts: [10.0.0.1, 169.254.169.254, 127.0.0.1]\n      ports: [80, 443]\n"
+    )
+    net.write_policy(rules)
+    run(net.runtime.create("box"))
+    loopback = curl(net, run, f"http://localhost:{s.http_port}/")
+    assert b"is a loopback address; only a rule listing it in allowed_ips" in loopback.stdout
+    for target, kind in [("10.0.0.1", b"private"), ("169.254.169.254", b"cloud metadata"),
+                         ("127.0.0.1", b"loopback")]:  # fmt: skip
+        answer = curl(net, run, f"http://{target}/latest/meta-data/")
+        assert kind + b" address" in answer.stdout, answer
+    assert all(outcome == "denied" for outcome, _, _ in net.network_audit())
+
+
+def test_no_dns_and_no_way_around_the_proxy(net, run) -> None:
+    s = net.servers
+    net.write_policy(local_rule("web", s.http_port))
+    run(net.runtime.create("box"))
+    dns = run(
+        net.runtime.exec(
+            "box", ["python3", "-c", "import socket; socket.getaddrinfo('localhost.example', 80)"]
+        )
+    )
+    assert dns.exit_code != 0 and b"gaierror" in dns.stderr
+    direct = curl(net, run, f"http://127.0.0.1:{s.http_port}/", "--noproxy", "*")
+    assert direct.exit_code != 0 and direct.stdout == b""
+
+
+def test_ask_then_approved_then_denied_then_timed_out(net, run) -> None:
+    s = net.servers
+    net.write_policy(local_rule("ask", s.http_port, access="ask"), timeout=1.0)
+    run(net.runtime.create("box"))
+
+    async def held(allow: bool | None) -> bytes:
+        task = asyncio.ensure_future(
+            net.runtime.exec("box", ["curl", "-sS", "-m", "20", f"http://localhost:{s.http_port}/"])
+        )
+        if allow is not None:
+            while not net.approvals.pending():
+                await asyncio.sleep(0.01)
+            approval = net.approvals.pending()[0]
+            assert (approval.host, approval.port, approval.rule) == ("localhost", s.http_port, "ask")
+            net.approvals.decide(approval.id, allow)
+        return (await task).stdout
+
+    assert run(held(True)) == BODY
+    assert b"a person denied localhost" in run(held(False))
+    assert b"nobody approved localhost" in run(held(None))
+    states = [a.state for a in net.approvals.all()]
+    assert states == ["approved", "denied", "expired"]
+    outcomes = [o for o, _, _ in net.network_audit()]
+    assert outcomes == ["asked", "allowed", "asked", "denied", "asked", "denied"]
+
+
+def test_approve_always_writes_a_rule_that_outlives_a_restart(net, run) -> None:
+    s = net.servers
+    net.write_policy("    # keep me\n" + local_rule("ask", s.http_port, access="ask"))
+    run(net.runtime.create("box"))
+    rule = {
+        "name": "approved-web",
+        "hosts": ["localhost"],
+        "ports": [s.http_port],
+        "allowed_ips": ["127.0.0.1"],
+    }
+    net.runtime.add_network_rule("box", rule, actor="cli")
+    text = net.policy_file.read_text()
+    assert "# keep me" in text and "name: approved-web" in text
+    assert curl(net, run, f"http://localhost:{s.http_port}/").stdout == BODY  # no question asked
+    change = [e for e in net.store.audit.entries() if e.action == "policy.change"][-1]
+    assert "+    - name: approved-web" in change.detail
+    run(net.runtime.stop())
+    run(net.runtime.restore_all())
+    assert curl(net, run, f"http://localhost:{s.http_port}/").stdout == BODY
+
+
+def test_policy_changes_apply_live_and_a_broken_file_changes_nothing(net, run) -> None:
+    s = net.servers
+    net.write_policy("")
+    run(net.runtime.create("box"))
+    assert b"no rule matches" in curl(net, run, f"http://localhost:{s.http_port}/").stdout
+
+    async def watched() -> bytes:
+        watcher = asyncio.ensure_future(net.runtime.watch_policy_file(0.02))
+        await asyncio.sleep(0.05)
+        net.write_policy(local_rule("web", s.http_port))
+        try:
+            for _ in range(500):
+                result = await net.runtime.exec("box", ["curl", "-sS", f"http://localhost:{s.http_port}/"])
+                if result.stdout == BODY:
+                    return result.stdout
+                await asyncio.sleep(0.01)
+            return b""
+        finally:
+            watcher.cancel()
+
+    assert run(watched()) == BODY
+    net.policy_file.write_text("version: 1\nnetwork:\n  rules: [{name: x}]\n")  # hosts missing
+    outcome = net.runtime.reload_policy()
+    assert outcome["applied"] is False and "hosts" in outcome["error"]
+    assert "hosts" in net.runtime.policy_error
+    assert curl(net, run, f"http://localhost:{s.http_port}/").stdout == BODY  # the last good policy
