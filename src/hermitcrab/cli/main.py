@@ -264,6 +264,17 @@ def bench_sandbox(
     bench.sandbox(json_output, runs)
 
 
+@bench_app.command("egress")
+def bench_egress(
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    requests: int = typer.Option(100, "--requests", help="HTTPS GETs to time each way."),
+) -> None:
+    """The egress door's cost: added latency, throughput, policy reload time, in one run."""
+    from hermitcrab.cli import bench_egress as run
+
+    run.egress(json_output, requests)
+
+
 def main() -> None:
     from hermitcrab.errors import HermitCrabError
 

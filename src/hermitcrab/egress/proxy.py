@@ -203,7 +203,7 @@ class EgressProxy:
 
     def _audit(self, sandbox: str, outcome: str, rule: str, what: str, detail: str) -> None:
         if self.audit is not None:
-            self.audit.record(
+            self.audit.record_soon(
                 AuditEntry(
                     actor=f"sandbox:{sandbox}",
                     action="network",

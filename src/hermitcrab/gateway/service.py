@@ -98,12 +98,18 @@ class Gateway:
 
     def _approved_always(self, approval: Approval) -> None:
         assert self.runtime is not None
-        rule = {
+        rule: dict[str, Any] = {
             "name": f"approved-{approval.host.replace('*', 'any')}-{approval.port}",
             "hosts": [approval.host],
             "ports": [approval.port],
             "access": "allow",
         }
+        asked = next(
+            (r for r in self.runtime.get(approval.sandbox).policy.network.rules if r.name == approval.rule),
+            None,
+        )
+        if asked is not None and asked.allowed_ips:
+            rule["allowed_ips"] = list(asked.allowed_ips)  # what the asking rule could reach, no more
         self.runtime.add_network_rule(approval.sandbox, rule, actor=approval.decided_by or "api")
 
     async def _restore_sandboxes(self) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import queue
 import sqlite3
 import threading
 import time
@@ -38,23 +39,67 @@ COLUMNS = (
 )  # fmt: skip
 
 
+INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+
+
+def _values(entry: AuditEntry) -> list[Any]:
+    values = [getattr(entry, c) for c in COLUMNS]
+    values[COLUMNS.index("argv")] = json.dumps(entry.argv) if entry.argv is not None else None
+    return values
+
+
 class AuditLog:
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
         self._conn = conn
         self._lock = lock or threading.Lock()
+        self._pending: queue.SimpleQueue[AuditEntry | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._idle = threading.Condition()
+        self._unwritten = 0
 
     def record(self, entry: AuditEntry) -> AuditEntry:
-        values = [getattr(entry, c) for c in COLUMNS]
-        values[COLUMNS.index("argv")] = json.dumps(entry.argv) if entry.argv is not None else None
+        """Write now and return with the entry committed."""
         with self._lock:
-            cur = self._conn.execute(
-                f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})",
-                values,
-            )
+            cur = self._conn.execute(INSERT, _values(entry))
         entry.id = cur.lastrowid
         return entry
 
+    def record_soon(self, entry: AuditEntry) -> None:
+        """Queue for a writer thread that commits in batches: for hot paths (one entry per
+        network connection), where an fsync each would cost more than the work audited.
+        Readers flush first, so nothing queued is ever missing from what they see."""
+        with self._idle:
+            self._unwritten += 1
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write_batches, name="audit-writer", daemon=True)
+                self._writer.start()
+        self._pending.put(entry)
+
+    def flush(self) -> None:
+        with self._idle:
+            self._idle.wait_for(lambda: self._unwritten == 0, timeout=10)
+
+    def _write_batches(self) -> None:
+        while True:
+            batch = [self._pending.get()]
+            while not self._pending.empty() and len(batch) < 500:
+                batch.append(self._pending.get())
+            try:
+                with self._lock:
+                    self._conn.execute("BEGIN IMMEDIATE")
+                    self._conn.executemany(INSERT, [_values(e) for e in batch if e is not None])
+                    self._conn.execute("COMMIT")
+            except sqlite3.Error:
+                with self._lock:
+                    if self._conn.in_transaction:
+                        self._conn.execute("ROLLBACK")
+            finally:
+                with self._idle:
+                    self._unwritten -= len(batch)
+                    self._idle.notify_all()
+
     def entries(self, sandbox: str | None = None, limit: int = 100) -> list[AuditEntry]:
+        self.flush()
         query = "SELECT * FROM audit"
         params: list[Any] = []
         if sandbox is not None:

@@ -22,5 +22,6 @@ class Store:
         self._lock = lock
 
     def close(self) -> None:
+        self.audit.flush()
         with self._lock:
             self._conn.close()

@@ -1,0 +1,184 @@
+"""`hermitcrab bench egress`: what the one door costs, measured in one run.
+
+The same client (the standard library's, run by /usr/bin/python3) fetches from an HTTPS
+server on loopback twice: directly on the host, and from inside a sandbox, through the
+door (the supervisor's relay) and the egress proxy. A fresh connection and TLS
+handshake each time. reload_ms is the time from writing a policy file that allows a new
+port to the first request the proxy lets through to it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import json
+import shutil
+import socket
+import ssl
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+BIG_MB = 64
+CLIENT = r"""
+import json, os, socket, ssl, sys, time
+port, count, big_mb = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+proxy = os.environ.get("HTTPS_PROXY")
+ctx = ssl.create_default_context(); ctx.check_hostname = False; ctx.verify_mode = ssl.CERT_NONE
+
+def fetch(path):
+    if proxy:
+        host, pport = proxy.rsplit("/", 1)[1].split(":")
+        raw = socket.create_connection((host, int(pport)))
+        raw.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
+        head = b""
+        while not head.endswith(b"\r\n\r\n"):
+            head += raw.recv(1)
+        assert b" 200 " in head.split(b"\r\n")[0], head
+    else:
+        raw = socket.create_connection(("localhost", port))
+    tls = ctx.wrap_socket(raw, server_hostname="localhost")
+    tls.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+    total = 0
+    while chunk := tls.recv(262144):
+        total += len(chunk)
+    tls.close()
+    return total
+
+times = []
+for _ in range(count):
+    t = time.perf_counter(); fetch("/small"); times.append((time.perf_counter() - t) * 1000)
+t = time.perf_counter(); size = fetch("/big"); seconds = time.perf_counter() - t
+print(json.dumps({"times": times, "mb_per_s": size / 1e6 / seconds, "bytes": size}))
+"""
+
+
+class _Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    big = b"x" * (BIG_MB * 1024 * 1024)
+
+    def do_GET(self) -> None:
+        body = self.big if self.path == "/big" else b"ok\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+def _https_server(folder: Path) -> http.server.ThreadingHTTPServer:
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
+         "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def _rule(name: str, port: int) -> str:
+    return f"    - name: {name}\n      hosts: [localhost]\n      ports: [{port}]\n      allowed_ips: [127.0.0.1]\n"
+
+
+def _allowed_through(proxy_socket: Path, port: int) -> bool:
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(proxy_socket))
+        s.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\n\r\n".encode())
+        return b" 200 " in s.recv(256)
+
+
+async def _measure(count: int) -> dict[str, Any]:
+    from hermitcrab.egress.approvals import Approvals
+    from hermitcrab.egress.proxy import EgressProxy
+    from hermitcrab.sandbox.local.driver import LocalDriver
+    from hermitcrab.store import Store
+    from hermitcrab.tools.runtime import SandboxRuntime
+
+    with tempfile.TemporaryDirectory(prefix="hcbe") as tmp:
+        root = Path(tmp)
+        server = _https_server(root)
+        other = _https_server(root)
+        port, new_port = server.server_address[1], other.server_address[1]
+        policy = root / "policy.yaml"
+        head = "version: 1\nnetwork:\n  rules:\n"
+        policy.write_text(head + _rule("bench", port))
+        store = Store(root / "state.db")
+        proxy = EgressProxy(store.audit, Approvals())
+        runtime = SandboxRuntime(
+            LocalDriver(root / "s"), store.sandboxes, store.audit, policy, root / "w", egress=proxy
+        )
+        watcher = asyncio.ensure_future(runtime.watch_policy_file(0.02))
+        try:
+            await runtime.create("bench")
+            direct = json.loads(await asyncio.to_thread(_run_host, port, count))
+            argv = ["python3", "-c", CLIENT, str(port), str(count), str(BIG_MB)]
+            inside = await runtime.exec("bench", argv, timeout=300)
+            if inside.exit_code != 0:
+                raise RuntimeError(f"the client failed in the sandbox: {inside.stderr.decode()}")
+            proxied = json.loads(inside.stdout)
+            # Reload: write the file, then ask the proxy until the new port is let through.
+            door = runtime.get("bench").box.spec.egress_socket
+            assert door is not None and not await asyncio.to_thread(_allowed_through, door, new_port)
+            await asyncio.sleep(0.1)  # let the watcher settle on the current file first
+            started = time.perf_counter()
+            policy.write_text(head + _rule("bench", port) + _rule("new", new_port))
+            while not await asyncio.to_thread(_allowed_through, door, new_port):
+                await asyncio.sleep(0.001)
+            reload_ms = (time.perf_counter() - started) * 1000
+        finally:
+            watcher.cancel()
+            await runtime.stop()
+            if runtime.egress is not None:
+                await runtime.egress.close_all()
+            store.close()
+            server.shutdown()
+            other.shutdown()
+    direct_p50 = statistics.median(direct["times"])
+    proxied_p50 = statistics.median(proxied["times"])
+    return {
+        "direct_p50_ms": round(direct_p50, 3),
+        "proxied_p50_ms": round(proxied_p50, 3),
+        "added_p50_ms": round(proxied_p50 - direct_p50, 3),
+        "direct_mb_s": round(direct["mb_per_s"], 1),
+        "proxied_mb_s": round(proxied["mb_per_s"], 1),
+        "throughput_ratio": round(proxied["mb_per_s"] / direct["mb_per_s"], 3),
+        "reload_ms": round(reload_ms, 1),
+        "requests": count,
+        "download_mb": BIG_MB,
+    }
+
+
+def _run_host(port: int, count: int) -> str:
+    return subprocess.run(
+        ["/usr/bin/python3", "-c", CLIENT, str(port), str(count), str(BIG_MB)],
+        capture_output=True, check=True, text=True,
+    ).stdout  # fmt: skip
+
+
+def egress(json_output: bool, count: int) -> None:
+    if shutil.which("openssl") is None:
+        raise SystemExit(
+            "error: the benchmark needs openssl to make a test certificate. fix: apt-get install openssl"
+        )
+    results = asyncio.run(_measure(max(count, 5)))
+    if json_output:
+        print(json.dumps(results, indent=2))
+        return
+    r = results
+    print(f"HTTPS GET, direct    p50 {r['direct_p50_ms']:8.3f} ms")
+    added = r["added_p50_ms"]
+    print(f"HTTPS GET, proxied   p50 {r['proxied_p50_ms']:8.3f} ms   added {added:.3f} ms (target <= 1)")
+    print(f"download {r['download_mb']} MB      {r['proxied_mb_s']:.0f} of {r['direct_mb_s']:.0f} MB/s = "
+          f"{r['throughput_ratio']:.2f} (target >= 0.5)")  # fmt: skip
+    print(f"policy reload        {r['reload_ms']:8.1f} ms   (target <= 100; OpenShell 10.1 s)")
