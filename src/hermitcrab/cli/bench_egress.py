@@ -88,7 +88,8 @@ def _https_server(folder: Path) -> http.server.ThreadingHTTPServer:
 
 
 def _rule(name: str, port: int) -> str:
-    return f"    - name: {name}\n      hosts: [localhost]\n      ports: [{port}]\n      allowed_ips: [127.0.0.1]\n"
+    lines = [f"- name: {name}", "  hosts: [localhost]", f"  ports: [{port}]", "  allowed_ips: [127.0.0.1]"]
+    return "".join(f"    {line}\n" for line in lines)
 
 
 def _allowed_through(proxy_socket: Path, port: int) -> bool:
