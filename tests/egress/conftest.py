@@ -18,6 +18,7 @@ import pytest
 
 from hermitcrab.egress.approvals import Approvals
 from hermitcrab.egress.proxy import EgressProxy
+from hermitcrab.egress.secrets import SecretStore
 from hermitcrab.sandbox.local.driver import LocalDriver
 from hermitcrab.store import Store
 from hermitcrab.tools.runtime import SandboxRuntime
@@ -29,10 +30,16 @@ BODY = b"hello from the host\n"
 
 class Handler(http.server.BaseHTTPRequestHandler):
     def do_GET(self) -> None:
+        # /echo shows what arrived, so tests can see what the proxy added or removed.
+        body = BODY
+        if self.path.startswith("/echo") or self.path.startswith("/repos"):
+            body = f"{self.command} {self.path} auth={self.headers.get('Authorization')}\n".encode()
         self.send_response(200)
-        self.send_header("Content-Length", str(len(BODY)))
+        self.send_header("Content-Length", str(len(body)))
         self.end_headers()
-        self.wfile.write(BODY)
+        self.wfile.write(body)
+
+    do_POST = do_GET
 
     def log_message(self, *args: Any) -> None:
         pass
@@ -42,6 +49,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
 class Servers:
     http_port: int
     https_port: int
+    cert: Path
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +67,7 @@ def servers() -> Iterator[Servers]:
     secure.socket = context.wrap_socket(secure.socket, server_side=True)
     for server in (plain, secure):
         threading.Thread(target=server.serve_forever, daemon=True).start()
-    yield Servers(plain.server_address[1], secure.server_address[1])
+    yield Servers(plain.server_address[1], secure.server_address[1], folder / "cert.pem")
     for server in (plain, secure):
         server.shutdown()
     shutil.rmtree(folder, ignore_errors=True)
@@ -74,9 +82,12 @@ class Net:
         self.policy_file = root / "policy.yaml"
         self.store = Store(root / "state.db")
         self.approvals = Approvals()
+        self.secrets = SecretStore(root / "secrets.json")
+        # The proxy checks the upstream's certificate; this test server's is self-signed.
+        upstream = ssl.create_default_context(cafile=servers.cert)
         self.runtime = SandboxRuntime(
             LocalDriver(root / "s"), self.store.sandboxes, self.store.audit, self.policy_file, root / "w",
-            egress=EgressProxy(self.store.audit, self.approvals),
+            egress=EgressProxy(self.store.audit, self.approvals, self.secrets, upstream),
         )  # fmt: skip
 
     def write_policy(self, rules: str, default: str = "deny", timeout: float = 120) -> None:

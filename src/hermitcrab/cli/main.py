@@ -112,7 +112,38 @@ bench_app = typer.Typer(
 )
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(policy_app, name="policy")
+secrets_app = typer.Typer(help="Credentials the egress proxy injects; never seen by a sandbox.",
+                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 app.add_typer(bench_app, name="bench")
+app.add_typer(secrets_app, name="secrets")
+
+
+@secrets_app.command("set")
+def secrets_set(
+    name: str,
+    header: str = typer.Option("Authorization", "--header", help="The header the proxy sets."),
+    scheme: str = typer.Option("Bearer", "--scheme", help="Written before the value; '' for none."),
+) -> None:
+    """Store a credential (read from stdin, or asked for without echo)."""
+    from hermitcrab.cli import secrets
+
+    secrets.set_secret(name, header, scheme)
+
+
+@secrets_app.command("list")
+def secrets_list() -> None:
+    """List the names of stored credentials (never their values)."""
+    from hermitcrab.cli import secrets
+
+    secrets.list_secrets()
+
+
+@secrets_app.command("rm")
+def secrets_rm(name: str) -> None:
+    """Forget a credential."""
+    from hermitcrab.cli import secrets
+
+    secrets.remove(name)
 
 
 @sandbox_app.command("create")

@@ -29,6 +29,11 @@ class Paths:
         return self.home / "gateway.token"
 
     @property
+    def secrets(self) -> Path:
+        """Credentials for the egress proxy (0600); never mounted into a sandbox."""
+        return self.home / "secrets.json"
+
+    @property
     def policy(self) -> Path:
         return self.home / "policy.yaml"
 

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,8 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 from hermitcrab.egress.approvals import Approvals
+from hermitcrab.egress.ca import SandboxCA
+from hermitcrab.egress.secrets import SecretError, SecretStore, find_secret
 from hermitcrab.policy.network import NetDecision, address_problem, connection_decision, request_decision
 from hermitcrab.policy.schema import NetworkPolicy
 from hermitcrab.store import AuditEntry, AuditLog
@@ -26,6 +29,7 @@ from hermitcrab.store import AuditEntry, AuditLog
 log = logging.getLogger("hermitcrab.egress")
 
 MAX_HEAD = 64 * 1024
+MAX_BODY = 16 * 1024 * 1024  # bodies the proxy sees are screened whole
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
 HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
@@ -51,10 +55,27 @@ class Refused(Exception):
 
 
 class EgressProxy:
-    def __init__(self, audit: AuditLog | None, approvals: Approvals) -> None:
+    def __init__(
+        self,
+        audit: AuditLog | None,
+        approvals: Approvals,
+        secrets: SecretStore | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.audit = audit
         self.approvals = approvals
+        self.secrets = secrets
+        # How the proxy checks the servers it terminates TLS for: the system's roots by default.
+        self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._servers: dict[str, asyncio.AbstractServer] = {}
+        self._cas: dict[str, SandboxCA] = {}
+
+    def ca(self, sandbox: str, folder: Path) -> SandboxCA:
+        """The sandbox's CA (made on first use), for the TLS this proxy terminates."""
+        ca = self._cas.get(sandbox)
+        if ca is None:
+            ca = self._cas[sandbox] = SandboxCA(folder, sandbox)
+        return ca
 
     async def listen(self, sandbox: str, path: Path, network: NetworkSource) -> None:
         """Serve one sandbox on a Unix socket (bound into it as its only way out)."""
@@ -67,6 +88,7 @@ class EgressProxy:
 
     async def close(self, sandbox: str) -> None:
         server = self._servers.pop(sandbox, None)
+        self._cas.pop(sandbox, None)
         if server is not None:
             server.close()
             with contextlib.suppress(Exception):
@@ -127,7 +149,7 @@ class EgressProxy:
         return decision
 
     async def _open(
-        self, sandbox: str, decision: NetDecision, host: str, port: int, what: str
+        self, sandbox: str, decision: NetDecision, host: str, port: int, what: str, tls: bool = False
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
         loop = asyncio.get_running_loop()
         try:
@@ -143,10 +165,12 @@ class EgressProxy:
                 problems.append(problem)
                 continue
             try:
+                tls_args = {"ssl": self.upstream_tls, "server_hostname": host} if tls else {}
                 reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(ip, port, family=family, limit=CHUNK), CONNECT_TIMEOUT_S
+                    asyncio.open_connection(ip, port, family=family, limit=CHUNK, **tls_args),
+                    CONNECT_TIMEOUT_S,
                 )
-            except (OSError, TimeoutError) as exc:
+            except (OSError, TimeoutError, ssl.SSLError) as exc:
                 problems.append(f"{ip}: {exc}")
                 continue
             self._audit(sandbox, "allowed", decision.rule_name, what, f"{decision.reason}; connected to {ip}")
@@ -166,10 +190,85 @@ class EgressProxy:
         host, port = _split_host_port(request.target, 443)
         what = f"CONNECT {host}:{port}"
         decision = await self._decide(sandbox, network, host, port, what)
+        if decision.rule is not None and decision.rule.tls == "terminate":
+            await self._terminate(sandbox, decision, host, port, reader, writer)
+            return
         up_reader, up_writer, _ = await self._open(sandbox, decision, host, port, what)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         await _splice(reader, writer, up_reader, up_writer)
+
+    async def _terminate(
+        self,
+        sandbox: str,
+        decision: NetDecision,
+        host: str,
+        port: int,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+    ) -> None:
+        """Speak TLS to the sandbox with a certificate from its CA, see the request, decide
+        it (L7 rules, secrets), then make our own TLS connection to the real server."""
+        ca = self._cas.get(sandbox)
+        if ca is None:
+            raise Refused(502, f"rule '{decision.rule_name}' terminates TLS, but this sandbox has no CA")
+        context = await asyncio.to_thread(ca.server_context, host)
+        # Stop reading before saying yes: the client's TLS hello must reach the TLS layer,
+        # not the plain-text buffer (start_tls resumes reading once it is in place).
+        writer.transport.pause_reading()
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        await writer.start_tls(context)
+        request = await _read_request(reader)
+        if request is None:
+            return
+        url = urlsplit(request.target)
+        path = url.path or "/"
+        what = f"{request.method} https://{host}:{port}{path}"
+        try:
+            body = await _read_body(reader, request)
+            headers = self._screen(sandbox, decision, request, path, url.query, body, what)
+            up_reader, up_writer, _ = await self._open(sandbox, decision, host, port, what, tls=True)
+        except Refused as refused:
+            await _refuse(writer, refused)
+            return
+        await _send_on(request, path, url.query, headers, body, up_reader, up_writer, writer)
+
+    def _screen(
+        self,
+        sandbox: str,
+        decision: NetDecision,
+        request: Request,
+        path: str,
+        query: str,
+        body: bytes,
+        what: str,
+    ) -> list[tuple[str, str]]:
+        """L7 rules, then secrets: none may leave except the one this rule binds, which the
+        proxy itself adds. Returns the headers to send on."""
+        rule = decision.rule
+        if rule is not None and (rule.allow or rule.deny):
+            l7 = request_decision(rule, request.method, path, parse_qs(query))
+            if l7.verdict != "allow":
+                self._audit(sandbox, "denied", decision.rule_name, what, l7.reason)
+                raise Refused(403, l7.reason, decision.rule_name)
+        headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_HEADERS]
+        if self.secrets is None:
+            return headers
+        header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
+        leaked = find_secret(self.secrets.values(), request.target.encode("latin-1"), header_text, body)
+        if leaked is not None:
+            reason = f"the request carries the secret '{leaked}', which this endpoint is not bound to"
+            self._audit(sandbox, "denied", decision.rule_name, what, f"exfiltration blocked: {reason}")
+            raise Refused(403, reason, decision.rule_name)
+        if rule is not None and rule.credentials:
+            try:
+                secret = self.secrets.get(rule.credentials)
+            except SecretError as exc:
+                self._audit(sandbox, "failed", decision.rule_name, what, str(exc))
+                raise Refused(502, str(exc), decision.rule_name) from None
+            headers = [(k, v) for k, v in headers if k.lower() != secret.header.lower()]
+            headers.append((secret.header, secret.header_value()))
+        return headers
 
     async def _forward(
         self,
@@ -188,18 +287,10 @@ class EgressProxy:
         path = url.path or "/"
         what = f"{request.method} http://{host}:{port}{path}"
         decision = await self._decide(sandbox, network, host, port, what)
-        if decision.rule is not None and (decision.rule.allow or decision.rule.deny):
-            l7 = request_decision(decision.rule, request.method, path, parse_qs(url.query))
-            if l7.verdict != "allow":
-                self._audit(sandbox, "denied", decision.rule_name, what, l7.reason)
-                raise Refused(403, l7.reason, decision.rule_name)
+        body = await _read_body(reader, request)
+        headers = self._screen(sandbox, decision, request, path, url.query, body, what)
         up_reader, up_writer, _ = await self._open(sandbox, decision, host, port, what)
-        origin = path + (f"?{url.query}" if url.query else "")
-        head = [f"{request.method} {origin} {request.version}"]
-        head += [f"{k}: {v}" for k, v in request.headers if k.lower() not in HOP_HEADERS]
-        head.append("Connection: close")
-        up_writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1"))
-        await _splice(reader, writer, up_reader, up_writer)
+        await _send_on(request, path, url.query, headers, body, up_reader, up_writer, writer)
 
     def _audit(self, sandbox: str, outcome: str, rule: str, what: str, detail: str) -> None:
         if self.audit is not None:
@@ -234,6 +325,42 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
             name, _, value = line.partition(":")
             headers.append((name.strip(), value.strip()))
     return Request(parts[0].upper(), parts[1], parts[2], headers, raw)
+
+
+async def _read_body(reader: asyncio.StreamReader, request: Request) -> bytes:
+    """The request's body, read whole so that it can be screened for secrets."""
+    fields = {k.lower(): v for k, v in request.headers}
+    if "chunked" in fields.get("transfer-encoding", "").lower():
+        raise Refused(411, "chunked request bodies are not supported here; send a Content-Length")
+    try:
+        length = int(fields.get("content-length", "0"))
+    except ValueError:
+        raise Refused(400, "bad Content-Length") from None
+    if length > MAX_BODY:
+        raise Refused(413, f"request body over {MAX_BODY} bytes")
+    return await reader.readexactly(length) if length else b""
+
+
+async def _send_on(
+    request: Request,
+    path: str,
+    query: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    up_reader: asyncio.StreamReader,
+    up_writer: asyncio.StreamWriter,
+    writer: asyncio.StreamWriter,
+) -> None:
+    """One request upstream (Connection: close), then the whole response back."""
+    origin = path + (f"?{query}" if query else "")
+    head = [f"{request.method} {origin} {request.version}", *(f"{k}: {v}" for k, v in headers)]
+    head.append("Connection: close")
+    up_writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
+    try:
+        await up_writer.drain()
+        await _pipe(up_reader, writer)
+    finally:
+        up_writer.close()
 
 
 def _split_host_port(target: str, default: int) -> tuple[str, int]:
@@ -277,6 +404,8 @@ async def _refuse(writer: asyncio.StreamWriter, refused: Refused) -> None:
     reasons = {
         400: "Bad Request",
         403: "Forbidden",
+        411: "Length Required",
+        413: "Content Too Large",
         431: "Request Header Fields Too Large",
         502: "Bad Gateway",
     }

@@ -15,6 +15,7 @@ from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import Config
 from hermitcrab.egress.approvals import Approval, Approvals
 from hermitcrab.egress.proxy import EgressProxy
+from hermitcrab.egress.secrets import SecretStore
 from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.turns import TurnRunner
@@ -63,7 +64,7 @@ class Gateway:
         self.db = await asyncio.to_thread(Store, self.paths.state_db)
         self.store = self.db.sessions
         self.approvals = Approvals(on_change=self._approval_changed, on_always=self._approved_always)
-        self.egress = EgressProxy(self.db.audit, self.approvals)
+        self.egress = EgressProxy(self.db.audit, self.approvals, SecretStore(self.paths.secrets))
         self.runtime = SandboxRuntime(
             LocalDriver(self.paths.sandboxes),
             self.db.sandboxes,

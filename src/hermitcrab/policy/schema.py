@@ -128,7 +128,7 @@ class NetworkRule(_Strict):
 
     @model_validator(mode="after")
     def _credentials_need_termination(self) -> NetworkRule:
-        if self.credentials and self.tls != "terminate" and 80 not in self.ports:
+        if self.credentials and self.tls != "terminate":
             raise ValueError(
                 f"rule '{self.name}': credentials are injected only where the proxy sees the request; "
                 "set tls: terminate"

@@ -33,6 +33,9 @@ class SandboxSpec:
     layers: Layers = field(default_factory=Layers)
     # Host path of the egress proxy's Unix socket for this sandbox; None: no network at all.
     egress_socket: Path | None = None
+    # The sandbox CA's certificate, and the system roots plus it, for terminated TLS.
+    ca_cert: Path | None = None
+    ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True)

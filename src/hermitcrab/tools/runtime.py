@@ -100,11 +100,15 @@ class SandboxRuntime:
     async def _start(
         self, name: str, policy: Policy, text: str, workspace: Path, follows_file: bool
     ) -> Managed:
-        door = None
+        door = ca = None
         if self.egress is not None:
             door = self.driver.socket_path(self.driver.state_root / name, "egress.sock")
+            ca = await asyncio.to_thread(self.egress.ca, name, self.driver.state_root / name / "ca")
             await self.egress.listen(name, door, lambda: self.boxes[name].policy.network)
-        spec = SandboxSpec(name, policy, workspace, self.layers, egress_socket=door)
+        spec = SandboxSpec(
+            name, policy, workspace, self.layers, egress_socket=door,
+            ca_cert=ca.cert_path if ca else None, ca_bundle=ca.bundle_path if ca else None,
+        )  # fmt: skip
         try:
             box = await self.driver.create(spec)
         except BaseException:

@@ -31,6 +31,8 @@ class Plan:
 
 EGRESS_SOCKET = "/run/hermitcrab/egress.sock"  # inside the sandbox
 EGRESS_PORT = 3128
+CA_CERT = "/run/hermitcrab/ca.pem"
+CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
 def sandbox_env(uid: int, egress: bool = False) -> dict[str, str]:
@@ -41,6 +43,10 @@ def sandbox_env(uid: int, egress: bool = False) -> dict[str, str]:
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             proxy[name] = proxy[name.lower()] = url
         proxy["NO_PROXY"] = proxy["no_proxy"] = ""
+        # The trust store with the sandbox's CA in it, for every TLS stack's own variable.
+        for name in ("SSL_CERT_FILE", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE"):
+            proxy[name] = CA_BUNDLE
+        proxy["NODE_EXTRA_CA_CERTS"] = CA_CERT
     return {
         **proxy,
         "PATH": SANDBOX_PATH,
@@ -86,6 +92,8 @@ def binds(spec: SandboxSpec, etc_dir: Path) -> list[tuple[str, str, str]]:
     # The egress proxy's socket: the one way out, if the sandbox has one.
     if spec.egress_socket is not None:
         out.append(("--ro-bind", str(spec.egress_socket), EGRESS_SOCKET))
+    if spec.ca_cert is not None and spec.ca_bundle is not None:
+        out += [("--ro-bind", str(spec.ca_cert), CA_CERT), ("--ro-bind", str(spec.ca_bundle), CA_BUNDLE)]
     return out
 
 
@@ -153,6 +161,7 @@ def plan(
         + [("/proc", sup.FS_READ_FILE | sup.FS_READ_DIR), ("/dev", sup.READ_WRITE_DEV)]
         + [(p, ALL_FS) for p in fs.read_write]
         + [("/tmp", ALL_FS), (WORKSPACE_MOUNT, ALL_FS)]
+        + ([(CA_CERT, sup.FS_READ_FILE), (CA_BUNDLE, sup.FS_READ_FILE)] if spec.ca_cert else [])
     )
     return out
 

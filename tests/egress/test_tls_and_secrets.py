@@ -1,0 +1,86 @@
+"""Terminated TLS: the sandbox trusts its own CA, the proxy sees each request, applies the
+L7 rules, injects the bound credential, and blocks any secret sent anywhere else."""
+
+from __future__ import annotations
+
+import pytest
+
+from hermitcrab.egress.secrets import Secret
+from tests.egress.conftest import local_rule
+
+TOKEN = "ghp_s3cr3tT0kenV4lue"
+
+
+@pytest.fixture
+def api(net, run):
+    s = net.servers
+    net.secrets.set(Secret(name="github", value=TOKEN))
+    net.write_policy(
+        f"    - name: github-read\n      hosts: [localhost]\n      ports: [{s.https_port}]\n"
+        "      allowed_ips: [127.0.0.1]\n      tls: terminate\n      credentials: github\n"
+        "      allow: [{methods: [GET], paths: ['/repos/**']}]\n"
+        "      deny: [{methods: ['*'], paths: ['/repos/*/*/actions/**']}]\n"
+        + local_rule("plain", s.http_port)
+    )
+    run(net.runtime.create("box"))
+    return s
+
+
+def curl(net, run, *args: str):
+    return run(net.runtime.exec("box", ["curl", "-sS", "-m", "20", *args]))
+
+
+def test_the_credential_is_injected_and_never_seen_inside(net, run, api) -> None:
+    # No -k: curl trusts the sandbox CA through CURL_CA_BUNDLE, as every TLS stack does.
+    result = curl(net, run, f"https://localhost:{api.https_port}/repos/kelp/reef")
+    assert result.exit_code == 0, result
+    assert result.stdout == f"GET /repos/kelp/reef auth=Bearer {TOKEN}\n".encode()
+    env = run(net.runtime.exec("box", ["sh", "-c", "env; cat /proc/self/environ"]))
+    assert TOKEN.encode() not in env.stdout
+    search = run(net.runtime.exec("box", ["grep", "-rl", TOKEN, "/workspace", "/tmp", "/etc", "/run"]))
+    assert search.stdout == b""
+    fetch = f"import urllib.request; print(urllib.request.urlopen('https://localhost:{api.https_port}/repos/a/b').read())"
+    python = run(net.runtime.exec("box", ["python3", "-c", fetch]))
+    assert f"auth=Bearer {TOKEN}".encode() in python.stdout
+
+
+def test_the_sandbox_cannot_choose_its_own_credential(net, run, api) -> None:
+    forged = curl(
+        net, run, "-H", "Authorization: Bearer forged", f"https://localhost:{api.https_port}/repos/a/b"
+    )
+    assert forged.stdout == f"GET /repos/a/b auth=Bearer {TOKEN}\n".encode()
+
+
+def test_l7_rules_on_terminated_tls(net, run, api) -> None:
+    base = f"https://localhost:{api.https_port}"
+    actions = curl(net, run, f"{base}/repos/a/b/actions/runs")
+    assert b"denies GET /repos/a/b/actions/runs" in actions.stdout
+    post = curl(net, run, "-X", "POST", "-d", "x=1", f"{base}/repos/a/b")
+    assert b"allows no POST /repos/a/b" in post.stdout
+    other = curl(net, run, f"{base}/user")
+    assert b"allows no GET /user" in other.stdout
+    denied = [e for e in net.store.audit.entries() if e.action == "network" and e.outcome == "denied"]
+    assert len(denied) == 3 and all(e.rule == "github-read" for e in denied)
+
+
+@pytest.mark.parametrize(
+    ("how", "args"),
+    [
+        ("query", lambda url: [f"{url}/echo?t={TOKEN}"]),
+        ("url-encoded query", lambda url: [f"{url}/echo?t=%67hp_s3cr3tT0kenV4lue"]),
+        ("header", lambda url: ["-H", f"X-Leak: {TOKEN}", f"{url}/echo"]),
+        ("body", lambda url: ["-d", f"payload={TOKEN}", f"{url}/echo"]),
+        ("base64 body", lambda url: ["-d", "Z2hwX3MzY3IzdFQwa2VuVjRsdWU=", f"{url}/echo"]),
+    ],
+)
+def test_a_secret_sent_to_an_endpoint_not_bound_to_it_is_blocked(net, run, api, how, args) -> None:
+    result = curl(net, run, *args(f"http://localhost:{api.http_port}"))
+    assert b"carries the secret 'github'" in result.stdout, (how, result)
+    blocked = [e for e in net.store.audit.entries() if e.action == "network" and e.outcome == "denied"]
+    assert blocked and "exfiltration blocked" in blocked[-1].detail
+
+
+def test_a_missing_secret_is_a_clear_error(net, run, api) -> None:
+    net.secrets.remove("github")
+    result = curl(net, run, f"https://localhost:{api.https_port}/repos/a/b")
+    assert b"no secret named 'github'" in result.stdout and b"hermitcrab secrets set github" in result.stdout
