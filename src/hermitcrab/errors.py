@@ -21,6 +21,19 @@ class StoreError(HermitCrabError):
 class ProviderError(HermitCrabError):
     """A model provider failed to load or to answer."""
 
+    retryable: bool = False  # worth trying the next provider of the route
+    retry_after: float | None = None  # seconds the provider asked us to wait
+
+
+class ProviderUnavailable(ProviderError):
+    """Rate-limited (429), failing (5xx), unreachable or too slow: the route may fail over."""
+
+    retryable = True
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
 
 class GatewayError(HermitCrabError):
     """The daemon could not start, or could not be reached."""

@@ -70,7 +70,7 @@ async def run_turn(
             REPLY,
             {
                 "text": "".join(parts).strip(),
-                "model": agent.provider.name,
+                "model": agent.config.model,
                 "finish_reason": finish,
                 "usage": usage,
             },

@@ -255,6 +255,17 @@ def policy_set(file: str) -> None:
 
 
 @app.command()
+def usage(
+    by: str = typer.Option("day", "--by", help="day, agent, session or model."),
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Model calls, tokens, latency and cost, summed; and today's spend against the caps."""
+    from hermitcrab.cli.usage import show
+
+    show(by, json_output)
+
+
+@app.command()
 def approvals(
     all_: bool = typer.Option(False, "--all", help="Decided ones too."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),

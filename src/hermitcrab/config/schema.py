@@ -26,6 +26,9 @@ class GatewayConfig(StrictModel):
 class _ModelBase(StrictModel):
     max_tokens: int = Field(256, ge=1, le=32768)
     temperature: float = Field(0.2, ge=0.0, le=2.0)
+    # Price table, in US dollars per million tokens; usage and spend caps use it.
+    usd_per_million_input: float = Field(0.0, ge=0)
+    usd_per_million_output: float = Field(0.0, ge=0)
 
 
 class LlamaCppModel(_ModelBase):
@@ -62,8 +65,16 @@ ModelConfig = Annotated[LlamaCppModel | OpenAIModel | ScriptedModel, Field(discr
 
 class AgentConfig(StrictModel):
     model: str = "embedded"
+    # Tried in order when the model is rate-limited, failing, unreachable or too slow.
+    fallbacks: list[str] = Field(default_factory=list)
     workspace: str | None = None
     max_history_messages: int = Field(20, ge=0, le=10000)
+    spend_cap_usd_per_day: float | None = Field(None, ge=0)
+
+
+class RoutingConfig(StrictModel):
+    max_wait_seconds: float = Field(30.0, ge=0)  # the longest Retry-After we honour
+    rounds: int = Field(2, ge=1, le=10)  # passes over the route before giving up
 
 
 class Config(StrictModel):
@@ -72,11 +83,21 @@ class Config(StrictModel):
     models: dict[str, ModelConfig] = Field(default_factory=lambda: {"embedded": LlamaCppModel()})
     agents: dict[str, AgentConfig] = Field(default_factory=lambda: {"main": AgentConfig()})
     default_agent: str = "main"
+    routing: RoutingConfig = Field(default_factory=RoutingConfig)
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Cross-references pydantic cannot check: (location, problem, fix)."""
         problems: list[tuple[tuple[str | int, ...], str, str]] = []
         for name, agent in self.agents.items():
+            for index, fallback in enumerate(agent.fallbacks):
+                if fallback not in self.models:
+                    problems.append(
+                        (
+                            ("agents", name, "fallbacks", index),
+                            f"agent '{name}' falls back to model '{fallback}', which is not defined",
+                            f"use one of the models under 'models:' ({', '.join(sorted(self.models))})",
+                        )
+                    )
             if agent.model not in self.models:
                 known = ", ".join(sorted(self.models)) or "none"
                 problems.append(

@@ -102,8 +102,19 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
             finally:
                 receiver.cancel()
 
+    async def usage(request: Request) -> JSONResponse:
+        by = request.query_params.get("by", "day")
+        if by not in ("day", "agent", "session", "model"):
+            raise ApiError(400, "invalid_request", "'by' must be day, agent, session or model")
+        assert gw.db is not None
+        rows = await asyncio.to_thread(gw.db.usage.summary, by, request.query_params.get("since"))
+        caps = {name: a.config.spend_cap_usd_per_day for name, a in gw.agents.items()}
+        spent = {name: await asyncio.to_thread(gw.db.usage.spent_today, name) for name in gw.agents}
+        return JSONResponse({"by": by, "rows": rows, "today": {"spent_usd": spent, "caps_usd": caps}})
+
     return [
         Route("/", dashboard),
+        Route("/api/usage", usage),
         Route("/healthz", healthz),
         Route("/api/status", status),
         Route("/api/sessions", list_sessions),

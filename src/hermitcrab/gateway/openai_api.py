@@ -59,8 +59,10 @@ def routes(gw: Gateway) -> list[Route]:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if body.get("stream"):
+            options = body.get("stream_options")
+            with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             return StreamingResponse(
-                _sse(agent.provider.stream(chat), completion_id, created, name),
+                _sse(agent.provider.stream(chat), completion_id, created, name, with_usage),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
@@ -94,7 +96,7 @@ def routes(gw: Gateway) -> list[Route]:
 
 
 async def _sse(
-    chunks: AsyncIterator[Any], completion_id: str, created: int, model: str
+    chunks: AsyncIterator[Any], completion_id: str, created: int, model: str, with_usage: bool = False
 ) -> AsyncIterator[bytes]:
     def frame(delta: dict[str, Any], finish: str | None) -> bytes:
         payload = {
@@ -108,9 +110,11 @@ async def _sse(
 
     yield frame({"role": "assistant", "content": ""}, None)
     finish: str | None = None
+    usage: dict[str, int] = {}
     try:
         async for chunk in chunks:
             finish = chunk.finish_reason or finish
+            usage = chunk.usage or usage
             if chunk.text:
                 yield frame({"content": chunk.text}, None)
     except HermitCrabError as exc:
@@ -119,6 +123,12 @@ async def _sse(
         yield f"data: {json.dumps(error)}\n\n".encode()
         return
     yield frame({}, finish or "stop")
+    if with_usage:  # as OpenAI does: one last chunk with no choices and the usage
+        totals = {"prompt_tokens": 0, "completion_tokens": 0, **usage}
+        totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [], "usage": totals}  # fmt: skip
+        yield f"data: {json.dumps(payload)}\n\n".encode()
     yield b"data: [DONE]\n\n"
 
 

@@ -12,14 +12,15 @@ from typing import Any
 from hermitcrab import __version__
 from hermitcrab.agent import Agent, Persona
 from hermitcrab.config.paths import Paths
-from hermitcrab.config.schema import Config
+from hermitcrab.config.schema import AgentConfig, Config
 from hermitcrab.egress.approvals import Approval, Approvals
 from hermitcrab.egress.proxy import EgressProxy
 from hermitcrab.egress.secrets import SecretStore
 from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
-from hermitcrab.gateway.turns import TurnRunner
+from hermitcrab.gateway.turns import CALL_SESSION, TurnRunner
 from hermitcrab.inference import Provider, build_provider
+from hermitcrab.inference.router import Price, Router, Usage
 from hermitcrab.sandbox.local.driver import LocalDriver
 from hermitcrab.store import SessionStore, Store
 from hermitcrab.store.sessions import MESSAGE, Event
@@ -42,7 +43,7 @@ class Gateway:
             name: build_provider(name, model) for name, model in config.models.items()
         }
         self.agents: dict[str, Agent] = {
-            name: Agent(name, agent, self.providers[agent.model], Persona(self._workspace(agent.workspace)))
+            name: Agent(name, agent, self._route(name, agent), Persona(self._workspace(agent.workspace)))
             for name, agent in config.agents.items()
         }
         self.db: Store | None = None
@@ -52,6 +53,36 @@ class Gateway:
         self.approvals: Approvals | None = None
         self.runner: TurnRunner | None = None
         self._preload: list[asyncio.Task[None]] = []
+
+    def _route(self, name: str, agent: AgentConfig) -> Router:
+        """The agent's model, then its fallbacks; usage recorded, spend cap enforced."""
+        chain = [agent.model, *[f for f in agent.fallbacks if f != agent.model]]
+        models = self.config.models
+        providers = [
+            (self.providers[m], Price(models[m].usd_per_million_input, models[m].usd_per_million_output))
+            for m in chain
+        ]
+
+        def on_usage(usage: Usage) -> None:
+            if self.db is not None:
+                self.db.usage.record(name, CALL_SESSION.get(), usage.model, usage.prompt_tokens,
+                                     usage.completion_tokens, usage.latency_ms, usage.cost_usd)  # fmt: skip
+
+        def refuse() -> str | None:
+            cap = agent.spend_cap_usd_per_day
+            if cap is None or self.db is None:
+                return None
+            spent = self.db.usage.spent_today(name)
+            if spent < cap:
+                return None
+            return (
+                f"agent '{name}' has spent ${spent:.4f} today, its cap is ${cap:.4f} "
+                "(agents.{name}.spend_cap_usd_per_day); calls resume tomorrow (UTC) or when the cap is raised"
+            ).replace("{name}", name)
+
+        routing = self.config.routing
+        return Router(name, providers, rounds=routing.rounds, max_wait_seconds=routing.max_wait_seconds,
+                      on_usage=on_usage, refuse=refuse)  # fmt: skip
 
     def _workspace(self, configured: str | None) -> Path:
         return Path(configured).expanduser() if configured else self.paths.workspace
@@ -171,7 +202,7 @@ class Gateway:
             "version": __version__,
             "home": str(self.paths.home),
             "uptime_seconds": round(time.time() - self.started_at, 1),
-            "model": default.provider.name,
+            "model": default.config.model,
             "models": {name: p.describe() for name, p in self.providers.items()},
             "agents": {name: a.config.model for name, a in self.agents.items()},
             "default_agent": self.config.default_agent,

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from hermitcrab.agent import Agent, run_turn
 from hermitcrab.store.sessions import Event, SessionStore
+
+# The session a model call is made for, where there is one: usage is summed per session.
+CALL_SESSION: ContextVar[str | None] = ContextVar("call_session", default=None)
 
 log = logging.getLogger("hermitcrab.turns")
 
@@ -43,6 +47,7 @@ class TurnRunner:
             while not queue.empty():
                 message = queue.get_nowait()
                 try:
+                    CALL_SESSION.set(session_id)
                     agent = self._agent_for(agent_name)
                     answer = await run_turn(agent, self._store, message, self._emit, self._timeout)
                 except Exception:  # the next message must still get its turn

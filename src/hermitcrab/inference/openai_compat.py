@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from hermitcrab.config.schema import OpenAIModel
-from hermitcrab.errors import ProviderError
+from hermitcrab.errors import ProviderError, ProviderUnavailable
 from hermitcrab.inference.base import ChatRequest, Chunk
 
 
@@ -35,7 +35,7 @@ class OpenAICompatProvider:
             base_url=self.config.base_url,
             api_key=key,
             timeout=self.config.request_timeout_seconds,
-            max_retries=1,
+            max_retries=0,  # the router retries and fails over; the SDK must not hide a 429
         )
 
     async def close(self) -> None:
@@ -70,5 +70,19 @@ class OpenAICompatProvider:
                     text = choice.delta.content or ""
                     if text or choice.finish_reason:
                         yield Chunk(text, finish_reason=choice.finish_reason)
+        except (openai.RateLimitError, openai.InternalServerError) as exc:
+            raise ProviderUnavailable(
+                f"model '{self.name}' at {self.config.base_url}: HTTP {exc.status_code}",
+                retry_after=_retry_after(exc.response.headers.get("retry-after")),
+            ) from exc
+        except (openai.APIConnectionError, openai.APITimeoutError) as exc:
+            raise ProviderUnavailable(f"model '{self.name}' at {self.config.base_url}: {exc}") from exc
         except openai.OpenAIError as exc:
             raise ProviderError(f"model '{self.name}' at {self.config.base_url}: {exc}") from exc
+
+
+def _retry_after(value: str | None) -> float | None:
+    try:
+        return max(float(value), 0.0) if value else None
+    except ValueError:
+        return None  # an HTTP date: rare from model servers; treat as no hint

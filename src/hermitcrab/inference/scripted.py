@@ -48,6 +48,8 @@ class ScriptedProvider:
         self._next += 1
         if self.gate is not None:
             await self.gate.wait()
+        if isinstance(reply, ProviderError):
+            raise reply  # as it is: tests script rate limits and outages this way
         if isinstance(reply, BaseException):
             raise ProviderError(f"scripted failure: {reply}")
         text = reply(request) if callable(reply) else reply

@@ -55,4 +55,20 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sandboxes ADD COLUMN follows_file INTEGER NOT NULL DEFAULT 1;
     """,
+    # 4: usage of every model call, for `hermitcrab usage` and spend caps
+    """
+    CREATE TABLE usage (
+        id                INTEGER PRIMARY KEY AUTOINCREMENT,
+        ts                REAL NOT NULL,
+        day               TEXT NOT NULL,
+        agent             TEXT NOT NULL,
+        session           TEXT,
+        model             TEXT NOT NULL,
+        prompt_tokens     INTEGER NOT NULL,
+        completion_tokens INTEGER NOT NULL,
+        latency_ms        REAL NOT NULL,
+        cost_usd          REAL NOT NULL
+    );
+    CREATE INDEX usage_by_day ON usage(day, agent);
+    """,
 )

@@ -9,6 +9,7 @@ from hermitcrab.store.audit import AuditLog
 from hermitcrab.store.db import open_database
 from hermitcrab.store.sandboxes import SandboxRecords
 from hermitcrab.store.sessions import SessionStore
+from hermitcrab.store.usage import UsageLog
 
 
 class Store:
@@ -19,6 +20,7 @@ class Store:
         self.sessions = SessionStore(self._conn, lock)
         self.sandboxes = SandboxRecords(self._conn, lock)
         self.audit = AuditLog(self._conn, lock)
+        self.usage = UsageLog(self._conn, lock)
         self._lock = lock
 
     def close(self) -> None:

@@ -1,0 +1,56 @@
+"""Usage is recorded per call and summed per session, agent and day; the spend cap refuses
+further calls with a clear message."""
+
+from __future__ import annotations
+
+from hermitcrab.config.paths import Paths
+from hermitcrab.inference.scripted import ScriptedProvider
+from tests.conftest import free_port
+
+PRICED = """\
+version: 1
+gateway:
+  port: {port}
+models:
+  embedded:
+    provider: scripted
+    usd_per_million_output: 1000000   # a dollar a token, to make the cap easy to reach
+agents:
+  main:
+    model: embedded
+    spend_cap_usd_per_day: 5
+"""
+
+
+def test_usage_is_summed_and_the_cap_refuses(home: Paths, live_gateway) -> None:
+    home.config.write_text(PRICED.format(port=free_port()))
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", ["one two three"])})
+    with gw.client() as client:
+        client.post("/api/sessions/a/messages", json={"text": "first"})
+        gw.wait_answers("a", 1)
+        client.post("/api/sessions/b/messages", json={"text": "second"})
+        gw.wait_answers("b", 1)
+        # $6 spent against a $5 cap: the next call is refused before any model runs.
+        client.post("/api/sessions/a/messages", json={"text": "third"})
+        refused = gw.wait_answers("a", 2)[1]
+        by_session = {r["key"]: r for r in client.get("/api/usage", params={"by": "session"}).json()["rows"]}
+        today = client.get("/api/usage").json()["today"]
+    assert refused["kind"] == "turn.failed"
+    assert "has spent $6.0000 today, its cap is $5.0000" in refused["data"]["error"]
+    assert {k: (r["calls"], r["completion_tokens"], r["cost_usd"]) for k, r in by_session.items()} == {
+        "a": (1, 3, 3.0),
+        "b": (1, 3, 3.0),
+    }
+    assert today == {"spent_usd": {"main": 6.0}, "caps_usd": {"main": 5.0}}
+
+
+def test_api_completions_count_too(home: Paths, live_gateway) -> None:
+    import openai
+
+    home.config.write_text(PRICED.format(port=free_port()))
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", ["a b"])})
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.token, max_retries=0)
+    client.chat.completions.create(model="main", messages=[{"role": "user", "content": "hi"}])
+    with gw.client() as http:
+        rows = http.get("/api/usage", params={"by": "agent"}).json()["rows"]
+    assert [(r["key"], r["calls"], r["cost_usd"]) for r in rows] == [("main", 1, 2.0)]
