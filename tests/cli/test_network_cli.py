@@ -127,3 +127,27 @@ def test_a_broken_policy_file_shows_in_status_and_changes_nothing(daemon_home: P
     status = wait_for(broken_reported, what="the watcher to report the broken file")
     assert "network.default" in status["policy_error"]
     assert hc(daemon_home, "sandbox", "create", "still").returncode == 1  # nothing new on a broken policy
+
+
+def test_inference_local_reaches_the_model_router_and_nothing_else(daemon_home: Paths) -> None:
+    assert hc(daemon_home, "up").returncode == 0
+    assert hc(daemon_home, "sandbox", "create", "agent").returncode == 0
+    body = json.dumps({"model": "main", "messages": [{"role": "user", "content": "hi"}]})
+    asked = hc(daemon_home, "sandbox", "exec", "agent", "--", "curl", "-sS", "-m", "30",
+               "-H", "Content-Type: application/json", "-d", body,
+               "http://inference.local/v1/chat/completions")  # fmt: skip
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    assert answer["choices"][0]["message"]["content"] == "Bonjour!"
+    control = hc(
+        daemon_home, "sandbox", "exec", "agent", "--", "curl", "-sS", "http://inference.local/api/sandboxes"
+    )
+    assert "inference.local serves only /v1/chat/completions, /v1/models" in control.stdout
+    token = daemon_home.read_token()
+    env = hc(daemon_home, "sandbox", "exec", "agent", "--", "sh", "-c", "env; cat /proc/self/environ")
+    assert token not in env.stdout
+    audit = json.loads(hc(daemon_home, "audit", "--sandbox", "agent", "--json").stdout)["entries"]
+    assert [(e["outcome"], e["rule"]) for e in audit if e["action"] == "network"] == [
+        ("allowed", "inference.local"),
+        ("denied", "inference.local"),
+    ]

@@ -35,6 +35,17 @@ CONNECT_TIMEOUT_S = 10.0
 HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
 
 NetworkSource = Callable[[], NetworkPolicy]
+INFERENCE_HOST = "inference.local"
+INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
+
+
+@dataclass(frozen=True)
+class InferenceRoute:
+    """Where inference.local leads: the gateway's own OpenAI-compatible API."""
+
+    host: str
+    port: int
+    token: Callable[[], str]
 
 
 @dataclass
@@ -61,6 +72,7 @@ class EgressProxy:
         approvals: Approvals,
         secrets: SecretStore | None = None,
         upstream_tls: ssl.SSLContext | None = None,
+        inference: InferenceRoute | None = None,
     ) -> None:
         self.audit = audit
         self.approvals = approvals
@@ -69,6 +81,7 @@ class EgressProxy:
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._servers: dict[str, asyncio.AbstractServer] = {}
         self._cas: dict[str, SandboxCA] = {}
+        self.inference = inference
 
     def ca(self, sandbox: str, folder: Path) -> SandboxCA:
         """The sandbox's CA (made on first use), for the TLS this proxy terminates."""
@@ -233,6 +246,39 @@ class EgressProxy:
             return
         await _send_on(request, path, url.query, headers, body, up_reader, up_writer, writer)
 
+    async def _inference(
+        self,
+        sandbox: str,
+        request: Request,
+        path: str,
+        query: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        what: str,
+    ) -> None:
+        """http://inference.local/v1/... goes to the gateway's model router, with the
+        gateway's key added here: the sandbox holds no key, and reaches nothing else of
+        the gateway (its control API stays out of reach)."""
+        route = self.inference
+        if route is None:
+            raise Refused(502, "inference.local is not served here (no gateway)", INFERENCE_HOST)
+        if path not in INFERENCE_PATHS:
+            self._audit(sandbox, "denied", INFERENCE_HOST, what, f"{path} is not a model API path")
+            raise Refused(
+                403, f"inference.local serves only {', '.join(sorted(INFERENCE_PATHS))}", INFERENCE_HOST
+            )
+        body = await _read_body(reader, request)
+        headers = [
+            (k, v) for k, v in request.headers if k.lower() not in HOP_HEADERS | {"authorization", "host"}
+        ]
+        headers += [("Host", f"{route.host}:{route.port}"), ("Authorization", f"Bearer {route.token()}")]
+        try:
+            up_reader, up_writer = await asyncio.open_connection(route.host, route.port, limit=CHUNK)
+        except OSError as exc:
+            raise Refused(502, f"the gateway's model router is unreachable: {exc}", INFERENCE_HOST) from None
+        self._audit(sandbox, "allowed", INFERENCE_HOST, what, "the gateway's model router")
+        await _send_on(request, path, query, headers, body, up_reader, up_writer, writer)
+
     def _screen(
         self,
         sandbox: str,
@@ -286,6 +332,9 @@ class EgressProxy:
         host, port = url.hostname.lower(), url.port or 80
         path = url.path or "/"
         what = f"{request.method} http://{host}:{port}{path}"
+        if host == INFERENCE_HOST:
+            await self._inference(sandbox, request, path, url.query, reader, writer, what)
+            return
         decision = await self._decide(sandbox, network, host, port, what)
         body = await _read_body(reader, request)
         headers = self._screen(sandbox, decision, request, path, url.query, body, what)

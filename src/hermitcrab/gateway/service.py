@@ -14,7 +14,7 @@ from hermitcrab.agent import Agent, Persona
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
 from hermitcrab.egress.approvals import Approval, Approvals
-from hermitcrab.egress.proxy import EgressProxy
+from hermitcrab.egress.proxy import EgressProxy, InferenceRoute
 from hermitcrab.egress.secrets import SecretStore
 from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
@@ -95,7 +95,14 @@ class Gateway:
         self.db = await asyncio.to_thread(Store, self.paths.state_db)
         self.store = self.db.sessions
         self.approvals = Approvals(on_change=self._approval_changed, on_always=self._approved_always)
-        self.egress = EgressProxy(self.db.audit, self.approvals, SecretStore(self.paths.secrets))
+        gateway = self.config.gateway
+        here = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
+        self.egress = EgressProxy(
+            self.db.audit,
+            self.approvals,
+            SecretStore(self.paths.secrets),
+            inference=InferenceRoute(here, gateway.port, lambda: self.token),
+        )
         self.runtime = SandboxRuntime(
             LocalDriver(self.paths.sandboxes),
             self.db.sandboxes,
