@@ -29,6 +29,8 @@ class _ModelBase(StrictModel):
     # Price table, in US dollars per million tokens; usage and spend caps use it.
     usd_per_million_input: float = Field(0.0, ge=0)
     usd_per_million_output: float = Field(0.0, ge=0)
+    # Calls at once; more wait in a queue (a person first, then fair turns between sessions).
+    concurrency: int = Field(1, ge=1, le=256)
 
 
 class LlamaCppModel(_ModelBase):
@@ -46,6 +48,7 @@ class OpenAIModel(_ModelBase):
     """Any OpenAI-compatible server: vLLM, Ollama, llama-server, NIM, OpenAI itself."""
 
     provider: Literal["openai"]
+    concurrency: int = Field(4, ge=1, le=256)  # remote servers batch; tune to their limits
     base_url: str
     model: str
     api_key_env: str | None = None
@@ -56,6 +59,7 @@ class ScriptedModel(_ModelBase):
     """Replies from a list, in turn (cycling); for tests and demos, never for real work."""
 
     provider: Literal["scripted"]
+    concurrency: int = Field(4, ge=1, le=256)
     replies: list[str] = Field(default_factory=lambda: ["Hello from the scripted model."])
     delay_seconds: float = Field(0.0, ge=0.0)
 

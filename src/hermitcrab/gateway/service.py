@@ -20,6 +20,7 @@ from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.turns import CALL_SESSION, TurnRunner
 from hermitcrab.inference import Provider, build_provider
+from hermitcrab.inference.queue import ModelQueue, QueuedProvider
 from hermitcrab.inference.router import Price, Router, Usage
 from hermitcrab.sandbox.local.driver import LocalDriver
 from hermitcrab.store import SessionStore, Store
@@ -42,6 +43,11 @@ class Gateway:
         self.providers: dict[str, Provider] = providers or {
             name: build_provider(name, model) for name, model in config.models.items()
         }
+        # One queue per model, shared by every agent and route that uses it.
+        self.queued = {
+            name: QueuedProvider(p, ModelQueue(config.models[name].concurrency))
+            for name, p in self.providers.items()
+        }
         self.agents: dict[str, Agent] = {
             name: Agent(name, agent, self._route(name, agent), Persona(self._workspace(agent.workspace)))
             for name, agent in config.agents.items()
@@ -59,7 +65,7 @@ class Gateway:
         chain = [agent.model, *[f for f in agent.fallbacks if f != agent.model]]
         models = self.config.models
         providers = [
-            (self.providers[m], Price(models[m].usd_per_million_input, models[m].usd_per_million_output))
+            (self.queued[m], Price(models[m].usd_per_million_input, models[m].usd_per_million_output))
             for m in chain
         ]
 
@@ -210,7 +216,7 @@ class Gateway:
             "home": str(self.paths.home),
             "uptime_seconds": round(time.time() - self.started_at, 1),
             "model": default.config.model,
-            "models": {name: p.describe() for name, p in self.providers.items()},
+            "models": {name: p.describe() for name, p in self.queued.items()},
             "agents": {name: a.config.model for name, a in self.agents.items()},
             "default_agent": self.config.default_agent,
             "turns_running": self.runner.busy() if self.runner else 0,

@@ -8,6 +8,7 @@ from collections.abc import Callable
 from contextvars import ContextVar
 
 from hermitcrab.agent import Agent, run_turn
+from hermitcrab.inference.queue import CALL_PARTY
 from hermitcrab.store.sessions import Event, SessionStore
 
 # The session a model call is made for, where there is one: usage is summed per session.
@@ -48,6 +49,7 @@ class TurnRunner:
                 message = queue.get_nowait()
                 try:
                     CALL_SESSION.set(session_id)
+                    CALL_PARTY.set(session_id)  # fair turns at the model queue are per session
                     agent = self._agent_for(agent_name)
                     answer = await run_turn(agent, self._store, message, self._emit, self._timeout)
                 except Exception:  # the next message must still get its turn
