@@ -55,7 +55,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
 def test_unknown_provider_lists_the_known_ones(tmp_path: Path) -> None:
     message = error_of(load_config, write(tmp_path, "version: 1\nmodels:\n  m:\n    provider: gpt\n"))
     assert ":4:" in message
-    assert "'llama_cpp', 'openai', 'scripted'" in message
+    assert "'llama_cpp', 'openai', 'anthropic', 'scripted'" in message
 
 
 def test_agent_pointing_at_a_missing_model(tmp_path: Path) -> None:

@@ -55,6 +55,17 @@ class OpenAIModel(_ModelBase):
     request_timeout_seconds: float = Field(120.0, gt=0)
 
 
+class AnthropicModel(_ModelBase):
+    """Anthropic's Messages API (or a server that speaks it)."""
+
+    provider: Literal["anthropic"]
+    concurrency: int = Field(4, ge=1, le=256)
+    model: str
+    base_url: str = "https://api.anthropic.com"
+    api_key_env: str = "ANTHROPIC_API_KEY"
+    request_timeout_seconds: float = Field(120.0, gt=0)
+
+
 class ScriptedModel(_ModelBase):
     """Replies from a list, in turn (cycling); for tests and demos, never for real work."""
 
@@ -64,7 +75,9 @@ class ScriptedModel(_ModelBase):
     delay_seconds: float = Field(0.0, ge=0.0)
 
 
-ModelConfig = Annotated[LlamaCppModel | OpenAIModel | ScriptedModel, Field(discriminator="provider")]
+ModelConfig = Annotated[
+    LlamaCppModel | OpenAIModel | AnthropicModel | ScriptedModel, Field(discriminator="provider")
+]
 
 
 class AgentConfig(StrictModel):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from hermitcrab.config.schema import LlamaCppModel, ModelConfig, OpenAIModel, ScriptedModel
+from hermitcrab.config.schema import AnthropicModel, LlamaCppModel, ModelConfig, OpenAIModel, ScriptedModel
 from hermitcrab.inference.base import Provider
 
 
@@ -15,6 +15,10 @@ def build_provider(name: str, config: ModelConfig) -> Provider:
         from hermitcrab.inference.openai_compat import OpenAICompatProvider
 
         return OpenAICompatProvider(name, config)
+    if isinstance(config, AnthropicModel):
+        from hermitcrab.inference.anthropic_messages import AnthropicProvider
+
+        return AnthropicProvider(name, config)
     if isinstance(config, ScriptedModel):
         from hermitcrab.inference.scripted import ScriptedProvider
 
