@@ -26,9 +26,8 @@ MAX_AUDIT_PAGE = 1000
 
 
 def routes(gw: Gateway) -> list[Route]:
-    def runtime() -> SandboxRuntime:
-        assert gw.runtime is not None
-        return gw.runtime
+    async def runtime() -> SandboxRuntime:
+        return await gw.sandbox_runtime()
 
     async def body(request: Request) -> dict[str, Any]:
         data = await read_json(request, gw.config.gateway.max_request_bytes)
@@ -37,13 +36,13 @@ def routes(gw: Gateway) -> list[Route]:
         return data
 
     async def list_sandboxes(request: Request) -> JSONResponse:
-        return JSONResponse({"sandboxes": runtime().list()})
+        return JSONResponse({"sandboxes": (await runtime()).list()})
 
     async def create(request: Request) -> JSONResponse:
         data = await body(request)
         name = _string(data, "name")
         workspace = data.get("workspace")
-        info = await runtime().create(
+        info = await (await runtime()).create(
             name,
             policy_text=data.get("policy"),
             workspace=Path(workspace) if workspace else None,
@@ -52,19 +51,19 @@ def routes(gw: Gateway) -> list[Route]:
         return JSONResponse(info, status_code=201)
 
     async def show(request: Request) -> JSONResponse:
-        return JSONResponse(_found(lambda: runtime().info(request.path_params["name"])))
+        return JSONResponse(_found_in(await runtime(), lambda rt: rt.info(request.path_params["name"])))
 
     async def destroy(request: Request) -> JSONResponse:
         name = request.path_params["name"]
         try:
-            await runtime().destroy(name, actor=request.query_params.get("actor", "api"))
+            await (await runtime()).destroy(name, actor=request.query_params.get("actor", "api"))
         except SandboxNotFound as exc:
             raise ApiError(404, "unknown_sandbox", str(exc)) from None
         return JSONResponse({"name": name, "destroyed": True})
 
     async def exec_command(request: Request) -> StreamingResponse:
         name = request.path_params["name"]
-        _found(lambda: runtime().get(name))
+        _found_in(await runtime(), lambda rt: rt.get(name))
         data = await body(request)
         argv = data.get("argv")
         if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
@@ -72,20 +71,22 @@ def routes(gw: Gateway) -> list[Route]:
         stdin = base64.b64decode(data["stdin"]) if data.get("stdin") else None
         timeout = data.get("timeout")
         return StreamingResponse(
-            _stream_exec(runtime(), name, argv, data.get("cwd"), timeout, stdin, _actor(data)),
+            _stream_exec(await runtime(), name, argv, data.get("cwd"), timeout, stdin, _actor(data)),
             media_type="application/x-ndjson",
         )
 
     async def snapshot(request: Request) -> JSONResponse:
         data = await body(request)
         name = request.path_params["name"]
-        _found(lambda: runtime().get(name))
-        manifest = await runtime().snapshot(name, Path(_string(data, "path")), actor=_actor(data))
+        _found_in(await runtime(), lambda rt: rt.get(name))
+        manifest = await (await runtime()).snapshot(name, Path(_string(data, "path")), actor=_actor(data))
         return JSONResponse({"path": data["path"], "files": len(manifest["files"]), "manifest": manifest})
 
     async def restore(request: Request) -> JSONResponse:
         data = await body(request)
-        info = await runtime().restore(Path(_string(data, "path")), _string(data, "name"), actor=_actor(data))
+        info = await (await runtime()).restore(
+            Path(_string(data, "path")), _string(data, "name"), actor=_actor(data)
+        )
         return JSONResponse(info, status_code=201)
 
     async def audit(request: Request) -> JSONResponse:
@@ -94,21 +95,23 @@ def routes(gw: Gateway) -> list[Route]:
             limit = min(int(request.query_params.get("limit", "100")), MAX_AUDIT_PAGE)
         except ValueError:
             raise ApiError(400, "invalid_request", "'limit' must be a whole number") from None
-        entries = await asyncio.to_thread(runtime().audit.entries, sandbox, limit)
+        entries = await asyncio.to_thread((await runtime()).audit.entries, sandbox, limit)
         return JSONResponse({"entries": [e.to_json() for e in entries]})
 
     async def reload_policy(request: Request) -> JSONResponse:
-        outcome = runtime().reload_policy(actor="cli")
+        outcome = (await runtime()).reload_policy(actor="cli")
         if not outcome["applied"]:
             raise ApiError(400, "invalid_policy", f"{outcome['error']}\nthe last good policy stays in force")
         return JSONResponse(outcome)
 
     async def list_approvals(request: Request) -> JSONResponse:
+        await gw.sandbox_runtime()  # approvals start with it
         assert gw.approvals is not None
         items = gw.approvals.all() if request.query_params.get("all") else gw.approvals.pending()
         return JSONResponse({"approvals": [a.to_json() for a in items]})
 
     async def decide(request: Request) -> JSONResponse:
+        await gw.sandbox_runtime()  # approvals start with it
         assert gw.approvals is not None
         data = await body(request)
         decision = data.get("decision")
@@ -126,6 +129,7 @@ def routes(gw: Gateway) -> list[Route]:
         return JSONResponse(approval.to_json())
 
     async def approvals_ws(ws: WebSocket) -> None:
+        await gw.sandbox_runtime()  # approvals start with it
         assert gw.approvals is not None
         with gw.hub.listen(APPROVALS_CHANNEL) as queue:
             await ws.accept()
@@ -193,9 +197,9 @@ async def _stream_exec(
         await task
 
 
-def _found(fn: Any) -> Any:
+def _found_in(runtime: SandboxRuntime, fn: Any) -> Any:
     try:
-        return fn()
+        return fn(runtime)
     except SandboxNotFound as exc:
         raise ApiError(404, "unknown_sandbox", str(exc)) from None
 

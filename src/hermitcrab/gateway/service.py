@@ -7,29 +7,30 @@ import logging
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hermitcrab import __version__
 from hermitcrab.agent import Agent, Persona
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
-from hermitcrab.egress.approvals import Approval, Approvals
-from hermitcrab.egress.proxy import EgressProxy, InferenceRoute
-from hermitcrab.egress.secrets import SecretStore
 from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.turns import CALL_SESSION, TurnRunner
 from hermitcrab.inference import Provider, build_provider
 from hermitcrab.inference.queue import ModelQueue, QueuedProvider
 from hermitcrab.inference.router import Price, Router, Usage
-from hermitcrab.sandbox.local.driver import LocalDriver
 from hermitcrab.store import SessionStore, Store
 from hermitcrab.store.sessions import MESSAGE, Event
-from hermitcrab.tools.runtime import SandboxRuntime
+
+if TYPE_CHECKING:
+    from hermitcrab.egress.approvals import Approval, Approvals
+    from hermitcrab.egress.proxy import EgressProxy
+    from hermitcrab.tools.runtime import SandboxRuntime
 
 log = logging.getLogger("hermitcrab.gateway")
 
 APPROVALS_CHANNEL = "approvals"  # the hub channel the approvals WebSocket listens on
+RUNTIME_DELAY_SECONDS = 0.05  # after the lifespan start-up: the server is listening by then
 POLICY_POLL_SECONDS = 0.05  # a policy file change applies within this (plus a parse)
 
 
@@ -59,6 +60,7 @@ class Gateway:
         self.approvals: Approvals | None = None
         self.runner: TurnRunner | None = None
         self._preload: list[asyncio.Task[None]] = []
+        self._stopping = False
 
     def _route(self, name: str, agent: AgentConfig) -> Router:
         """The agent's model, then its fallbacks; usage recorded, spend cap enforced."""
@@ -100,6 +102,34 @@ class Gateway:
     async def start(self) -> None:
         self.db = await asyncio.to_thread(Store, self.paths.state_db)
         self.store = self.db.sessions
+        # The sandbox runtime and its egress proxy start just after the gateway answers:
+        # their imports and sandbox recreation must not delay readiness. Whoever needs
+        # them meanwhile waits (sandbox_runtime()).
+        self._runtime_started = asyncio.Event()
+        asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._start_runtime)
+        self.runner = TurnRunner(
+            self.store, self.agent, self.hub.publish, self.config.gateway.turn_timeout_seconds
+        )
+        # Models load after the gateway answers: health checks and the API must not wait.
+        for name, provider in self.providers.items():
+            if getattr(getattr(provider, "config", None), "preload", False):
+                self._preload.append(asyncio.create_task(self._load(name, provider)))
+        for message in await asyncio.to_thread(self.store.unanswered):
+            session = self.store.get_session(message.session_id)
+            log.info(
+                "resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id}
+            )
+            self.runner.enqueue(message, session.agent if session else self.config.default_agent)
+
+    def _start_runtime(self) -> None:
+        from hermitcrab.egress.approvals import Approvals
+        from hermitcrab.egress.proxy import EgressProxy, InferenceRoute
+        from hermitcrab.egress.secrets import SecretStore
+        from hermitcrab.sandbox.local.driver import LocalDriver
+        from hermitcrab.tools.runtime import SandboxRuntime
+
+        if self.db is None or self._stopping:
+            return
         self.approvals = Approvals(on_change=self._approval_changed, on_always=self._approved_always)
         gateway = self.config.gateway
         here = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
@@ -118,21 +148,15 @@ class Gateway:
             egress=self.egress,
         )
         self._preload.append(asyncio.create_task(self.runtime.watch_policy_file(POLICY_POLL_SECONDS)))
-        # Sandboxes come back from their records after the gateway answers, like the model.
+        # Sandboxes come back from their records in the background, as the model loads.
         self._preload.append(asyncio.create_task(self._restore_sandboxes()))
-        self.runner = TurnRunner(
-            self.store, self.agent, self.hub.publish, self.config.gateway.turn_timeout_seconds
-        )
-        # Models load after the gateway answers: health checks and the API must not wait.
-        for name, provider in self.providers.items():
-            if getattr(getattr(provider, "config", None), "preload", False):
-                self._preload.append(asyncio.create_task(self._load(name, provider)))
-        for message in await asyncio.to_thread(self.store.unanswered):
-            session = self.store.get_session(message.session_id)
-            log.info(
-                "resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id}
-            )
-            self.runner.enqueue(message, session.agent if session else self.config.default_agent)
+        self._runtime_started.set()
+
+    async def sandbox_runtime(self) -> SandboxRuntime:
+        """The runtime, once started (a few milliseconds after the gateway answers)."""
+        await self._runtime_started.wait()
+        assert self.runtime is not None
+        return self.runtime
 
     def _approval_changed(self, approval: Approval) -> None:
         self.hub.publish({"id": None, "session_id": APPROVALS_CHANNEL, "kind": f"approval.{approval.state}",
@@ -171,6 +195,7 @@ class Gateway:
             log.error("model failed to load", extra={"model": name, "error": str(exc)})
 
     async def stop(self) -> None:
+        self._stopping = True
         if self.runner is not None:
             await self.runner.stop()
         for task in self._preload:

@@ -273,8 +273,7 @@ class SandboxRuntime:
             except FileNotFoundError:
                 stamp = None
             if stamp != self._policy_stamp:
-                if self._policy_stamp is not None:
-                    self.reload_policy()
+                self.reload_policy()  # the first pass too: a file broken at start-up is reported
                 self._policy_stamp = stamp
             await asyncio.sleep(interval)
 
