@@ -151,6 +151,7 @@ def measure(runs: int) -> dict[str, Any]:
     bare = Daemon(preload=False)
     try:
         ready = [bare.start()]
+        time.sleep(0.5)  # the sandbox runtime starts just after readiness: idle means after that
         results["idle_rss_no_model_mb"] = round(rss_mb(bare.proc.pid), 1)
         for _ in range(200):
             bare.http.get("/api/sessions")
