@@ -9,9 +9,9 @@ import sys
 # We use no pydantic plugins; looking for them scans every installed package's metadata.
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
-from hermitcrab.config.paths import Paths  # noqa: E402
-from hermitcrab.errors import HermitCrabError  # noqa: E402
-from hermitcrab.gateway.server import serve  # noqa: E402
+from hermitcrab.config.paths import Paths
+from hermitcrab.errors import HermitCrabError
+from hermitcrab.gateway.server import serve
 
 try:
     serve(Paths.from_env(), foreground="--quiet" not in sys.argv)
