@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
+from hermitcrab.egress import splice
 from hermitcrab.egress.approvals import Approvals
 from hermitcrab.egress.ca import SandboxCA
 from hermitcrab.egress.secrets import SecretError, SecretStore, find_secret
@@ -209,7 +210,10 @@ class EgressProxy:
         up_reader, up_writer, _ = await self._open(sandbox, decision, host, port, what)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
-        await _splice(reader, writer, up_reader, up_writer)
+        if reader._buffer or up_reader._buffer:  # bytes already read must go through here
+            await _splice(reader, writer, up_reader, up_writer)
+            return
+        await splice.relay(splice.detach(writer), splice.detach(up_writer))
 
     async def _terminate(
         self,

@@ -476,29 +476,35 @@ class Door:
             upstream.close()
             return
         with client, upstream:
-            sel = selectors.DefaultSelector()
-            sel.register(client, selectors.EVENT_READ, upstream)
-            sel.register(upstream, selectors.EVENT_READ, client)
-            open_ends = 2
-            while open_ends:
-                for key, _ in sel.select():
-                    try:
-                        data = key.fileobj.recv(262144)
-                    except OSError:
-                        data = b""
-                    if data:
-                        try:
-                            key.data.sendall(data)
-                            continue
-                        except OSError:
-                            return
-                    sel.unregister(key.fileobj)
-                    open_ends -= 1
-                    try:
-                        key.data.shutdown(socket.SHUT_WR)
-                    except OSError:
-                        pass
-            sel.close()
+            back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+            back.start()
+            _pump(client, upstream)
+            back.join()
+
+
+def _pump(source: socket.socket, sink: socket.socket) -> None:
+    """Move bytes one way until the end, in the kernel (splice through a pipe): no copy
+    passes through Python, which keeps the door's throughput close to a direct socket."""
+    read_end, write_end = os.pipe()
+    try:
+        while True:
+            try:
+                moved = os.splice(source.fileno(), write_end, 1 << 20)
+            except OSError:
+                moved = 0
+            if moved == 0:
+                break
+            while moved:
+                moved -= os.splice(read_end, sink.fileno(), moved)
+    except OSError:
+        pass
+    finally:
+        os.close(read_end)
+        os.close(write_end)
+        try:
+            sink.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
 
 
 def _feed(fd: int, data: bytes) -> None:
