@@ -84,3 +84,11 @@ def test_a_missing_secret_is_a_clear_error(net, run, api) -> None:
     net.secrets.remove("github")
     result = curl(net, run, f"https://localhost:{api.https_port}/repos/a/b")
     assert b"no secret named 'github'" in result.stdout and b"hermitcrab secrets set github" in result.stdout
+
+
+def test_the_sandbox_holds_a_placeholder_the_proxy_swaps(net, run, api) -> None:
+    env = run(net.runtime.exec("box", ["sh", "-c", "echo $HERMITCRAB_CREDENTIAL_GITHUB"]))
+    assert env.stdout == b"hermitcrab-placeholder-github\n"
+    script = 'curl -sS -m 20 -H "Authorization: Bearer $HERMITCRAB_CREDENTIAL_GITHUB" "$0"'
+    used = run(net.runtime.exec("box", ["sh", "-c", script, f"https://localhost:{api.https_port}/repos/a/b"]))
+    assert used.stdout == f"GET /repos/a/b auth=Bearer {TOKEN}\n".encode()

@@ -23,7 +23,13 @@ from hermitcrab.egress import splice
 from hermitcrab.egress.approvals import Approvals
 from hermitcrab.egress.ca import SandboxCA
 from hermitcrab.egress.secrets import SecretError, SecretStore, find_secret
-from hermitcrab.policy.network import NetDecision, address_problem, connection_decision, request_decision
+from hermitcrab.policy.network import (
+    NetDecision,
+    address_problem,
+    connection_decision,
+    credential_placeholder,
+    request_decision,
+)
 from hermitcrab.policy.schema import NetworkPolicy
 from hermitcrab.store import AuditEntry, AuditLog
 
@@ -316,7 +322,12 @@ class EgressProxy:
             except SecretError as exc:
                 self._audit(sandbox, "failed", decision.rule_name, what, str(exc))
                 raise Refused(502, str(exc), decision.rule_name) from None
-            headers = [(k, v) for k, v in headers if k.lower() != secret.header.lower()]
+            placeholder = credential_placeholder(rule.credentials)
+            headers = [
+                (k, v.replace(placeholder, secret.value))
+                for k, v in headers
+                if k.lower() != secret.header.lower()
+            ]
             headers.append((secret.header, secret.header_value()))
         return headers
 

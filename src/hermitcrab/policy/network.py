@@ -110,3 +110,13 @@ def address_problem(ip: str, rule: NetworkRule | None) -> str | None:
     else:
         return None
     return f"{ip} is {kind}; only a rule listing it in allowed_ips may reach it"
+
+
+def credential_placeholder(name: str) -> str:
+    """What a sandbox holds in place of a credential: the proxy swaps in the real value on
+    the way out, for the endpoints the credential is bound to."""
+    return f"hermitcrab-placeholder-{name}"
+
+
+def credential_env(name: str) -> str:
+    return "HERMITCRAB_CREDENTIAL_" + re.sub(r"[^A-Za-z0-9]", "_", name).upper()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hermitcrab.policy.network import credential_env, credential_placeholder
 from hermitcrab.sandbox.base import WORKSPACE_MOUNT, SandboxSpec
 from hermitcrab.sandbox.local import supervisor as sup
 
@@ -35,10 +36,14 @@ CA_CERT = "/run/hermitcrab/ca.pem"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 
 
-def sandbox_env(uid: int, egress: bool = False) -> dict[str, str]:
+def sandbox_env(spec: SandboxSpec) -> dict[str, str]:
     """The whole environment a command sees: nothing of the host's passes in."""
     proxy = {}
-    if egress:
+    if spec.egress_socket is not None:
+        # Credentials bound by the policy appear as placeholders only.
+        for rule in spec.policy.network.rules:
+            if rule.credentials:
+                proxy[credential_env(rule.credentials)] = credential_placeholder(rule.credentials)
         url = f"http://127.0.0.1:{EGRESS_PORT}"
         for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
             proxy[name] = proxy[name.lower()] = url
@@ -139,7 +144,7 @@ def plan(
                 a(["--ro-bind", host, host])
     # Environment: none of the host's.
     a(["--clearenv"])
-    for key, value in sandbox_env(uid, spec.egress_socket is not None).items():
+    for key, value in sandbox_env(spec).items():
         a(["--setenv", key, value])
     a(["--setenv", "MALLOC_ARENA_MAX", "2"])  # the supervisor's own: keeps it small under RLIMIT_AS
 
@@ -193,5 +198,5 @@ def supervisor_config(
         "max_output": process.max_output_bytes,
         "output_dir": f"{WORKSPACE_MOUNT}/.hermitcrab/output",
         "cwd": WORKSPACE_MOUNT,
-        "env": sandbox_env(process.run_as_uid, spec.egress_socket is not None),
+        "env": sandbox_env(spec),
     }

@@ -182,7 +182,7 @@ class LocalDriver:
         if cwd:
             request["cwd"] = cwd
         if env is not None:
-            base = bwrap.sandbox_env(box.spec.policy.process.run_as_uid, box.spec.egress_socket is not None)
+            base = bwrap.sandbox_env(box.spec)
             request["env"] = {**base, **env}
         policy_timeout = box.spec.policy.process.timeout_seconds
         request["timeout"] = min(timeout, policy_timeout) if timeout else policy_timeout
