@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from hermitcrab.config.schema import AnthropicModel
 from hermitcrab.errors import ProviderError, ProviderUnavailable
-from hermitcrab.inference.base import ChatMessage, ChatRequest, Chunk
+from hermitcrab.inference.base import ChatMessage, ChatRequest, Chunk, api_key
 
 
 def to_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
@@ -37,12 +36,7 @@ class AnthropicProvider:
     async def start(self) -> None:
         from anthropic import AsyncAnthropic
 
-        key = os.environ.get(self.config.api_key_env, "")
-        if not key:
-            raise ProviderError(
-                f"model '{self.name}': environment variable {self.config.api_key_env} is empty. "
-                f"fix: export {self.config.api_key_env}=... before `hermitcrab up`"
-            )
+        key = api_key(self.name, self.config.api_key_env)
         self._client = AsyncAnthropic(
             api_key=key,
             base_url=self.config.base_url,

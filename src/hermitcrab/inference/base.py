@@ -66,3 +66,18 @@ async def complete(provider: Provider, request: ChatRequest) -> Completion:
         finish = chunk.finish_reason or finish
         usage = chunk.usage or usage
     return Completion("".join(parts), finish, usage)
+
+
+def api_key(model: str, env: str) -> str:
+    """A remote model's key, from the gateway's environment; a missing one says how to fix it."""
+    import os
+
+    from hermitcrab.errors import ProviderError
+
+    key = os.environ.get(env, "")
+    if not key:
+        raise ProviderError(
+            f"model '{model}': environment variable {env} is empty. "
+            f"fix: export {env}=... before `hermitcrab up`"
+        )
+    return key

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator
 from typing import Any
 
 from hermitcrab.config.schema import OpenAIModel
 from hermitcrab.errors import ProviderError, ProviderUnavailable
-from hermitcrab.inference.base import ChatRequest, Chunk
+from hermitcrab.inference.base import ChatRequest, Chunk, api_key
 
 
 class OpenAICompatProvider:
@@ -23,14 +22,7 @@ class OpenAICompatProvider:
     async def start(self) -> None:
         from openai import AsyncOpenAI
 
-        key = "not-needed"
-        if self.config.api_key_env:
-            key = os.environ.get(self.config.api_key_env, "")
-            if not key:
-                raise ProviderError(
-                    f"model '{self.name}': environment variable {self.config.api_key_env} is empty. "
-                    f"fix: export {self.config.api_key_env}=... before `hermitcrab up`"
-                )
+        key = api_key(self.name, self.config.api_key_env) if self.config.api_key_env else "not-needed"
         self._client = AsyncOpenAI(
             base_url=self.config.base_url,
             api_key=key,
