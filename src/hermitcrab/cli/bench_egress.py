@@ -10,15 +10,12 @@ port to the first request the proxy lets through to it.
 from __future__ import annotations
 
 import asyncio
-import http.server
 import json
 import shutil
 import socket
-import ssl
 import statistics
 import subprocess
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -36,8 +33,8 @@ def fetch(path):
         raw = socket.create_connection((host, int(pport)))
         raw.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\nHost: localhost:{port}\r\n\r\n".encode())
         head = b""
-        while not head.endswith(b"\r\n\r\n"):
-            head += raw.recv(1)
+        while not head.endswith(b"\r\n\r\n"):  # the proxy sends nothing after it until we speak
+            head += raw.recv(4096)
         assert b" 200 " in head.split(b"\r\n")[0], head
     else:
         raw = socket.create_connection(("localhost", port))
@@ -57,34 +54,49 @@ print(json.dumps({"times": times, "mb_per_s": size / 1e6 / seconds, "bytes": siz
 """
 
 
-class _Handler(http.server.BaseHTTPRequestHandler):
+SERVER = r"""
+import http.server, ssl, sys, threading
+folder, big_mb = sys.argv[1], int(sys.argv[2])
+class Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
-    big = b"x" * (BIG_MB * 1024 * 1024)
-
-    def do_GET(self) -> None:
+    big = b"x" * (big_mb * 1024 * 1024)
+    def do_GET(self):
         body = self.big if self.path == "/big" else b"ok\n"
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(body)
-
-    def log_message(self, *args: Any) -> None:
+    def log_message(self, *args):
         pass
+context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+context.load_cert_chain(f"{folder}/cert.pem", f"{folder}/key.pem")
+ports = []
+for _ in range(2):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    ports.append(str(server.server_address[1]))
+print(" ".join(ports), flush=True)
+sys.stdin.read()
+"""
 
 
-def _https_server(folder: Path) -> http.server.ThreadingHTTPServer:
+def _https_servers(folder: Path) -> tuple[subprocess.Popen[str], int, int]:
+    """Two HTTPS servers on loopback, in a process of their own: sharing the proxy's
+    process (and its GIL) would charge the server's work to the proxy."""
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost",
          "-keyout", str(folder / "key.pem"), "-out", str(folder / "cert.pem")],
         check=True, capture_output=True,
     )  # fmt: skip
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
-    server.socket = context.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    proc = subprocess.Popen(
+        ["/usr/bin/python3", "-c", SERVER, str(folder), str(BIG_MB)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    first, second = proc.stdout.readline().split()
+    return proc, int(first), int(second)
 
 
 def _rule(name: str, port: int) -> str:
@@ -108,9 +120,7 @@ async def _measure(count: int) -> dict[str, Any]:
 
     with tempfile.TemporaryDirectory(prefix="hcbe") as tmp:
         root = Path(tmp)
-        server = _https_server(root)
-        other = _https_server(root)
-        port, new_port = server.server_address[1], other.server_address[1]
+        servers, port, new_port = _https_servers(root)
         policy = root / "policy.yaml"
         head = "version: 1\nnetwork:\n  rules:\n"
         policy.write_text(head + _rule("bench", port))
@@ -143,8 +153,8 @@ async def _measure(count: int) -> dict[str, Any]:
             if runtime.egress is not None:
                 await runtime.egress.close_all()
             store.close()
-            server.shutdown()
-            other.shutdown()
+            servers.kill()
+            servers.wait()
     direct_p50 = statistics.median(direct["times"])
     proxied_p50 = statistics.median(proxied["times"])
     return {
