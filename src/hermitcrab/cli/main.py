@@ -309,7 +309,7 @@ def bench_sandbox(
 @bench_app.command("egress")
 def bench_egress(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
-    requests: int = typer.Option(100, "--requests", help="HTTPS GETs to time each way."),
+    requests: int = typer.Option(300, "--requests", help="HTTPS GETs to time each way."),
 ) -> None:
     """The egress door's cost: added latency, throughput, policy reload time, in one run."""
     from hermitcrab.cli import bench_egress as run
