@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hermitcrab.gateway")
 
-APPROVALS_CHANNEL = "approvals"  # the hub channel the approvals WebSocket listens on
+APPROVALS_CHANNEL = "_approvals"  # not a valid session id: no session stream can receive these
 RUNTIME_DELAY_SECONDS = 0.05  # after the lifespan start-up: the server is listening by then
 POLICY_POLL_SECONDS = 0.05  # a policy file change applies within this (plus a parse)
 
