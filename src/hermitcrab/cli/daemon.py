@@ -149,6 +149,12 @@ def _print_status(info: dict[str, Any]) -> None:
     weak = [b["name"] for b in info.get("sandboxes", []) if b.get("landlock") != "enforced"]
     if weak:
         console.print(f"[bold red]WARNING: Landlock is not enforced in: {', '.join(weak)}[/]")
+    if info.get("policy_error"):
+        console.print("[bold red]The policy file does not load; the last good policy stays in force:[/]")
+        console.print(info["policy_error"], markup=False)
+    if info.get("approvals_pending"):
+        waiting = info["approvals_pending"]
+        console.print(f"[bold yellow]{waiting} request(s) wait for approval: `hermitcrab approvals`[/]")
 
 
 def _tail(path: Path, count: int) -> str:
