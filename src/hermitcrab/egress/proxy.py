@@ -170,7 +170,7 @@ class EgressProxy:
 
     async def _open(
         self, sandbox: str, decision: NetDecision, host: str, port: int, what: str, tls: bool = False
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, str]:
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()
         try:
             infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -194,7 +194,7 @@ class EgressProxy:
                 problems.append(f"{ip}: {exc}")
                 continue
             self._audit(sandbox, "allowed", decision.rule_name, what, f"{decision.reason}; connected to {ip}")
-            return reader, writer, ip
+            return reader, writer
         reason = "; ".join(problems) or f"no address for {host}"
         self._audit(sandbox, "denied", decision.rule_name, what, reason)
         raise Refused(403 if any("only a rule" in p for p in problems) else 502, reason, decision.rule_name)
@@ -213,7 +213,7 @@ class EgressProxy:
         if decision.rule is not None and decision.rule.tls == "terminate":
             await self._terminate(sandbox, decision, host, port, reader, writer)
             return
-        up_reader, up_writer, _ = await self._open(sandbox, decision, host, port, what)
+        up_reader, up_writer = await self._open(sandbox, decision, host, port, what)
         writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
         await writer.drain()
         if reader._buffer or up_reader._buffer:  # bytes already read must go through here
@@ -250,7 +250,7 @@ class EgressProxy:
         try:
             body = await _read_body(reader, request)
             headers = self._screen(sandbox, decision, request, path, url.query, body, what)
-            up_reader, up_writer, _ = await self._open(sandbox, decision, host, port, what, tls=True)
+            up_reader, up_writer = await self._open(sandbox, decision, host, port, what, tls=True)
         except Refused as refused:
             await _refuse(writer, refused)
             return
@@ -353,7 +353,7 @@ class EgressProxy:
         decision = await self._decide(sandbox, network, host, port, what)
         body = await _read_body(reader, request)
         headers = self._screen(sandbox, decision, request, path, url.query, body, what)
-        up_reader, up_writer, _ = await self._open(sandbox, decision, host, port, what)
+        up_reader, up_writer = await self._open(sandbox, decision, host, port, what)
         await _send_on(request, path, url.query, headers, body, up_reader, up_writer, writer)
 
     def _audit(self, sandbox: str, outcome: str, rule: str, what: str, detail: str) -> None:

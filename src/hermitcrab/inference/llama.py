@@ -26,7 +26,6 @@ class LlamaCppProvider:
         self.name = name
         self.config = config
         self.load_seconds: float | None = None
-        self.last_prompt_tokens: int | None = None
         self._llm: Any = None
         self._path: str | None = None
         self._loading: asyncio.Future[None] | None = None
@@ -109,7 +108,6 @@ class LlamaCppProvider:
                         put(("chunk", text, choice.get("finish_reason")))
                     # n_tokens counts what the context holds now: the prompt plus what was made.
                     prompt_tokens = max(int(self._llm.n_tokens) - produced, 0)
-                    self.last_prompt_tokens = prompt_tokens
                     put(("done", {"prompt_tokens": prompt_tokens, "completion_tokens": produced}, None))
                 except BaseException as exc:
                     put(("error", exc, None))

@@ -173,14 +173,6 @@ class SessionStore:
             ).fetchall()
         return [_event(r) for r in rows]
 
-    def answer_to(self, message_id: int) -> Event | None:
-        with self._lock:
-            row = self._conn.execute(
-                f"SELECT * FROM events WHERE reply_to = ? AND kind IN ({_marks(ANSWERS)}) LIMIT 1",
-                (message_id, *ANSWERS),
-            ).fetchone()
-        return _event(row) if row else None
-
 
 def _marks(items: tuple[str, ...]) -> str:
     return ", ".join("?" for _ in items)

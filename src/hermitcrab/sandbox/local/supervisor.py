@@ -153,13 +153,6 @@ def apply_landlock(abi: int, rules: list[tuple[str, int]], tcp_ports: tuple[int,
     return skipped
 
 
-def scope_children(abi: int) -> None:
-    """A further Landlock layer for each command: it may not signal the supervisor or reach
-    its abstract sockets. Filesystem rules are inherited from the supervisor's layer."""
-    if abi >= 6:
-        _restrict(_ruleset(abi, 0, 0, SCOPE_ABSTRACT_UNIX_SOCKET | SCOPE_SIGNAL))
-
-
 # --- Exec
 
 KILL_SIGNALS = {signal.SIGXCPU: "cpu_seconds", signal.SIGXFSZ: "max_file_size_mb"}
