@@ -2,7 +2,7 @@
 
 The same client (the standard library's, run by /usr/bin/python3) fetches from an HTTPS
 server on loopback twice: directly on the host, and from inside a sandbox, through the
-door (the supervisor's relay) and the egress proxy. A fresh connection and TLS
+door (the supervisor hands each connection to the egress proxy) and the proxy. A fresh connection and TLS
 handshake each time. reload_ms is the time from writing a policy file that allows a new
 port to the first request the proxy lets through to it.
 """
@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -105,8 +104,9 @@ def _rule(name: str, port: int) -> str:
 
 
 def _allowed_through(proxy_socket: Path, port: int) -> bool:
-    with socket.socket(socket.AF_UNIX) as s:
-        s.connect(str(proxy_socket))
+    from hermitcrab.egress.door import knock
+
+    with knock(proxy_socket) as s:
         s.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\n\r\n".encode())
         return b" 200 " in s.recv(256)
 

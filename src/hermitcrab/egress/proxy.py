@@ -22,6 +22,7 @@ from urllib.parse import parse_qs, urlsplit
 from hermitcrab.egress import splice
 from hermitcrab.egress.approvals import Approvals
 from hermitcrab.egress.ca import SandboxCA
+from hermitcrab.egress.door import Door, streams
 from hermitcrab.egress.secrets import SecretError, SecretStore, find_secret
 from hermitcrab.policy.network import (
     NetDecision,
@@ -39,6 +40,8 @@ MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024  # bodies the proxy sees are screened whole
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
+HEAD_TIMEOUT_S = 30.0
+ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
 
 NetworkSource = Callable[[], NetworkPolicy]
@@ -86,7 +89,8 @@ class EgressProxy:
         self.secrets = secrets
         # How the proxy checks the servers it terminates TLS for: the system's roots by default.
         self.upstream_tls = upstream_tls or ssl.create_default_context()
-        self._servers: dict[str, asyncio.AbstractServer] = {}
+        self._doors: dict[str, Door] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
         self._cas: dict[str, SandboxCA] = {}
         self.inference = inference
 
@@ -98,25 +102,114 @@ class EgressProxy:
         return ca
 
     async def listen(self, sandbox: str, path: Path, network: NetworkSource) -> None:
-        """Serve one sandbox on a Unix socket (bound into it as its only way out)."""
-        path.unlink(missing_ok=True)
-        server = await asyncio.start_unix_server(
-            lambda r, w: self._serve(sandbox, network, r, w), path=str(path), limit=MAX_HEAD
-        )
-        path.chmod(0o666)  # the sandbox's uid connects; the folder around it is ours alone
-        self._servers[sandbox] = server
+        """Serve one sandbox's door: a Unix socket, bound into it, that hands over the
+        connections its programs make to 127.0.0.1:3128 (their only way out)."""
+        old = self._doors.pop(sandbox, None)
+        if old is not None:
+            old.close()
+        self._doors[sandbox] = Door(path, lambda conn: self._arrived(sandbox, network, conn))
 
     async def close(self, sandbox: str) -> None:
-        server = self._servers.pop(sandbox, None)
+        door = self._doors.pop(sandbox, None)
         self._cas.pop(sandbox, None)
-        if server is not None:
-            server.close()
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(server.wait_closed(), 1)
+        if door is not None:
+            door.close()
 
     async def close_all(self) -> None:
-        for sandbox in list(self._servers):
+        for sandbox in list(self._doors):
             await self.close(sandbox)
+
+    def _arrived(self, sandbox: str, network: NetworkSource, conn: socket.socket) -> None:
+        """A connection from the sandbox: its request head is read on the event loop (no
+        task, no thread while a slow client dawdles); then _dispatch."""
+        loop = asyncio.get_running_loop()
+        head = bytearray()
+
+        def readable() -> bool:
+            try:
+                data = conn.recv(MAX_HEAD)
+            except (BlockingIOError, InterruptedError):
+                return False
+            except OSError:
+                data = b""
+            head.extend(data)
+            if data and b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
+                return False
+            if data:
+                self._dispatch(sandbox, network, conn, bytes(head))
+            else:
+                conn.close()
+            return True
+
+        def on_readable() -> None:
+            if readable():
+                timer.cancel()
+                loop.remove_reader(conn.fileno())
+
+        def give_up() -> None:
+            loop.remove_reader(conn.fileno())
+            conn.close()
+
+        if not readable():  # the head is often there already
+            timer = loop.call_later(HEAD_TIMEOUT_S, give_up)
+            loop.add_reader(conn.fileno(), on_readable)
+
+    def _dispatch(self, sandbox: str, network: NetworkSource, conn: socket.socket, head: bytes) -> None:
+        """The hot path: a CONNECT that the policy allows outright needs nothing more from
+        the event loop, so a tunnel thread dials, answers and relays it. Everything else
+        (approvals, terminated TLS, plain HTTP, refusals) takes the full path."""
+        try:
+            request = _parse_request(head) if b"\r\n\r\n" in head else None
+            if request is not None and request.method == "CONNECT":
+                host, port = _split_host_port(request.target, 443)
+                decision = connection_decision(network(), host, port)
+                rule = decision.rule
+                if decision.verdict == "allow" and (rule is None or rule.tls != "terminate"):
+                    early = head[len(request.raw_head) :]
+                    splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early)
+                    return
+        except Refused:
+            pass  # the full path reports it
+        task = asyncio.get_running_loop().create_task(self._serve_conn(sandbox, network, conn, head))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _tunnel(
+        self, sandbox: str, decision: NetDecision, host: str, port: int, conn: socket.socket, early: bytes
+    ) -> None:
+        """On a tunnel thread, blocking: dial, say yes, relay until both ends are done."""
+        try:
+            conn.setblocking(True)
+            try:
+                upstream = self._dial(sandbox, decision, host, port, f"CONNECT {host}:{port}")
+            except Refused as refused:
+                conn.sendall(_refusal(refused))
+                conn.close()
+                return
+            try:
+                conn.sendall(ESTABLISHED)
+                if early:
+                    upstream.sendall(early)
+            except OSError:
+                conn.close()
+                upstream.close()
+                return
+            splice.tunnel(conn, upstream)
+        except OSError:
+            conn.close()
+        except Exception:
+            conn.close()
+            log.exception("egress tunnel failed", extra={"sandbox": sandbox})
+
+    async def _serve_conn(
+        self, sandbox: str, network: NetworkSource, conn: socket.socket, head: bytes
+    ) -> None:
+        try:
+            reader, writer = await streams(conn, head, MAX_HEAD)
+        except OSError:
+            conn.close()
+            return
+        await self._serve(sandbox, network, reader, writer)
 
     async def _serve(
         self, sandbox: str, network: NetworkSource, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -168,36 +261,53 @@ class EgressProxy:
             )
         return decision
 
-    async def _open(
-        self, sandbox: str, decision: NetDecision, host: str, port: int, what: str, tls: bool = False
-    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        loop = asyncio.get_running_loop()
+    def _dial(self, sandbox: str, decision: NetDecision, host: str, port: int, what: str) -> socket.socket:
+        """Resolve (once), check each address, connect (blocking: run it off the loop)."""
         try:
-            infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+            infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             self._audit(sandbox, "failed", decision.rule_name, what, f"cannot resolve {host}: {exc}")
             raise Refused(502, f"cannot resolve {host}: {exc.strerror}", decision.rule_name) from None
         problems = []
-        for family, _, _, _, address in infos:
+        for family, kind, proto, _, address in infos:
             ip = address[0]
             problem = address_problem(ip, decision.rule)
             if problem:
                 problems.append(problem)
                 continue
+            sock = socket.socket(family, kind, proto)
+            sock.settimeout(CONNECT_TIMEOUT_S)
             try:
-                tls_args = {"ssl": self.upstream_tls, "server_hostname": host} if tls else {}
-                reader, writer = await asyncio.wait_for(
-                    asyncio.open_connection(ip, port, family=family, limit=CHUNK, **tls_args),
-                    CONNECT_TIMEOUT_S,
-                )
-            except (OSError, TimeoutError, ssl.SSLError) as exc:
+                sock.connect(address)
+            except OSError as exc:
+                sock.close()
                 problems.append(f"{ip}: {exc}")
                 continue
+            sock.settimeout(None)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             self._audit(sandbox, "allowed", decision.rule_name, what, f"{decision.reason}; connected to {ip}")
-            return reader, writer
+            return sock
         reason = "; ".join(problems) or f"no address for {host}"
         self._audit(sandbox, "denied", decision.rule_name, what, reason)
         raise Refused(403 if any("only a rule" in p for p in problems) else 502, reason, decision.rule_name)
+
+    async def _open(
+        self, sandbox: str, decision: NetDecision, host: str, port: int, what: str, tls: bool = False
+    ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        loop = asyncio.get_running_loop()
+        sock = await loop.run_in_executor(None, self._dial, sandbox, decision, host, port, what)
+        sock.setblocking(False)
+        if not tls:
+            return await asyncio.open_connection(sock=sock, limit=CHUNK)
+        try:
+            return await asyncio.wait_for(
+                asyncio.open_connection(sock=sock, ssl=self.upstream_tls, server_hostname=host, limit=CHUNK),
+                CONNECT_TIMEOUT_S,
+            )
+        except (OSError, TimeoutError, ssl.SSLError) as exc:
+            sock.close()
+            self._audit(sandbox, "failed", decision.rule_name, what, f"TLS with {host} failed: {exc}")
+            raise Refused(502, f"TLS with {host}:{port} failed: {exc}", decision.rule_name) from None
 
     async def _connect(
         self,
@@ -213,13 +323,19 @@ class EgressProxy:
         if decision.rule is not None and decision.rule.tls == "terminate":
             await self._terminate(sandbox, decision, host, port, reader, writer)
             return
-        up_reader, up_writer = await self._open(sandbox, decision, host, port, what)
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-        await writer.drain()
-        if reader._buffer or up_reader._buffer:  # bytes already read must go through here
-            await _splice(reader, writer, up_reader, up_writer)
-            return
-        await splice.relay(splice.detach(writer), splice.detach(up_writer))
+        loop = asyncio.get_running_loop()
+        upstream = await loop.run_in_executor(None, self._dial, sandbox, decision, host, port, what)
+        writer.write(ESTABLISHED)
+        try:
+            await writer.drain()
+        except BaseException:
+            upstream.close()
+            raise
+        early = bytes(reader._buffer)  # read already, so it must be sent on here
+        client = splice.detach(writer)
+        if early:
+            upstream.sendall(early)  # a few bytes; the socket is fresh, so this cannot block long
+        await splice.relay(client, upstream)
 
     async def _terminate(
         self,
@@ -239,7 +355,7 @@ class EgressProxy:
         # Stop reading before saying yes: the client's TLS hello must reach the TLS layer,
         # not the plain-text buffer (start_tls resumes reading once it is in place).
         writer.transport.pause_reading()
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+        writer.write(ESTABLISHED)
         await writer.start_tls(context)
         request = await _read_request(reader)
         if request is None:
@@ -379,6 +495,12 @@ async def _read_request(reader: asyncio.StreamReader) -> Request | None:
         raise Refused(431, f"request head larger than {MAX_HEAD} bytes") from None
     except asyncio.IncompleteReadError:
         return None
+    return _parse_request(raw)
+
+
+def _parse_request(raw: bytes) -> Request:
+    """The head up to and including its blank line (anything after it is ignored)."""
+    raw = raw[: raw.index(b"\r\n\r\n") + 4]
     lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3:
@@ -452,19 +574,7 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
                 writer.write_eof()
 
 
-async def _splice(
-    a_reader: asyncio.StreamReader,
-    a_writer: asyncio.StreamWriter,
-    b_reader: asyncio.StreamReader,
-    b_writer: asyncio.StreamWriter,
-) -> None:
-    try:
-        await asyncio.gather(_pipe(a_reader, b_writer), _pipe(b_reader, a_writer))
-    finally:
-        b_writer.close()
-
-
-async def _refuse(writer: asyncio.StreamWriter, refused: Refused) -> None:
+def _refusal(refused: Refused) -> bytes:
     reasons = {
         400: "Bad Request",
         403: "Forbidden",
@@ -479,6 +589,10 @@ async def _refuse(writer: asyncio.StreamWriter, refused: Refused) -> None:
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
         f"X-HermitCrab-Rule: {refused.rule or '-'}\r\nConnection: close\r\n\r\n"
     )
+    return head.encode() + body
+
+
+async def _refuse(writer: asyncio.StreamWriter, refused: Refused) -> None:
     with contextlib.suppress(ConnectionError):
-        writer.write(head.encode() + body)
+        writer.write(_refusal(refused))
         await writer.drain()

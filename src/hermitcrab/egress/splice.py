@@ -1,7 +1,6 @@
 """Relay a tunnel's bytes in the kernel: once a CONNECT is decided, nothing more needs to
 be seen, so the two sockets leave the event loop and splice(2) moves the data (no copy
-through Python). (The sandbox's supervisor has its own copy of this loop: it runs alone,
-on the standard library only.)"""
+through Python)."""
 
 from __future__ import annotations
 
@@ -46,17 +45,23 @@ def pump(source: socket.socket, sink: socket.socket) -> None:
 
 
 # Reused threads: a tunnel's two pumps block for its whole life, and starting two fresh
-# threads for every connection cost a measurable part of the proxy's added latency.
-_PUMPS = ThreadPoolExecutor(max_workers=MAX_TUNNELS * 2, thread_name_prefix="egress-relay")
+# threads for every connection cost a measurable part of the proxy's added latency. Two
+# pools: a tunnel's first thread waits for its second, which must never queue behind
+# first threads.
+FRONT = ThreadPoolExecutor(max_workers=MAX_TUNNELS, thread_name_prefix="egress-tunnel")
+_BACK = ThreadPoolExecutor(max_workers=MAX_TUNNELS, thread_name_prefix="egress-back")
 
 
-async def relay(a: socket.socket, b: socket.socket) -> None:
-    """Both directions at once, until both ends are done."""
-    loop = asyncio.get_running_loop()
+def tunnel(a: socket.socket, b: socket.socket) -> None:
+    """Both directions, blocking until both ends are done (run it on FRONT)."""
     try:
-        await asyncio.gather(
-            loop.run_in_executor(_PUMPS, pump, a, b), loop.run_in_executor(_PUMPS, pump, b, a)
-        )
+        back = _BACK.submit(pump, b, a)
+        pump(a, b)
+        back.result()
     finally:
         a.close()
         b.close()
+
+
+async def relay(a: socket.socket, b: socket.socket) -> None:
+    await asyncio.get_running_loop().run_in_executor(FRONT, tunnel, a, b)

@@ -444,67 +444,53 @@ class Supervisor:
 
 
 class Door:
-    """127.0.0.1:PORT inside the sandbox, relayed to the egress proxy's Unix socket: the
-    sandbox's only way out. Programs find it through HTTP(S)_PROXY."""
+    """127.0.0.1:PORT inside the sandbox, the sandbox's only way out (programs find it
+    through HTTP(S)_PROXY). Each connection accepted here is handed, as a socket
+    (SCM_RIGHTS), to the egress proxy over one Unix SEQPACKET socket: the proxy reads it
+    directly, so no byte is relayed through here."""
 
     def __init__(self, port: int, socket_path: str) -> None:
         self.socket_path = socket_path
+        self.gate: socket.socket | None = None
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self.listener.bind(("127.0.0.1", port))
         self.listener.listen(128)
 
     def serve(self) -> None:
-        from concurrent.futures import ThreadPoolExecutor
-
-        # Reused threads: starting fresh ones for each connection showed in its latency.
-        # Two pools: a connection's first pump waits for its second, which must never be
-        # queued behind first pumps.
-        self.pumps = ThreadPoolExecutor(max_workers=256, thread_name_prefix="door")
-        self.back_pumps = ThreadPoolExecutor(max_workers=256, thread_name_prefix="door-back")
         while True:
             client, _ = self.listener.accept()
-            client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.pumps.submit(self.relay, client)
+            with client:
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                try:
+                    self.hand_over(client)
+                except OSError:
+                    try:
+                        client.sendall(
+                            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                        )
+                    except OSError:
+                        pass
 
-    def relay(self, client: socket.socket) -> None:
-        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            upstream.connect(self.socket_path)
-        except OSError:
-            client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
-            client.close()
-            upstream.close()
-            return
-        with client, upstream:
-            back = self.back_pumps.submit(_pump, upstream, client)
-            _pump(client, upstream)
-            back.result()
-
-
-def _pump(source: socket.socket, sink: socket.socket) -> None:
-    """Move bytes one way until the end, in the kernel (splice through a pipe): no copy
-    passes through Python, which keeps the door's throughput close to a direct socket."""
-    read_end, write_end = os.pipe()
-    try:
-        while True:
+    def hand_over(self, client: socket.socket) -> None:
+        # One connection to the proxy, kept; made again once if the proxy has restarted.
+        for attempt in range(2):
+            if self.gate is None:
+                gate = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+                try:
+                    gate.connect(self.socket_path)
+                except OSError:
+                    gate.close()
+                    raise
+                self.gate = gate
             try:
-                moved = os.splice(source.fileno(), write_end, 1 << 20)
+                socket.send_fds(self.gate, [b"c"], [client.fileno()])
+                return
             except OSError:
-                moved = 0
-            if moved == 0:
-                break
-            while moved:
-                moved -= os.splice(read_end, sink.fileno(), moved)
-    except OSError:
-        pass
-    finally:
-        os.close(read_end)
-        os.close(write_end)
-        try:
-            sink.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+                self.gate.close()
+                self.gate = None
+                if attempt:
+                    raise
 
 
 def _feed(fd: int, data: bytes) -> None:
