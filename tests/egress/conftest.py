@@ -3,7 +3,9 @@ runtime whose sandboxes reach them only through the egress proxy."""
 
 from __future__ import annotations
 
+import hashlib
 import http.server
+import itertools
 import shutil
 import ssl
 import subprocess
@@ -29,17 +31,38 @@ BODY = b"hello from the host\n"
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keeps connections alive, as real servers do
+    connections = itertools.count(1)
+
+    def setup(self) -> None:
+        super().setup()
+        self.connection_number = next(self.connections)  # one handler per connection
+
     def do_GET(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        received = self.rfile.read(length) if length else b""
         # /echo shows what arrived, so tests can see what the proxy added or removed.
         body = BODY
         if self.path.startswith("/echo") or self.path.startswith("/repos"):
             body = f"{self.command} {self.path} auth={self.headers.get('Authorization')}\n".encode()
+        elif self.path.startswith("/upload"):
+            te = self.headers.get("Transfer-Encoding")
+            body = f"{len(received)} {hashlib.sha256(received).hexdigest()} te={te}\n".encode()
+        elif self.path.startswith("/until-close"):  # no length: the body ends when we close
+            self.send_response(200)
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(BODY * 3)
+            self.close_connection = True
+            return
         self.send_response(200)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("X-Connection", str(self.connection_number))
         self.end_headers()
-        self.wfile.write(body)
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-    do_POST = do_GET
+    do_POST = do_PUT = do_HEAD = do_GET
 
     def log_message(self, *args: Any) -> None:
         pass

@@ -14,15 +14,17 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hermitcrab.egress import splice
+from hermitcrab.egress import http1, splice
 from hermitcrab.egress.approvals import Approvals
 from hermitcrab.egress.ca import SandboxCA
 from hermitcrab.egress.door import Door, streams
+from hermitcrab.egress.http1 import Downstream, Upstream
 from hermitcrab.egress.secrets import SecretError, SecretStore, find_secret
 from hermitcrab.policy.network import (
     NetDecision,
@@ -47,6 +49,8 @@ HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection"
 NetworkSource = Callable[[], NetworkPolicy]
 INFERENCE_HOST = "inference.local"
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
+SANDBOX_HEADER = "X-HermitCrab-Sandbox"
+RULE_HEADER = "X-HermitCrab-Rule"
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,17 @@ class InferenceRoute:
     host: str
     port: int
     token: Callable[[], str]
+
+
+@dataclass(frozen=True)
+class Hop:
+    """Where one request goes, decided: the connection it needs (key) and what to send."""
+
+    key: Any  # (host, port, tls), or INFERENCE_HOST
+    what: str  # for the audit log
+    decision: NetDecision | None  # None for inference.local
+    origin: str  # path and query
+    headers: list[tuple[str, str]]
 
 
 @dataclass
@@ -221,7 +236,7 @@ class EgressProxy:
             if request.method == "CONNECT":
                 await self._connect(sandbox, network(), request, reader, writer)
             else:
-                await self._forward(sandbox, network(), request, reader, writer)
+                await self._forward(sandbox, network, Downstream(reader, writer, request.raw_head))
         except Refused as refused:
             await _refuse(writer, refused)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -346,8 +361,9 @@ class EgressProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        """Speak TLS to the sandbox with a certificate from its CA, see the request, decide
-        it (L7 rules, secrets), then make our own TLS connection to the real server."""
+        """Speak TLS to the sandbox with a certificate from its CA, and see each request
+        inside: decided by the L7 rules, screened for secrets, sent on over the proxy's own
+        TLS connection to the real server."""
         ca = self._cas.get(sandbox)
         if ca is None:
             raise Refused(502, f"rule '{decision.rule_name}' terminates TLS, but this sandbox has no CA")
@@ -357,31 +373,37 @@ class EgressProxy:
         writer.transport.pause_reading()
         writer.write(ESTABLISHED)
         await writer.start_tls(context)
-        request = await _read_request(reader)
-        if request is None:
-            return
-        url = urlsplit(request.target)
-        path = url.path or "/"
-        what = f"{request.method} https://{host}:{port}{path}"
-        try:
-            body = await _read_body(reader, request)
-            headers = self._screen(sandbox, decision, request, path, url.query, body, what)
-            up_reader, up_writer = await self._open(sandbox, decision, host, port, what, tls=True)
-        except Refused as refused:
-            await _refuse(writer, refused)
-            return
-        await _send_on(request, path, url.query, headers, body, up_reader, up_writer, writer)
 
-    async def _inference(
-        self,
-        sandbox: str,
-        request: Request,
-        path: str,
-        query: str,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        what: str,
-    ) -> None:
+        async def route(request: http1.Request) -> Hop:
+            url = urlsplit(request.target)
+            path = url.path or "/"
+            what = f"{request.method} https://{host}:{port}{path}"
+            headers = self._screen(sandbox, decision, request, path, url.query, what)
+            return Hop((host, port, True), what, decision, _origin(path, url.query), headers)
+
+        await self._exchanges(sandbox, Downstream(reader, writer), route)
+
+    async def _forward(self, sandbox: str, network: NetworkSource, down: Downstream) -> None:
+        """Plain HTTP: each request names its server (absolute URL), and is decided alone."""
+
+        async def route(request: http1.Request) -> Hop:
+            url = urlsplit(request.target)
+            if url.scheme != "http" or not url.hostname:
+                raise Refused(
+                    400, f"the proxy forwards absolute http:// URLs (and CONNECT), not {request.target!r}"
+                )
+            host, port = url.hostname.lower(), url.port or 80
+            path = url.path or "/"
+            what = f"{request.method} http://{host}:{port}{path}"
+            if host == INFERENCE_HOST:
+                return self._inference_hop(sandbox, request, path, url.query, what)
+            decision = await self._decide(sandbox, network(), host, port, what)
+            headers = self._screen(sandbox, decision, request, path, url.query, what)
+            return Hop((host, port, False), what, decision, _origin(path, url.query), headers)
+
+        await self._exchanges(sandbox, down, route)
+
+    def _inference_hop(self, sandbox: str, request: http1.Request, path: str, query: str, what: str) -> Hop:
         """http://inference.local/v1/... goes to the gateway's model router, with the
         gateway's key added here: the sandbox holds no key, and reaches nothing else of
         the gateway (its control API stays out of reach)."""
@@ -393,26 +415,88 @@ class EgressProxy:
             raise Refused(
                 403, f"inference.local serves only {', '.join(sorted(INFERENCE_PATHS))}", INFERENCE_HOST
             )
-        body = await _read_body(reader, request)
-        headers = [
-            (k, v) for k, v in request.headers if k.lower() not in HOP_HEADERS | {"authorization", "host"}
+        dropped = {"authorization", "host", SANDBOX_HEADER.lower()}
+        headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
+        headers += [
+            ("Host", f"{route.host}:{route.port}"),
+            ("Authorization", f"Bearer {route.token()}"),
+            (SANDBOX_HEADER, sandbox),  # whose model route to take; only the proxy sets it
         ]
-        headers += [("Host", f"{route.host}:{route.port}"), ("Authorization", f"Bearer {route.token()}")]
+        return Hop(INFERENCE_HOST, what, None, _origin(path, query), headers)
+
+    async def _exchanges(
+        self, sandbox: str, down: Downstream, route: Callable[[http1.Request], Awaitable[Hop]]
+    ) -> None:
+        """Request after request on one kept-alive connection: each routed (decided and
+        screened), sent on, and answered; a refused request is answered and the next one
+        read. The server's connection is kept for the next request to the same place."""
+        up: Upstream | None = None
         try:
-            up_reader, up_writer = await asyncio.open_connection(route.host, route.port, limit=CHUNK)
-        except OSError as exc:
-            raise Refused(502, f"the gateway's model router is unreachable: {exc}", INFERENCE_HOST) from None
-        self._audit(sandbox, "allowed", INFERENCE_HOST, what, "the gateway's model router")
-        await _send_on(request, path, query, headers, body, up_reader, up_writer, writer)
+            while True:
+                try:
+                    request = await down.request()
+                except http1.HttpError as exc:
+                    if down.can_respond:
+                        await down.refuse(exc.status, exc.reason, [], close=True)
+                    return
+                if request is None:
+                    return
+                try:
+                    hop = await route(request)
+                    if up is not None and (up.key != hop.key or not up.reusable):
+                        up.close()
+                        up = None
+                    if up is None:
+                        up = Upstream(*await self._open_hop(sandbox, hop), key=hop.key)
+                    else:
+                        self._audit_hop(sandbox, hop, "over the kept-alive connection")
+                    await up.send(request.method, hop.origin, hop.headers, request.body)
+                    status, reason, headers = await up.response()
+                except Refused as refused:
+                    await down.refuse(
+                        refused.status, refused.reason, [(RULE_HEADER, refused.rule or "-")], False
+                    )
+                    continue
+                except (ConnectionError, OSError) as exc:
+                    if up is not None:
+                        up.close()
+                        up = None
+                    await down.refuse(502, f"the server failed: {exc}", [], close=True)
+                    return
+                await down.respond(status, headers, up.body(), reason)
+                if not down.open:
+                    return
+        finally:
+            if up is not None:
+                up.close()
+
+    async def _open_hop(self, sandbox: str, hop: Hop) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if hop.decision is None:  # inference.local
+            route = self.inference
+            assert route is not None
+            try:
+                opened = await asyncio.open_connection(route.host, route.port, limit=CHUNK)
+            except OSError as exc:
+                raise Refused(
+                    502, f"the gateway's model router is unreachable: {exc}", INFERENCE_HOST
+                ) from None
+            self._audit_hop(sandbox, hop, "the gateway's model router")
+            return opened
+        host, port, tls = hop.key
+        return await self._open(sandbox, hop.decision, host, port, hop.what, tls=tls)
+
+    def _audit_hop(self, sandbox: str, hop: Hop, detail: str) -> None:
+        rule = hop.decision.rule_name if hop.decision is not None else INFERENCE_HOST
+        reason = f"{hop.decision.reason}; {detail}" if hop.decision is not None else detail
+        self._audit(sandbox, "allowed", rule, hop.what, reason)
 
     def _screen(
         self,
         sandbox: str,
         decision: NetDecision,
-        request: Request,
+        request: http1.Request,
         path: str,
         query: str,
-        body: bytes,
         what: str,
     ) -> list[tuple[str, str]]:
         """L7 rules, then secrets: none may leave except the one this rule binds, which the
@@ -423,11 +507,13 @@ class EgressProxy:
             if l7.verdict != "allow":
                 self._audit(sandbox, "denied", decision.rule_name, what, l7.reason)
                 raise Refused(403, l7.reason, decision.rule_name)
-        headers = [(k, v) for k, v in request.headers if k.lower() not in HOP_HEADERS]
+        headers = request.headers
         if self.secrets is None:
             return headers
         header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
-        leaked = find_secret(self.secrets.values(), request.target.encode("latin-1"), header_text, body)
+        leaked = find_secret(
+            self.secrets.values(), request.target.encode("latin-1"), header_text, request.body
+        )
         if leaked is not None:
             reason = f"the request carries the secret '{leaked}', which this endpoint is not bound to"
             self._audit(sandbox, "denied", decision.rule_name, what, f"exfiltration blocked: {reason}")
@@ -446,31 +532,6 @@ class EgressProxy:
             ]
             headers.append((secret.header, secret.header_value()))
         return headers
-
-    async def _forward(
-        self,
-        sandbox: str,
-        network: NetworkPolicy,
-        request: Request,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-    ) -> None:
-        url = urlsplit(request.target)
-        if url.scheme != "http" or not url.hostname:
-            raise Refused(
-                400, f"the proxy forwards absolute http:// URLs (and CONNECT), not {request.target!r}"
-            )
-        host, port = url.hostname.lower(), url.port or 80
-        path = url.path or "/"
-        what = f"{request.method} http://{host}:{port}{path}"
-        if host == INFERENCE_HOST:
-            await self._inference(sandbox, request, path, url.query, reader, writer, what)
-            return
-        decision = await self._decide(sandbox, network, host, port, what)
-        body = await _read_body(reader, request)
-        headers = self._screen(sandbox, decision, request, path, url.query, body, what)
-        up_reader, up_writer = await self._open(sandbox, decision, host, port, what)
-        await _send_on(request, path, url.query, headers, body, up_reader, up_writer, writer)
 
     def _audit(self, sandbox: str, outcome: str, rule: str, what: str, detail: str) -> None:
         if self.audit is not None:
@@ -513,40 +574,8 @@ def _parse_request(raw: bytes) -> Request:
     return Request(parts[0].upper(), parts[1], parts[2], headers, raw)
 
 
-async def _read_body(reader: asyncio.StreamReader, request: Request) -> bytes:
-    """The request's body, read whole so that it can be screened for secrets."""
-    fields = {k.lower(): v for k, v in request.headers}
-    if "chunked" in fields.get("transfer-encoding", "").lower():
-        raise Refused(411, "chunked request bodies are not supported here; send a Content-Length")
-    try:
-        length = int(fields.get("content-length", "0"))
-    except ValueError:
-        raise Refused(400, "bad Content-Length") from None
-    if length > MAX_BODY:
-        raise Refused(413, f"request body over {MAX_BODY} bytes")
-    return await reader.readexactly(length) if length else b""
-
-
-async def _send_on(
-    request: Request,
-    path: str,
-    query: str,
-    headers: list[tuple[str, str]],
-    body: bytes,
-    up_reader: asyncio.StreamReader,
-    up_writer: asyncio.StreamWriter,
-    writer: asyncio.StreamWriter,
-) -> None:
-    """One request upstream (Connection: close), then the whole response back."""
-    origin = path + (f"?{query}" if query else "")
-    head = [f"{request.method} {origin} {request.version}", *(f"{k}: {v}" for k, v in headers)]
-    head.append("Connection: close")
-    up_writer.write(("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + body)
-    try:
-        await up_writer.drain()
-        await _pipe(up_reader, writer)
-    finally:
-        up_writer.close()
+def _origin(path: str, query: str) -> str:
+    return path + (f"?{query}" if query else "")
 
 
 def _split_host_port(target: str, default: int) -> tuple[str, int]:
@@ -559,19 +588,6 @@ def _split_host_port(target: str, default: int) -> tuple[str, int]:
         return host.lower(), int(port) if port else default
     except ValueError:
         raise Refused(400, f"bad port in {target!r}") from None
-
-
-async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-    try:
-        while data := await reader.read(CHUNK):
-            writer.write(data)
-            await writer.drain()
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        with contextlib.suppress(Exception):
-            if writer.can_write_eof():
-                writer.write_eof()
 
 
 def _refusal(refused: Refused) -> bytes:
