@@ -151,3 +151,66 @@ def test_inference_local_reaches_the_model_router_and_nothing_else(daemon_home: 
         ("allowed", "inference.local"),
         ("denied", "inference.local"),
     ]
+
+
+TWO_AGENTS = """\
+version: 1
+gateway:
+  port: {port}
+models:
+  small:
+    provider: scripted
+    replies: ["from the small model"]
+  large:
+    provider: scripted
+    replies: ["from the large model"]
+    usd_per_million_output: 200000  # the four-token reply costs $0.80
+agents:
+  main:
+    model: small
+  coder:
+    model: large
+    spend_cap_usd_per_day: 0.5
+"""
+
+
+def ask_inference(
+    paths: Paths, sandbox: str, path: str, model: str = "main"
+) -> subprocess.CompletedProcess[str]:
+    body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
+    curl = ["curl", "-sS", "-m", "30", f"http://inference.local{path}"]
+    if path.endswith("completions"):
+        curl += ["-H", "Content-Type: application/json", "-d", body]
+    return hc(paths, "sandbox", "exec", sandbox, "--", *curl)
+
+
+def test_inference_local_takes_the_sandboxs_own_agent_route(home: Paths) -> None:
+    from tests.conftest import free_port
+
+    home.config.write_text(TWO_AGENTS.format(port=free_port()))
+    try:
+        assert hc(home, "up").returncode == 0
+        assert hc(home, "sandbox", "create", "coder").returncode == 0  # named after an agent: works for it
+        assert hc(home, "sandbox", "create", "scratch").returncode == 0  # the default agent
+        made = hc(home, "sandbox", "create", "odd", "--agent", "nobody")
+        assert made.returncode != 0 and "no agent named 'nobody'" in made.stderr
+        listed = json.loads(hc(home, "sandbox", "list", "--json").stdout)["sandboxes"]
+        assert {s["name"]: s["agent"] for s in listed} == {"coder": "coder", "scratch": "main"}
+
+        # Naming another agent's model changes nothing: the route is the sandbox's agent's.
+        answer = json.loads(ask_inference(home, "scratch", "/v1/chat/completions", model="coder").stdout)
+        assert answer["model"] == "main"
+        assert answer["choices"][0]["message"]["content"] == "from the small model"
+        models = json.loads(ask_inference(home, "coder", "/v1/models").stdout)
+        assert [m["id"] for m in models["data"]] == ["coder"]
+        first = json.loads(ask_inference(home, "coder", "/v1/chat/completions").stdout)
+        assert first["choices"][0]["message"]["content"] == "from the large model"
+
+        # That call cost more than coder's daily cap: the next is refused, and says why.
+        capped = ask_inference(home, "coder", "/v1/chat/completions")
+        assert "agent 'coder' has spent" in capped.stdout, capped
+        usage = json.loads(hc(home, "usage", "--by", "session", "--json").stdout)
+        assert {row["key"] for row in usage["rows"]} == {"sandbox:scratch", "sandbox:coder"}
+        assert usage["today"]["spent_usd"]["coder"] > 0.5
+    finally:
+        hc(home, "down")

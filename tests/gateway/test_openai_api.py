@@ -70,3 +70,53 @@ def test_malformed_messages_are_400(live_gateway) -> None:
     gw = live_gateway()
     with pytest.raises(openai.BadRequestError, match="messages"):
         client_for(gw).chat.completions.create(model="main", messages=[])
+
+
+ONE_AT_A_TIME = """\
+version: 1
+gateway:
+  port: {port}
+models:
+  embedded:
+    provider: scripted
+    concurrency: 1
+agents:
+  main:
+    model: embedded
+"""
+
+
+def test_a_background_call_waits_behind_one_a_person_waits_on(home, live_gateway) -> None:
+    import asyncio
+    import threading
+
+    from tests.conftest import free_port, wait_for
+
+    home.config.write_text(ONE_AT_A_TIME.format(port=free_port()))
+    gate = asyncio.Event()
+    provider = ScriptedProvider("embedded", [lambda request: request.messages[-1].content], gate=gate)
+    gw = live_gateway({"embedded": provider})
+    queue = gw.gateway.queued["embedded"].queue
+
+    def ask(text: str, background: bool) -> threading.Thread:
+        headers = {"X-HermitCrab-Priority": "background"} if background else {}
+        body = {"model": "main", "messages": [{"role": "user", "content": text}]}
+
+        def post() -> None:
+            with gw.client() as client:
+                client.post("/v1/chat/completions", json=body, headers=headers).raise_for_status()
+
+        thread = threading.Thread(target=post)
+        thread.start()
+        return thread
+
+    threads = [ask("running", background=True)]
+    wait_for(lambda: provider.requests, what="the first call to reach the model")
+    threads.append(ask("scheduled", background=True))
+    wait_for(lambda: queue.waiting() == 1, what="the background call to queue")
+    threads.append(ask("person", background=False))
+    wait_for(lambda: queue.waiting() == 2, what="the interactive call to queue")
+    gw.call(gate.set)
+    for thread in threads:
+        thread.join(timeout=30)
+    assert [r.messages[-1].content for r in provider.requests] == ["running", "person", "scheduled"]

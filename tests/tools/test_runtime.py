@@ -46,12 +46,13 @@ def test_broken_policy_is_refused_and_audited(env, runtime, run) -> None:
 
 def test_sandboxes_come_back_after_a_restart(env, run) -> None:
     first = env.runtime()
-    run(first.create("keep"))
+    run(first.create("keep", agent="coder"))
     run(first.exec("keep", ["sh", "-c", "echo persisted > note.txt"]))
     run(first.stop())  # the gateway going down: processes gone, records kept
     assert first.list() == []
     second = env.runtime()
     assert run(second.restore_all()) == ["keep"]
+    assert second.info("keep")["agent"] == "coder"  # still works for the same agent
     result = run(second.exec("keep", ["cat", "note.txt"]))
     assert result.stdout == b"persisted\n"
     assert [e.action for e in second.audit.entries(sandbox="keep")][-2:] == ["sandbox.recreate", "exec"]
@@ -66,6 +67,7 @@ def test_a_dead_supervisor_is_replaced_on_the_next_exec(runtime, run) -> None:
     old.proc.wait()
     result = run(runtime.exec("a", ["cat", "f"]))
     assert result.stdout == b"kept\n" and runtime.get("a").box is not old
+    assert runtime.get("a").agent is None  # nothing about it changed but its processes
 
 
 def test_names_and_duplicates(runtime, run) -> None:

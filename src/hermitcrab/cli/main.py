@@ -153,12 +153,18 @@ def sandbox_create(
         None, "--policy", help="Policy file (default: $HERMITCRAB_HOME/policy.yaml)."
     ),
     workspace: str | None = typer.Option(None, "--workspace", help="Host folder to use as /workspace."),
+    agent: str | None = typer.Option(
+        None,
+        "--agent",
+        help="The agent it works for: inference.local takes this agent's model route "
+        "(default: the agent named like the sandbox, else the default agent).",
+    ),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Create a sandbox and start its supervisor."""
     from hermitcrab.cli import sandbox
 
-    sandbox.create(name, policy, workspace, json_output)
+    sandbox.create(name, policy, workspace, agent, json_output)
 
 
 @sandbox_app.command("list")

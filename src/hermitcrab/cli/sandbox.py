@@ -26,12 +26,16 @@ def _row(info: dict[str, Any]) -> str:
     state = "running" if info["running"] else "stopped"
     return (
         f"{info['name']:<20} {state:<8} processes={info['processes']:<3} landlock={info['landlock']:<11} "
-        f"policy={info['policy_version']} workspace={info['workspace']}"
+        f"agent={info.get('agent') or '-'} policy={info['policy_version']} workspace={info['workspace']}"
     )
 
 
-def create(name: str, policy_file: str | None, workspace: str | None, json_output: bool) -> None:
+def create(
+    name: str, policy_file: str | None, workspace: str | None, agent: str | None, json_output: bool
+) -> None:
     body: dict[str, Any] = {"name": name, "actor": "cli"}
+    if agent:
+        body["agent"] = agent
     if policy_file:
         from hermitcrab.policy import load_policy
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from hermitcrab.egress import http1, splice
+from hermitcrab.egress import SANDBOX_HEADER, http1, splice
 from hermitcrab.egress.approvals import Approvals
 from hermitcrab.egress.ca import SandboxCA
 from hermitcrab.egress.door import Door, streams
@@ -49,7 +49,6 @@ HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection"
 NetworkSource = Callable[[], NetworkPolicy]
 INFERENCE_HOST = "inference.local"
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
-SANDBOX_HEADER = "X-HermitCrab-Sandbox"
 RULE_HEADER = "X-HermitCrab-Rule"
 
 

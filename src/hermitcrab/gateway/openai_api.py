@@ -2,6 +2,10 @@
 
 Stateless, like OpenAI's own: the client sends the whole conversation. The agent's
 persona is prepended when the client sends no system message of its own.
+
+A call from inside a sandbox (through http://inference.local, which the egress proxy
+marks with the sandbox's name) takes that sandbox's agent's route whatever model it
+names: a sandbox cannot spend another agent's budget or reach another agent's model.
 """
 
 from __future__ import annotations
@@ -16,20 +20,44 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from hermitcrab.errors import HermitCrabError
+from hermitcrab.egress import SANDBOX_HEADER
+from hermitcrab.errors import HermitCrabError, SandboxNotFound
 from hermitcrab.gateway.http import ApiError, check_text_size, read_json
 from hermitcrab.gateway.service import Gateway
+from hermitcrab.gateway.turns import CALL_SESSION
 from hermitcrab.inference import ChatMessage, ChatRequest, complete
+from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, INTERACTIVE
 
 ROLES = frozenset({"system", "user", "assistant"})
+PRIORITY_HEADER = "X-HermitCrab-Priority"  # background: wait behind calls a person waits on
 
 
 def routes(gw: Gateway) -> list[Route]:
+    async def sandbox_agent(request: Request) -> str | None:
+        """The agent whose route a call from a sandbox takes; None for other callers."""
+        sandbox = request.headers.get(SANDBOX_HEADER)
+        if sandbox is None:
+            return None
+        try:
+            agent = (await gw.sandbox_runtime()).get(sandbox).agent or gw.config.default_agent
+        except SandboxNotFound:
+            raise ApiError(403, "unknown_sandbox", f"no sandbox named '{sandbox}'") from None
+        if agent not in gw.agents:
+            raise ApiError(
+                404,
+                "model_not_found",
+                f"sandbox '{sandbox}' works for agent '{agent}', which is no longer configured. "
+                "fix: add it under agents: in hermitcrab.yaml, or recreate the sandbox with --agent",
+            )
+        return agent
+
     async def models(request: Request) -> JSONResponse:
         created = int(gw.started_at)
+        own = await sandbox_agent(request)
         data = [
             {"id": name, "object": "model", "created": created, "owned_by": "hermitcrab"}
             for name in gw.agents
+            if own is None or name == own
         ]
         return JSONResponse({"object": "list", "data": data})
 
@@ -37,7 +65,8 @@ def routes(gw: Gateway) -> list[Route]:
         body = await read_json(request, gw.config.gateway.max_request_bytes)
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_request_error", "the body must be a JSON object")
-        name = body.get("model") or gw.config.default_agent
+        own = await sandbox_agent(request)
+        name = own or body.get("model") or gw.config.default_agent
         if name not in gw.agents:
             raise ApiError(
                 404,
@@ -45,6 +74,13 @@ def routes(gw: Gateway) -> list[Route]:
                 f"no agent named '{name}'. fix: use one of {', '.join(gw.agents)} (GET /v1/models)",
             )
         agent = gw.agents[name]
+        # Who waits at the model's queue: fair turns go round these parties.
+        user = body.get("user")
+        party = f"sandbox:{request.headers[SANDBOX_HEADER]}" if own else f"api:{user}" if user else "api"
+        CALL_PARTY.set(party)
+        CALL_SESSION.set(party)
+        background = request.headers.get(PRIORITY_HEADER, "").lower() == "background"
+        CALL_PRIORITY.set(BACKGROUND if background else INTERACTIVE)
         messages = _messages(body.get("messages"), gw.config.gateway.max_message_bytes)
         if not any(m.role == "system" for m in messages):
             persona = agent.persona.system_prompt()

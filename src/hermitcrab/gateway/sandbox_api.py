@@ -35,6 +35,21 @@ def routes(gw: Gateway) -> list[Route]:
             raise ApiError(400, "invalid_request", "the body must be a JSON object")
         return data
 
+    def agent_for(name: str, data: dict[str, Any]) -> str:
+        """The agent a new sandbox works for: as asked, else the agent of that name (one
+        sandbox per agent), else the default agent."""
+        agent = data.get("agent")
+        if agent is None:
+            return name if name in gw.agents else gw.config.default_agent
+        if not isinstance(agent, str) or agent not in gw.agents:
+            raise ApiError(
+                400,
+                "unknown_agent",
+                f"no agent named {agent!r}. fix: use one of {', '.join(gw.agents)} "
+                "(agents: in hermitcrab.yaml)",
+            )
+        return agent
+
     async def list_sandboxes(request: Request) -> JSONResponse:
         return JSONResponse({"sandboxes": (await runtime()).list()})
 
@@ -47,6 +62,7 @@ def routes(gw: Gateway) -> list[Route]:
             policy_text=data.get("policy"),
             workspace=Path(workspace) if workspace else None,
             actor=_actor(data),
+            agent=agent_for(name, data),
         )
         return JSONResponse(info, status_code=201)
 
@@ -84,8 +100,9 @@ def routes(gw: Gateway) -> list[Route]:
 
     async def restore(request: Request) -> JSONResponse:
         data = await body(request)
+        name = _string(data, "name")
         info = await (await runtime()).restore(
-            Path(_string(data, "path")), _string(data, "name"), actor=_actor(data)
+            Path(_string(data, "path")), name, actor=_actor(data), agent=agent_for(name, data)
         )
         return JSONResponse(info, status_code=201)
 

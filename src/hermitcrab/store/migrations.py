@@ -71,4 +71,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX usage_by_day ON usage(day, agent);
     """,
+    # 5: the agent a sandbox works for (its model route through inference.local)
+    """
+    ALTER TABLE sandboxes ADD COLUMN agent TEXT;
+    """,
 )

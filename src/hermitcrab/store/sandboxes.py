@@ -17,6 +17,7 @@ class SandboxRecord:
     created_at: float
     updated_at: float
     follows_file: bool = True
+    agent: str | None = None  # None: the default agent
 
 
 class SandboxRecords:
@@ -25,18 +26,25 @@ class SandboxRecords:
         self._lock = lock or threading.Lock()
 
     def put(
-        self, name: str, policy: str, policy_hash: str, workspace: str, follows_file: bool = True
+        self,
+        name: str,
+        policy: str,
+        policy_hash: str,
+        workspace: str,
+        follows_file: bool = True,
+        agent: str | None = None,
     ) -> SandboxRecord:
         now = time.time()
         with self._lock:
             self._conn.execute(
                 """INSERT INTO sandboxes (name, policy, policy_hash, workspace, created_at, updated_at,
-                                          follows_file)
-                   VALUES (?, ?, ?, ?, ?, ?, ?)
+                                          follows_file, agent)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)
                    ON CONFLICT(name) DO UPDATE SET policy = excluded.policy,
                        policy_hash = excluded.policy_hash, workspace = excluded.workspace,
-                       updated_at = excluded.updated_at, follows_file = excluded.follows_file""",
-                (name, policy, policy_hash, workspace, now, now, int(follows_file)),
+                       updated_at = excluded.updated_at, follows_file = excluded.follows_file,
+                       agent = excluded.agent""",
+                (name, policy, policy_hash, workspace, now, now, int(follows_file), agent),
             )
         record = self.get(name)
         assert record is not None

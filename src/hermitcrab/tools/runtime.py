@@ -34,6 +34,7 @@ class Managed:
     policy_text: str
     version: str
     follows_file: bool  # created from the policy file: its network rules follow it live
+    agent: str | None = None  # whom it works for: inference.local takes this agent's model route
 
 
 class SandboxRuntime:
@@ -73,7 +74,12 @@ class SandboxRuntime:
             ) from None
 
     async def create(
-        self, name: str, policy_text: str | None = None, workspace: Path | None = None, actor: str = "api"
+        self,
+        name: str,
+        policy_text: str | None = None,
+        workspace: Path | None = None,
+        actor: str = "api",
+        agent: str | None = None,
     ) -> dict[str, Any]:
         check_name(name)
         async with self._lock(name):
@@ -90,15 +96,15 @@ class SandboxRuntime:
                 raise
             folder = workspace or self.workspaces / name
             folder.mkdir(parents=True, exist_ok=True)
-            managed = await self._start(name, policy, text, folder, follows_file=policy_text is None)
+            managed = await self._start(name, policy, text, folder, policy_text is None, agent)
             await asyncio.to_thread(
-                self.records.put, name, text, managed.version, str(folder), policy_text is None
+                self.records.put, name, text, managed.version, str(folder), policy_text is None, agent
             )
             self._audit(actor, "sandbox.create", "ok", name, policy_version=managed.version)
             return self.info(name)
 
     async def _start(
-        self, name: str, policy: Policy, text: str, workspace: Path, follows_file: bool
+        self, name: str, policy: Policy, text: str, workspace: Path, follows_file: bool, agent: str | None
     ) -> Managed:
         door = ca = None
         if self.egress is not None:
@@ -115,7 +121,7 @@ class SandboxRuntime:
             if self.egress is not None:
                 await self.egress.close(name)
             raise
-        managed = Managed(box, policy, text, policy_version(text), follows_file)
+        managed = Managed(box, policy, text, policy_version(text), follows_file, agent)
         self.boxes[name] = managed
         if box.status.get("landlock") != "enforced":
             log.warning(
@@ -138,7 +144,9 @@ class SandboxRuntime:
                     except PolicyError:
                         text = record.policy
                 policy = parse_policy(text, f"policy for sandbox '{record.name}'")
-                await self._start(record.name, policy, text, Path(record.workspace), record.follows_file)
+                await self._start(
+                    record.name, policy, text, Path(record.workspace), record.follows_file, record.agent
+                )
                 restored.append(record.name)
                 self._audit(
                     "gateway", "sandbox.recreate", "ok", record.name, policy_version=record.policy_hash
@@ -179,6 +187,7 @@ class SandboxRuntime:
                         managed.policy_text,
                         managed.box.spec.workspace,
                         managed.follows_file,
+                        managed.agent,
                     )
         started = time.perf_counter()
         try:
@@ -300,7 +309,7 @@ class SandboxRuntime:
             managed.policy = managed.policy.model_copy(update={"network": policy.network})
             managed.policy_text = new
             managed.version = version
-            self.records.put(sandbox, new, version, str(managed.box.spec.workspace), False)
+            self.records.put(sandbox, new, version, str(managed.box.spec.workspace), False, managed.agent)
             self._audit(actor, "policy.change", "ok", sandbox, policy_version=version, detail=diff)
 
     def info(self, name: str) -> dict[str, Any]:
@@ -320,6 +329,7 @@ class SandboxRuntime:
             "processes": len(self.driver.processes(box)) if box.alive else 0,
             "network": "egress proxy" if box.spec.egress_socket else "none",
             "follows_policy_file": managed.follows_file,
+            "agent": managed.agent,
         }
 
     def list(self) -> list[dict[str, Any]]:
@@ -344,7 +354,9 @@ class SandboxRuntime:
         )
         return manifest
 
-    async def restore(self, archive: Path, name: str, actor: str = "api") -> dict[str, Any]:
+    async def restore(
+        self, archive: Path, name: str, actor: str = "api", agent: str | None = None
+    ) -> dict[str, Any]:
         check_name(name)
         if name in self.boxes or await asyncio.to_thread(self.records.get, name) is not None:
             raise SandboxError(
@@ -354,7 +366,7 @@ class SandboxRuntime:
         if folder.exists() and any(folder.iterdir()):
             raise SandboxError(f"{folder} is not empty. fix: move it aside or pick another name")
         policy_text = await asyncio.to_thread(snapshots.read, archive, folder)
-        info = await self.create(name, policy_text, folder, actor=actor)
+        info = await self.create(name, policy_text, folder, actor=actor, agent=agent)
         self._audit(actor, "sandbox.restore", "ok", name, detail=str(archive))
         return info
 
