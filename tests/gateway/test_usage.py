@@ -3,6 +3,8 @@ further calls with a clear message."""
 
 from __future__ import annotations
 
+import pytest
+
 from hermitcrab.config.paths import Paths
 from hermitcrab.inference.scripted import ScriptedProvider
 from tests.conftest import free_port
@@ -41,7 +43,12 @@ def test_usage_is_summed_and_the_cap_refuses(home: Paths, live_gateway) -> None:
         "a": (1, 3, 3.0),
         "b": (1, 3, 3.0),
     }
-    assert today == {"spent_usd": {"main": 6.0}, "caps_usd": {"main": 5.0}}
+    assert today == {
+        "spent_usd": {"main": 6.0},
+        "caps_usd": {"main": 5.0},
+        "total_usd": 6.0,
+        "total_cap_usd": None,
+    }
 
 
 def test_api_completions_count_too(home: Paths, live_gateway) -> None:
@@ -54,3 +61,38 @@ def test_api_completions_count_too(home: Paths, live_gateway) -> None:
     with gw.client() as http:
         rows = http.get("/api/usage", params={"by": "agent"}).json()["rows"]
     assert [(r["key"], r["calls"], r["cost_usd"]) for r in rows] == [("main", 1, 2.0)]
+
+
+TWO_AGENTS_ONE_BUDGET = """\
+version: 1
+gateway:
+  port: {port}
+models:
+  embedded:
+    provider: scripted
+    usd_per_million_output: 1000000
+agents:
+  main:
+    model: embedded
+  helper:
+    model: embedded
+routing:
+  spend_cap_usd_per_day: 5
+"""
+
+
+def test_the_daily_cap_over_all_agents_refuses_every_agent(home: Paths, live_gateway) -> None:
+    import openai
+
+    home.config.write_text(TWO_AGENTS_ONE_BUDGET.format(port=free_port()))
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", ["one two three"])})
+    client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=gw.token, max_retries=0)
+    ask = [{"role": "user", "content": "hi"}]
+    client.chat.completions.create(model="main", messages=ask)  # $3
+    client.chat.completions.create(model="helper", messages=ask)  # $6 in all: over the $5 cap
+    for agent in ("main", "helper"):
+        with pytest.raises(openai.APIStatusError, match=r"all agents together have spent \$6\.0000 today"):
+            client.chat.completions.create(model=agent, messages=ask)
+    with gw.client() as http:
+        today = http.get("/api/usage").json()["today"]
+    assert (today["total_usd"], today["total_cap_usd"]) == (6.0, 5.0)

@@ -21,3 +21,6 @@ def show(by: str, json_output: bool) -> None:
     for agent, spent in data["today"]["spent_usd"].items():
         cap = data["today"]["caps_usd"][agent]
         print(f"today {agent}: ${spent:.4f}" + (f" of a ${cap:.4f} cap" if cap is not None else " (no cap)"))
+    total, total_cap = data["today"]["total_usd"], data["today"]["total_cap_usd"]
+    cap_text = f" of a ${total_cap:.4f} cap" if total_cap is not None else ""
+    print(f"today, all agents: ${total:.4f}{cap_text}")

@@ -92,6 +92,8 @@ class AgentConfig(StrictModel):
 class RoutingConfig(StrictModel):
     max_wait_seconds: float = Field(30.0, ge=0)  # the longest Retry-After we honour
     rounds: int = Field(2, ge=1, le=10)  # passes over the route before giving up
+    # What all agents together may spend in a day (UTC), on top of each agent's own cap.
+    spend_cap_usd_per_day: float | None = Field(None, ge=0)
 
 
 class Config(StrictModel):

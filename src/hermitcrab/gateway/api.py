@@ -110,7 +110,13 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         rows = await asyncio.to_thread(gw.db.usage.summary, by, request.query_params.get("since"))
         caps = {name: a.config.spend_cap_usd_per_day for name, a in gw.agents.items()}
         spent = {name: await asyncio.to_thread(gw.db.usage.spent_today, name) for name in gw.agents}
-        return JSONResponse({"by": by, "rows": rows, "today": {"spent_usd": spent, "caps_usd": caps}})
+        today = {
+            "spent_usd": spent,
+            "caps_usd": caps,
+            "total_usd": await asyncio.to_thread(gw.db.usage.spent_today),
+            "total_cap_usd": gw.config.routing.spend_cap_usd_per_day,
+        }
+        return JSONResponse({"by": by, "rows": rows, "today": today})
 
     return [
         Route("/", dashboard),

@@ -77,16 +77,22 @@ class Gateway:
                                      usage.completion_tokens, usage.latency_ms, usage.cost_usd)  # fmt: skip
 
         def refuse() -> str | None:
+            if self.db is None:
+                return None
             cap = agent.spend_cap_usd_per_day
-            if cap is None or self.db is None:
-                return None
-            spent = self.db.usage.spent_today(name)
-            if spent < cap:
-                return None
-            return (
-                f"agent '{name}' has spent ${spent:.4f} today, its cap is ${cap:.4f} "
-                "(agents.{name}.spend_cap_usd_per_day); calls resume tomorrow (UTC) or when the cap is raised"
-            ).replace("{name}", name)
+            if cap is not None and (spent := self.db.usage.spent_today(name)) >= cap:
+                return (
+                    f"agent '{name}' has spent ${spent:.4f} today, its cap is ${cap:.4f} "
+                    f"(agents.{name}.spend_cap_usd_per_day); calls resume tomorrow (UTC) "
+                    "or when the cap is raised"
+                )
+            total_cap = self.config.routing.spend_cap_usd_per_day
+            if total_cap is not None and (spent := self.db.usage.spent_today()) >= total_cap:
+                return (
+                    f"all agents together have spent ${spent:.4f} today, the daily cap is ${total_cap:.4f} "
+                    "(routing.spend_cap_usd_per_day); calls resume tomorrow (UTC) or when the cap is raised"
+                )
+            return None
 
         routing = self.config.routing
         return Router(name, providers, rounds=routing.rounds, max_wait_seconds=routing.max_wait_seconds,

@@ -32,11 +32,14 @@ class UsageLog:
                  latency_ms, cost_usd),
             )  # fmt: skip
 
-    def spent_today(self, agent: str) -> float:
+    def spent_today(self, agent: str | None = None) -> float:
+        """What one agent (or, with None, all of them) spent today (UTC)."""
+        query = "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE day = ?"
+        args: tuple[str, ...] = (today(),)
+        if agent is not None:
+            query, args = query + " AND agent = ?", (*args, agent)
         with self._lock:
-            row = self._conn.execute(
-                "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE day = ? AND agent = ?", (today(), agent)
-            ).fetchone()
+            row = self._conn.execute(query, args).fetchone()
         return float(row[0])
 
     def summary(self, by: str = "day", since_day: str | None = None) -> list[dict[str, Any]]:
