@@ -155,3 +155,14 @@ def test_provider_failure_becomes_a_failed_turn_not_a_hang(live_gateway) -> None
     answers = gw.wait_answers("f", 2)
     assert answers[0]["kind"] == "turn.failed" and "model exploded" in answers[0]["data"]["error"]
     assert answers[1]["kind"] == "reply" and answers[1]["data"]["text"] == "fine again"
+
+
+def test_a_websocket_handler_ends_when_its_client_goes(live_gateway) -> None:
+    """A handler that only writes would wait for its next event to notice a closed client,
+    and hold up the gateway's shutdown until then."""
+    gw = live_gateway()
+    base = gw.url.replace("http", "ws")
+    for path, channel in [("/api/sessions/gone/ws", "gone"), ("/api/approvals/ws", "_approvals")]:
+        with connect(base + path, additional_headers=gw.headers, open_timeout=5):
+            wait_for(lambda channel=channel: channel in gw.gateway.hub._listeners, what=f"{path} to listen")
+        wait_for(lambda channel=channel: channel not in gw.gateway.hub._listeners, what=f"{path} to end")

@@ -14,7 +14,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hermitcrab import __version__
 from hermitcrab.errors import HermitCrabError
-from hermitcrab.gateway.http import ApiError, check_text_size, read_json
+from hermitcrab.gateway.http import ApiError, check_text_size, drain, read_json
 from hermitcrab.gateway.service import Gateway
 from hermitcrab.store.sessions import check_session_id
 
@@ -80,7 +80,7 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
                 for event in await asyncio.to_thread(gw.store.events, session_id, after, MAX_EVENTS_PAGE):
                     await ws.send_json(event.to_json())
                     last = event.id
-            receiver = asyncio.create_task(_drain(ws))
+            receiver = asyncio.create_task(drain(ws))
             try:
                 while True:
                     getter = asyncio.create_task(queue.get())
@@ -128,17 +128,6 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         Route("/api/sessions/{session_id}/events", get_events),
         WebSocketRoute("/api/sessions/{session_id}/ws", stream_events),
     ]
-
-
-async def _drain(ws: WebSocket) -> None:
-    """Read (and ignore) what the client sends, so a close is noticed at once."""
-    try:
-        while True:
-            message = await ws.receive()
-            if message["type"] == "websocket.disconnect":
-                return
-    except (WebSocketDisconnect, RuntimeError):
-        return
 
 
 def _session_id(request: Request) -> str:

@@ -1,4 +1,5 @@
-"""Small helpers shared by the API modules: capped JSON bodies and error responses."""
+"""Small helpers shared by the API modules: capped JSON bodies, error responses, and
+noticing a WebSocket client has gone."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse
+from starlette.websockets import WebSocket, WebSocketDisconnect
 
 
 class ApiError(Exception):
@@ -57,3 +59,14 @@ def check_text_size(text: str, limit: int) -> None:
             f"message of {size} bytes exceeds the limit of {limit} bytes "
             "(gateway.max_message_bytes). fix: shorten it or split it",
         )
+
+
+async def drain(ws: WebSocket) -> None:
+    """Read (and ignore) what a WebSocket client sends, so that its close is noticed at once."""
+    try:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+    except (WebSocketDisconnect, RuntimeError):
+        return

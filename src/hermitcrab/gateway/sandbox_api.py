@@ -17,7 +17,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hermitcrab.egress.approvals import ApprovalError
 from hermitcrab.errors import SandboxNotFound
-from hermitcrab.gateway.http import ApiError, read_json
+from hermitcrab.gateway.http import ApiError, drain, read_json
 from hermitcrab.gateway.service import APPROVALS_CHANNEL, Gateway
 from hermitcrab.sandbox.base import ExecResult, OutputChunk
 from hermitcrab.tools.runtime import SandboxRuntime
@@ -152,11 +152,21 @@ def routes(gw: Gateway) -> list[Route]:
             await ws.accept()
             for approval in gw.approvals.pending():  # what is waiting now, then what changes
                 await ws.send_json({"kind": "approval.pending", "data": approval.to_json()})
+            # Read as well as write: a client that goes away must end this handler at once,
+            # not when the next approval comes (or, holding up a shutdown, never).
+            receiver = asyncio.create_task(drain(ws))
             try:
-                while (event := await queue.get()) is not None:
+                while True:
+                    getter = asyncio.create_task(queue.get())
+                    done, _ = await asyncio.wait({getter, receiver}, return_when=asyncio.FIRST_COMPLETED)
+                    if receiver in done or (event := getter.result()) is None:
+                        getter.cancel()
+                        return
                     await ws.send_json(event)
             except WebSocketDisconnect:
                 return
+            finally:
+                receiver.cancel()
 
     return [
         Route("/api/sandboxes", list_sandboxes),

@@ -1,0 +1,79 @@
+"""The dashboard in a real browser (Debian's Chromium, driven by Playwright), against a
+real daemon: a chat turn, a request held for approval and allowed from the page, and a
+broken policy file shown until it is fixed."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from hermitcrab.config.paths import Paths
+from tests.cli.conftest import hc
+from tests.cli.test_network_cli import ask_policy, background_curl, pending, web  # noqa: F401
+from tests.conftest import wait_for
+
+CHROMIUM = shutil.which("chromium")
+playwright = pytest.importorskip(
+    "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
+)
+pytestmark = [
+    pytest.mark.skipif(CHROMIUM is None, reason="Chromium is not installed (apt-get install chromium)"),
+    pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed"),
+]
+
+
+@pytest.fixture
+def page(daemon_home: Paths) -> Iterator[playwright.Page]:
+    assert hc(daemon_home, "up").returncode == 0
+    url = hc(daemon_home, "dashboard").stdout.strip()  # the URL, token in the fragment
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        tab = browser.new_page()
+        tab.set_default_timeout(30_000)
+        tab.goto(url)
+        yield tab
+        browser.close()
+
+
+def test_a_chat_turn_in_the_page(page: playwright.Page) -> None:
+    page.fill("#text", "Bonjour?")
+    page.press("#text", "Enter")
+    playwright.expect(page.locator(".msg.user")).to_have_text("Bonjour?")
+    playwright.expect(page.locator(".msg.reply")).to_have_text("Bonjour!")
+
+
+def test_a_held_request_is_allowed_from_the_page(
+    page: playwright.Page,
+    daemon_home: Paths,
+    web: int,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    assert hc(daemon_home, "sandbox", "create", "net").returncode == 0
+    assert hc(daemon_home, "policy", "set", str(ask_policy(tmp_path, web))).returncode == 0
+    curl = background_curl(daemon_home, web)
+    card = page.locator(".approval")
+    playwright.expect(card).to_contain_text(f"Sandbox net asks to reach localhost:{web} (rule ask-local)")
+    card.get_by_role("button", name="Allow once").click()
+    out, err = curl.communicate(timeout=60)
+    assert (curl.returncode, out) == (0, "hello\n"), err
+    playwright.expect(card).to_have_count(0)  # decided: gone from the page
+    assert pending(daemon_home) == []
+    audit = json.loads(hc(daemon_home, "audit", "--sandbox", "net", "--json").stdout)["entries"]
+    assert ("network", "allowed") in [(e["action"], e["outcome"]) for e in audit]
+
+
+def test_a_broken_policy_file_is_shown_until_fixed(page: playwright.Page, daemon_home: Paths) -> None:
+    banner = page.locator("#policy-error")
+    playwright.expect(banner).to_be_hidden()
+    good = daemon_home.policy.read_text()
+    daemon_home.policy.write_text("version: 1\nnetwork:\n  default: allow\n")
+    playwright.expect(banner).to_be_visible()
+    playwright.expect(banner).to_contain_text("the last good policy stays in force")
+    playwright.expect(banner).to_contain_text("network.default")
+    daemon_home.policy.write_text(good)
+    playwright.expect(banner).to_be_hidden()
+    wait_for(lambda: not json.loads(hc(daemon_home, "status", "--json").stdout)["policy_error"])
