@@ -90,7 +90,10 @@ def test_ask_then_approved_then_denied_then_timed_out(net, run) -> None:
     states = [a.state for a in net.approvals.all()]
     assert states == ["approved", "denied", "expired"]
     outcomes = [o for o, _, _ in net.network_audit()]
-    assert outcomes == ["asked", "allowed", "asked", "denied", "asked", "denied"]
+    assert outcomes == ["asked", "approved", "allowed", "asked", "denied", "asked", "denied"]
+    approved = [e for e in net.store.audit.entries() if e.outcome == "approved"]
+    first = net.approvals.all()[0]
+    assert approved[0].rule == "ask" and f"(approval {first.id})" in approved[0].detail
 
 
 def test_approve_always_writes_a_rule_that_outlives_a_restart(net, run) -> None:

