@@ -8,7 +8,7 @@ import base64
 import json
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, StreamingResponse
@@ -19,8 +19,10 @@ from hermitcrab.egress.approvals import ApprovalError
 from hermitcrab.errors import SandboxNotFound
 from hermitcrab.gateway.http import ApiError, drain, read_json
 from hermitcrab.gateway.service import APPROVALS_CHANNEL, Gateway
-from hermitcrab.sandbox.base import ExecResult, OutputChunk
-from hermitcrab.tools.runtime import SandboxRuntime
+
+if TYPE_CHECKING:  # the runtime loads just after the gateway is ready, not before
+    from hermitcrab.sandbox.base import ExecResult, OutputChunk
+    from hermitcrab.tools.runtime import SandboxRuntime
 
 MAX_AUDIT_PAGE = 1000
 
@@ -194,6 +196,8 @@ async def _stream_exec(
     actor: str,
 ) -> AsyncIterator[bytes]:
     """Output lines as the command writes them, then one line with the result."""
+    from hermitcrab.sandbox.base import ExecResult, OutputChunk
+
     queue: asyncio.Queue[OutputChunk | ExecResult | BaseException] = asyncio.Queue()
 
     async def run() -> None:
