@@ -1,13 +1,14 @@
-"""The proxy's end of a sandbox's door: connections handed over, not relayed.
+"""The proxy's end of a sandbox's door: sockets handed over, not bytes relayed.
 
-A sandbox has no network of its own. Its supervisor listens on 127.0.0.1:3128 inside, and
-passes each connection it accepts (the socket itself, with SCM_RIGHTS) over a Unix
-SOCK_SEQPACKET socket to this side. The proxy then reads the sandbox's own TCP socket, and
-once a tunnel is decided, splices it straight to the upstream: no relay hop, no second
-copy of every byte.
+A sandbox has no network of its own. Its supervisor makes the listening socket on
+127.0.0.1:3128 inside, and hands it (SCM_RIGHTS, over a Unix SOCK_SEQPACKET socket) to this
+side, which accepts the sandbox's connections itself: the proxy reads each sandbox-side TCP
+socket directly and, once a tunnel is decided, splices it straight to the upstream. No
+relay hop, no process in between. A connected socket can be handed over the same way (as
+`knock` does, for tools on the host).
 
 What arrives here comes from inside a sandbox, so it is checked: anything but a stream
-socket is closed unread.
+socket is closed unread, and a door takes only a few listening sockets.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ log = logging.getLogger("hermitcrab.egress")
 Arrived = Callable[[socket.socket], None]
 MAX_FDS = 8  # per message; the kernel closes any beyond what fits
 STREAM_FAMILIES = (socket.AF_INET, socket.AF_INET6, socket.AF_UNIX)
+MAX_LISTENERS = 2  # the supervisor sends one
 
 
 class Door:
@@ -35,6 +37,7 @@ class Door:
         self.arrived = arrived  # called on the event loop with each connection, non-blocking
         self.loop = asyncio.get_running_loop()
         self.peers: set[socket.socket] = set()
+        self.listeners: set[socket.socket] = set()
         path.unlink(missing_ok=True)
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         self.listener.setblocking(False)
@@ -79,7 +82,27 @@ class Door:
             conn.close()
             return
         conn.setblocking(False)
-        self.arrived(conn)
+        if not conn.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN):
+            self.arrived(conn)
+        elif len(self.listeners) < MAX_LISTENERS:
+            self.listeners.add(conn)
+            self.loop.add_reader(conn.fileno(), self._accept_from, conn)
+        else:
+            conn.close()
+
+    def _accept_from(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # out of descriptors: the connection waits in the backlog
+                log.warning("egress door accept failed: %s", exc)
+                return
+            conn.setblocking(False)
+            if conn.family != socket.AF_UNIX:
+                conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            self.arrived(conn)
 
     def _drop(self, peer: socket.socket) -> None:
         self.loop.remove_reader(peer.fileno())
@@ -91,6 +114,10 @@ class Door:
         self.listener.close()
         for peer in list(self.peers):
             self._drop(peer)
+        for listener in self.listeners:
+            self.loop.remove_reader(listener.fileno())
+            listener.close()
+        self.listeners.clear()
         self.path.unlink(missing_ok=True)
 
 

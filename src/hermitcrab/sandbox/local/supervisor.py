@@ -184,7 +184,6 @@ class Supervisor:
         self.statuses: dict[int, int] = {}
         self.children = threading.Condition()
         self.active: set[int] = set()  # session ids of the commands running now
-        self.door: Door | None = None
 
     def start(self) -> None:
         status: dict[str, Any] = {"ok": True, "pid": os.getpid()}
@@ -218,7 +217,7 @@ class Supervisor:
                 status["landlock_skipped"] = apply_landlock(self.abi, rules, ports)
                 status["landlock"] = "enforced"
             if self.config.get("egress"):
-                self.door = Door(self.config["egress"]["port"], self.config["egress"]["socket"])
+                open_door(self.config["egress"]["port"], self.config["egress"]["socket"])
         except OSError as exc:
             status = {"ok": False, "error": str(exc)}
         with os.fdopen(self.config["status_fd"], "w") as out:
@@ -239,8 +238,6 @@ class Supervisor:
     def serve(self) -> None:
         threading.stack_size(512 * 1024)  # many threads fit under max_memory_mb
         threading.Thread(target=self.reap, daemon=True).start()
-        if self.door is not None:
-            threading.Thread(target=self.door.serve, daemon=True).start()
         while True:
             conn, _ = self.listener.accept()
             threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
@@ -443,54 +440,21 @@ class Supervisor:
             return None, None
 
 
-class Door:
-    """127.0.0.1:PORT inside the sandbox, the sandbox's only way out (programs find it
-    through HTTP(S)_PROXY). Each connection accepted here is handed, as a socket
-    (SCM_RIGHTS), to the egress proxy over one Unix SEQPACKET socket: the proxy reads it
-    directly, so no byte is relayed through here."""
-
-    def __init__(self, port: int, socket_path: str) -> None:
-        self.socket_path = socket_path
-        self.gate: socket.socket | None = None
-        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.listener.bind(("127.0.0.1", port))
-        self.listener.listen(128)
-
-    def serve(self) -> None:
-        while True:
-            client, _ = self.listener.accept()
-            with client:
-                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                try:
-                    self.hand_over(client)
-                except OSError:
-                    try:
-                        client.sendall(
-                            b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-                        )
-                    except OSError:
-                        pass
-
-    def hand_over(self, client: socket.socket) -> None:
-        # One connection to the proxy, kept; made again once if the proxy has restarted.
-        for attempt in range(2):
-            if self.gate is None:
-                gate = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-                try:
-                    gate.connect(self.socket_path)
-                except OSError:
-                    gate.close()
-                    raise
-                self.gate = gate
-            try:
-                socket.send_fds(self.gate, [b"c"], [client.fileno()])
-                return
-            except OSError:
-                self.gate.close()
-                self.gate = None
-                if attempt:
-                    raise
+def open_door(port: int, socket_path: str) -> None:
+    """127.0.0.1:PORT inside the sandbox, its only way out (programs find it through
+    HTTP(S)_PROXY). The listening socket itself goes to the egress proxy (SCM_RIGHTS over
+    the proxy's Unix SEQPACKET socket), which accepts each connection and reads it
+    directly: nothing in here relays or even sees a byte of it."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        listener.bind(("127.0.0.1", port))
+        listener.listen(128)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as gate:
+            gate.connect(socket_path)
+            socket.send_fds(gate, [b"l"], [listener.fileno()])
+    finally:
+        listener.close()  # the proxy holds it now
 
 
 def _feed(fd: int, data: bytes) -> None:
