@@ -126,3 +126,41 @@ def test_real_servers_503_then_fallback_to_a_healthy_one(live_gateway, monkeypat
         sick.shutdown()
     assert result.text == "from the fallback"
     assert [u.model for u in used] == ["fallback"]
+
+
+def remote(server, name: str, timeout: float = 30.0) -> OpenAICompatProvider:
+    config = OpenAIModel(
+        provider="openai", base_url=server.base_url, model=name, request_timeout_seconds=timeout
+    )
+    return OpenAICompatProvider(name, config)
+
+
+def test_real_servers_429_500_and_slow_each_fail_over_in_order() -> None:
+    from tests.inference.model_server import model_servers
+
+    script = [[("429", 0)], [("500",)], [("slow", 3)], [("ok", "from the fourth")]]
+    with model_servers(*script) as (limited, broken, slow, good):
+        used: list[Usage] = []
+        chain = [remote(limited, "limited"), remote(broken, "broken"), remote(slow, "slow", timeout=0.5)]
+        chain.append(remote(good, "good"))
+        result = asyncio.run(complete(route(*chain, on_usage=used.append, rounds=1), ASK))
+    assert result.text == "from the fourth"
+    assert [len(s.seen) for s in (limited, broken, slow, good)] == [1, 1, 1, 1]
+    assert [(u.model, u.prompt_tokens, u.completion_tokens) for u in used] == [("good", 5, 3)]
+
+
+def test_a_real_servers_retry_after_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tests.inference.model_server import model_servers
+
+    waited: list[float] = []
+    real_sleep = asyncio.sleep
+
+    async def recorded_sleep(seconds: float) -> None:
+        waited.append(seconds)
+        await real_sleep(0)
+
+    monkeypatch.setattr(router_module.asyncio, "sleep", recorded_sleep)
+    with model_servers([("429", 2), ("ok", "second try")]) as (server,):
+        result = asyncio.run(complete(route(remote(server, "only"), max_wait_seconds=30), ASK))
+    assert result.text == "second try" and len(server.seen) == 2
+    assert waited == [2.0]  # as long as the server's Retry-After asked, no more
