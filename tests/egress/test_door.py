@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+from tests.conftest import wait_for
 from tests.egress.conftest import BODY, local_rule
 
 
@@ -23,6 +24,7 @@ def test_allowed_http_and_https_pass_through_the_door(net, run) -> None:
     audit = net.network_audit()
     assert ("allowed", "web", f"GET http://localhost:{s.http_port}/x") in audit
     assert ("allowed", "tls", f"CONNECT localhost:{s.https_port}") in audit
+    wait_for(lambda: net.runtime.egress._counts.count("box") == 0, what="every connection to be let go")
 
 
 def test_what_no_rule_allows_is_refused_and_audited(net, run) -> None:
@@ -174,3 +176,38 @@ def test_the_door_takes_only_stream_sockets_and_the_policy_still_decides(net, ru
     # The proxy shrugged all that off: the door still works.
     assert curl(net, run, f"http://localhost:{s.http_port}/x").stdout == BODY
     assert ("denied", "network.default", f"CONNECT localhost:{s.https_port}") in net.network_audit()
+
+
+HOLD = r"""
+import socket, sys, time
+port = int(sys.argv[1])
+held = [socket.create_connection(("127.0.0.1", 3128)) for _ in range(3)]  # idle: no request yet
+extra = socket.create_connection(("127.0.0.1", 3128))
+extra.settimeout(10)
+print(extra.recv(300).decode().split("\r\n")[0])
+held[0].close()
+for attempt in range(200):  # until the proxy has seen that close
+    again = socket.create_connection(("127.0.0.1", 3128))
+    again.sendall(f"GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    again.settimeout(10)
+    status = again.recv(300).decode().split("\r\n")[0]
+    again.close()
+    if " 503 " not in status:
+        break
+    time.sleep(0.01)
+print(status)
+"""
+
+
+def test_a_sandbox_cannot_hold_more_connections_than_its_limit(net, run) -> None:
+    s = net.servers
+    net.policy_file.write_text(
+        "version: 1\nnetwork:\n  max_connections: 3\n  rules:\n" + local_rule("web", s.http_port)
+    )
+    run(net.runtime.create("box"))
+    result = run(net.runtime.exec("box", ["python3", "-c", HOLD, str(s.http_port)]))
+    assert result.stdout.decode().splitlines() == ["HTTP/1.1 503 Service Unavailable", "HTTP/1.1 200 OK"]
+    [entry] = [e for e in net.store.audit.entries() if e.rule == "network.max_connections"]
+    assert entry.outcome == "denied" and "already has 3 connections open" in entry.detail
+    # Every connection, whichever way it ended, gave its place back.
+    wait_for(lambda: net.runtime.egress._counts.count("box") == 0, what="the count to drain")

@@ -44,6 +44,7 @@ REASONS = {
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
     502: "Bad Gateway",
+    503: "Service Unavailable",
 }
 
 

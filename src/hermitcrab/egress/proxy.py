@@ -13,6 +13,7 @@ import contextlib
 import logging
 import socket
 import ssl
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -61,6 +62,56 @@ class InferenceRoute:
     token: Callable[[], str]
 
 
+Release = Callable[[], None]
+
+
+class OpenCounts:
+    """Open connections per sandbox, against network.max_connections: one sandbox cannot
+    take every tunnel thread and descriptor the gateway has. Entered on the event loop,
+    left from wherever a connection ends (tunnel threads too), hence the lock."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[str, int] = {}
+        self._refused: dict[str, tuple[float, int]] = {}  # last audit time, refused since
+
+    def enter(self, sandbox: str, limit: int) -> bool:
+        with self._lock:
+            count = self._open.get(sandbox, 0)
+            if count >= limit:
+                return False
+            self._open[sandbox] = count + 1
+            return True
+
+    def releaser(self, sandbox: str) -> Release:
+        done = threading.Event()
+
+        def release() -> None:
+            if done.is_set():
+                return
+            done.set()
+            with self._lock:
+                self._open[sandbox] -= 1
+
+        return release
+
+    def refused(self, sandbox: str) -> int:
+        """Counts a refusal; returns how many to audit now (0: not yet, at most once a second)."""
+        with self._lock:
+            last, count = self._refused.get(sandbox, (0.0, 0))
+            count += 1
+            now = time.monotonic()
+            if now - last < 1.0:
+                self._refused[sandbox] = (last, count)
+                return 0
+            self._refused[sandbox] = (now, 0)
+            return count
+
+    def count(self, sandbox: str) -> int:
+        with self._lock:
+            return self._open.get(sandbox, 0)
+
+
 @dataclass(frozen=True)
 class Hop:
     """Where one request goes, decided: the connection it needs (key) and what to send."""
@@ -105,6 +156,7 @@ class EgressProxy:
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._doors: dict[str, Door] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._counts = OpenCounts()
         self._cas: dict[str, SandboxCA] = {}
         self.inference = inference
 
@@ -134,12 +186,20 @@ class EgressProxy:
             await self.close(sandbox)
 
     def _arrived(self, sandbox: str, network: NetworkSource, conn: socket.socket) -> None:
-        """A connection from the sandbox: its request head is read on the event loop (no
-        task, no thread while a slow client dawdles); then _dispatch."""
+        """A connection from the sandbox: counted against its limit, then its request head
+        is read on the event loop (no task, no thread while a slow client dawdles), then
+        _dispatch. Whatever path it takes releases its count when it ends."""
+        limit = network().max_connections
+        if not self._counts.enter(sandbox, limit):
+            self._refuse_overflow(sandbox, conn, limit)
+            return
+        release = self._counts.releaser(sandbox)
         loop = asyncio.get_running_loop()
         head = bytearray()
+        waiting: list[asyncio.TimerHandle] = []
 
-        def readable() -> bool:
+        def read() -> bool:
+            """True once there is nothing more to wait for (the head, or the end)."""
             try:
                 data = conn.recv(MAX_HEAD)
             except (BlockingIOError, InterruptedError):
@@ -147,28 +207,50 @@ class EgressProxy:
             except OSError:
                 data = b""
             head.extend(data)
-            if data and b"\r\n\r\n" not in head and len(head) < MAX_HEAD:
-                return False
-            if data:
-                self._dispatch(sandbox, network, conn, bytes(head))
-            else:
+            return not data or b"\r\n\r\n" in head or len(head) >= MAX_HEAD
+
+        def finish() -> None:
+            if waiting:  # stop watching before anything else may close the socket
+                waiting[0].cancel()
+                loop.remove_reader(conn.fileno())
+            if b"\r\n\r\n" in head or len(head) >= MAX_HEAD:
+                self._dispatch(sandbox, network, conn, bytes(head), release)
+            else:  # closed, or timed out, before a whole head
                 conn.close()
-            return True
+                release()
 
         def on_readable() -> None:
-            if readable():
-                timer.cancel()
-                loop.remove_reader(conn.fileno())
+            if read():
+                finish()
 
         def give_up() -> None:
-            loop.remove_reader(conn.fileno())
-            conn.close()
+            head.clear()
+            finish()
 
-        if not readable():  # the head is often there already
-            timer = loop.call_later(HEAD_TIMEOUT_S, give_up)
-            loop.add_reader(conn.fileno(), on_readable)
+        if read():  # the head is often there already
+            finish()
+            return
+        waiting.append(loop.call_later(HEAD_TIMEOUT_S, give_up))
+        loop.add_reader(conn.fileno(), on_readable)
 
-    def _dispatch(self, sandbox: str, network: NetworkSource, conn: socket.socket, head: bytes) -> None:
+    def _refuse_overflow(self, sandbox: str, conn: socket.socket, limit: int) -> None:
+        refused = Refused(
+            503,
+            f"this sandbox already has {limit} connections open (network.max_connections). "
+            "fix: close some, or raise the limit in the policy",
+            "network.max_connections",
+        )
+        with contextlib.suppress(OSError):
+            conn.send(_refusal(refused))
+        conn.close()
+        # One audit entry a second at most: a flood must not flood the log too.
+        count = self._counts.refused(sandbox)
+        if count:
+            self._audit(sandbox, "denied", refused.rule, "connection", f"{refused.reason} ({count} refused)")
+
+    def _dispatch(
+        self, sandbox: str, network: NetworkSource, conn: socket.socket, head: bytes, release: Release
+    ) -> None:
         """The hot path: a CONNECT that the policy allows outright needs nothing more from
         the event loop, so a tunnel thread dials, answers and relays it. Everything else
         (approvals, terminated TLS, plain HTTP, refusals) takes the full path."""
@@ -181,18 +263,34 @@ class EgressProxy:
                 plain = rule is None or rule.tls != "terminate"
                 if decision.verdict == "allow" and plain and not self._in_host_name(host):
                     early = head[len(request.raw_head) :]
-                    splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early)
+                    splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early, release)
                     return
         except Refused:
             pass  # the full path reports it
-        task = asyncio.get_running_loop().create_task(self._serve_conn(sandbox, network, conn, head))
+        serving = self._serve_conn(sandbox, network, conn, head, release)
+        task = asyncio.get_running_loop().create_task(serving)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     def _tunnel(
-        self, sandbox: str, decision: NetDecision, host: str, port: int, conn: socket.socket, early: bytes
+        self,
+        sandbox: str,
+        decision: NetDecision,
+        host: str,
+        port: int,
+        conn: socket.socket,
+        early: bytes,
+        release: Release,
     ) -> None:
         """On a tunnel thread, blocking: dial, say yes, relay until both ends are done."""
+        try:
+            self._tunnel_blocking(sandbox, decision, host, port, conn, early)
+        finally:
+            release()
+
+    def _tunnel_blocking(
+        self, sandbox: str, decision: NetDecision, host: str, port: int, conn: socket.socket, early: bytes
+    ) -> None:
         try:
             conn.setblocking(True)
             try:
@@ -217,14 +315,17 @@ class EgressProxy:
             log.exception("egress tunnel failed", extra={"sandbox": sandbox})
 
     async def _serve_conn(
-        self, sandbox: str, network: NetworkSource, conn: socket.socket, head: bytes
+        self, sandbox: str, network: NetworkSource, conn: socket.socket, head: bytes, release: Release
     ) -> None:
         try:
-            reader, writer = await streams(conn, head, MAX_HEAD)
-        except OSError:
-            conn.close()
-            return
-        await self._serve(sandbox, network, reader, writer)
+            try:
+                reader, writer = await streams(conn, head, MAX_HEAD)
+            except OSError:
+                conn.close()
+                return
+            await self._serve(sandbox, network, reader, writer)
+        finally:
+            release()
 
     async def _serve(
         self, sandbox: str, network: NetworkSource, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -624,19 +725,11 @@ def _split_host_port(target: str, default: int) -> tuple[str, int]:
 
 
 def _refusal(refused: Refused) -> bytes:
-    reasons = {
-        400: "Bad Request",
-        403: "Forbidden",
-        411: "Length Required",
-        413: "Content Too Large",
-        431: "Request Header Fields Too Large",
-        502: "Bad Gateway",
-    }
     body = f"HermitCrab egress: {refused.reason}\n".encode()
     head = (
-        f"HTTP/1.1 {refused.status} {reasons.get(refused.status, 'Error')}\r\n"
+        f"HTTP/1.1 {refused.status} {http1.REASONS.get(refused.status, 'Error')}\r\n"
         f"Content-Type: text/plain; charset=utf-8\r\nContent-Length: {len(body)}\r\n"
-        f"X-HermitCrab-Rule: {refused.rule or '-'}\r\nConnection: close\r\n\r\n"
+        f"{RULE_HEADER}: {refused.rule or '-'}\r\nConnection: close\r\n\r\n"
     )
     return head.encode() + body
 
