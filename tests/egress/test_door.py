@@ -211,3 +211,21 @@ def test_a_sandbox_cannot_hold_more_connections_than_its_limit(net, run) -> None
     assert entry.outcome == "denied" and "already has 3 connections open" in entry.detail
     # Every connection, whichever way it ended, gave its place back.
     wait_for(lambda: net.runtime.egress._counts.count("box") == 0, what="the count to drain")
+
+
+def test_an_approved_tunnel_carries_tls_end_to_end(net, run) -> None:
+    s = net.servers
+    net.write_policy(local_rule("ask-tls", s.https_port, access="ask"))
+    run(net.runtime.create("box"))
+
+    async def approved() -> bytes:
+        task = asyncio.ensure_future(
+            net.runtime.exec("box", ["curl", "-sS", "-k", "-m", "20", f"https://localhost:{s.https_port}/"])
+        )
+        while not net.approvals.pending():
+            await asyncio.sleep(0.01)
+        net.approvals.decide(net.approvals.pending()[0].id, True)
+        return (await task).stdout
+
+    assert run(approved()) == BODY
+    assert [o for o, _, _ in net.network_audit()] == ["asked", "approved", "allowed"]

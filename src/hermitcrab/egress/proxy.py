@@ -438,24 +438,17 @@ class EgressProxy:
         host, port = _split_host_port(request.target, 443)
         what = f"CONNECT {host}:{port}"
         decision = await self._decide(sandbox, network, host, port, what)
-        if self._in_host_name(host):
-            self._screen_target(sandbox, decision, what, host.encode(), fold_case=True)
+        self._screen_host(sandbox, decision, what, host)
         if decision.rule is not None and decision.rule.tls == "terminate":
             await self._terminate(sandbox, decision, host, port, reader, writer)
             return
-        loop = asyncio.get_running_loop()
-        upstream = await loop.run_in_executor(None, self._dial, sandbox, decision, host, port, what)
-        writer.write(ESTABLISHED)
-        try:
-            await writer.drain()
-        except BaseException:
-            upstream.close()
-            raise
-        early = bytes(reader._buffer)  # read already, so it must be sent on here
+        # Decided (a person may have been asked): the rest is the hot path's, on a tunnel thread.
+        early = bytes(reader._buffer)  # read already, so it must be sent on
         client = splice.detach(writer)
-        if early:
-            upstream.sendall(early)  # a few bytes; the socket is fresh, so this cannot block long
-        await splice.relay(client, upstream)
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(
+            splice.FRONT, self._tunnel_blocking, sandbox, decision, host, port, client, early
+        )
 
     async def _terminate(
         self,
@@ -503,8 +496,7 @@ class EgressProxy:
             if host == INFERENCE_HOST:
                 return self._inference_hop(sandbox, request, path, url.query, what)
             decision = await self._decide(sandbox, network(), host, port, what)
-            if self._in_host_name(host):
-                self._screen_target(sandbox, decision, what, host.encode(), fold_case=True)
+            self._screen_host(sandbox, decision, what, host)
             headers = self._screen(sandbox, decision, request, path, url.query, what)
             return Hop((host, port, False), what, decision, _origin(path, url.query), headers)
 
@@ -647,6 +639,10 @@ class EgressProxy:
         except (SecretError, OSError, ValueError):
             return True
         return find_secret(values, host.lower().encode()) is not None
+
+    def _screen_host(self, sandbox: str, decision: NetDecision, what: str, host: str) -> None:
+        if self._in_host_name(host):  # then refuse, and say why
+            self._screen_target(sandbox, decision, what, host.encode(), fold_case=True)
 
     def _screen_target(
         self, sandbox: str, decision: NetDecision, what: str, *texts: bytes, fold_case: bool = False

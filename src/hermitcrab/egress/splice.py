@@ -61,7 +61,3 @@ def tunnel(a: socket.socket, b: socket.socket) -> None:
     finally:
         a.close()
         b.close()
-
-
-async def relay(a: socket.socket, b: socket.socket) -> None:
-    await asyncio.get_running_loop().run_in_executor(FRONT, tunnel, a, b)
