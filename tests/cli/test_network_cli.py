@@ -175,10 +175,10 @@ agents:
 
 
 def ask_inference(
-    paths: Paths, sandbox: str, path: str, model: str = "main"
+    paths: Paths, sandbox: str, path: str, model: str = "main", *extra: str
 ) -> subprocess.CompletedProcess[str]:
     body = json.dumps({"model": model, "messages": [{"role": "user", "content": "hi"}]})
-    curl = ["curl", "-sS", "-m", "30", f"http://inference.local{path}"]
+    curl = ["curl", "-sS", "-m", "30", *extra, f"http://inference.local{path}"]
     if path.endswith("completions"):
         curl += ["-H", "Content-Type: application/json", "-d", body]
     return hc(paths, "sandbox", "exec", sandbox, "--", *curl)
@@ -201,6 +201,10 @@ def test_inference_local_takes_the_sandboxs_own_agent_route(home: Paths) -> None
         answer = json.loads(ask_inference(home, "scratch", "/v1/chat/completions", model="coder").stdout)
         assert answer["model"] == "main"
         assert answer["choices"][0]["message"]["content"] == "from the small model"
+        # Nor can the sandbox name the proxy's mark away, or forge it.
+        forged = ["-H", "Connection: close, X-HermitCrab-Sandbox", "-H", "X-HermitCrab-Sandbox: coder"]
+        sneaky = ask_inference(home, "scratch", "/v1/chat/completions", "coder", *forged)
+        assert json.loads(sneaky.stdout)["model"] == "main", sneaky
         models = json.loads(ask_inference(home, "coder", "/v1/models").stdout)
         assert [m["id"] for m in models["data"]] == ["coder"]
         first = json.loads(ask_inference(home, "coder", "/v1/chat/completions").stdout)

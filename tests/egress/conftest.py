@@ -45,6 +45,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         body = BODY
         if self.path.startswith("/echo") or self.path.startswith("/repos"):
             body = f"{self.command} {self.path} auth={self.headers.get('Authorization')}\n".encode()
+        elif self.path.startswith("/headers"):  # every header, as it arrived
+            body = "".join(f"{k}: {v}\n" for k, v in self.headers.items()).encode()
         elif self.path.startswith("/upload"):
             te = self.headers.get("Transfer-Encoding")
             body = f"{len(received)} {hashlib.sha256(received).hexdigest()} te={te}\n".encode()

@@ -148,34 +148,26 @@ def test_policy_changes_apply_live_and_a_broken_file_changes_nothing(net, run) -
 
 
 DOOR_ABUSE = r"""
-import os, socket, sys
-port = int(sys.argv[1])
+import socket
 gate = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-gate.connect("/run/hermitcrab/egress.sock")
-read_end, write_end = os.pipe()
-udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-unconnected = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-for fd in (read_end, udp.fileno(), os.open("/etc/passwd", os.O_RDONLY), unconnected.fileno()):
-    socket.send_fds(gate, [b"x"], [fd])
-gate.send(b"no fd at all")
-# A socket of our own, handed over as the supervisor would: the policy still decides.
-ours, theirs = socket.socketpair()
-socket.send_fds(gate, [b"c"], [theirs.fileno()])
-ours.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\n\r\n".encode())
-print(ours.recv(200).split(b"\r\n")[0].decode())
+try:
+    gate.connect("/run/hermitcrab/egress.sock")
+    print("connected")
+except ConnectionRefusedError:
+    print("refused")
 """
 
 
-def test_the_door_takes_only_stream_sockets_and_the_policy_still_decides(net, run) -> None:
+def test_the_door_closes_once_the_supervisor_has_handed_over_its_listener(net, run) -> None:
+    """A socket handed over by a sandbox process shares its file description (O_NONBLOCK
+    too) with that process, which could turn it blocking under the event loop: so once
+    the supervisor's listener is in, nothing more can come through the door."""
     s = net.servers
     net.write_policy(local_rule("web", s.http_port))
     run(net.runtime.create("box"))
-    abuse = run(net.runtime.exec("box", ["python3", "-c", DOOR_ABUSE, str(s.https_port)]))
-    assert abuse.exit_code == 0, abuse.stderr
-    assert abuse.stdout.decode().strip() == "HTTP/1.1 403 Forbidden"
-    # The proxy shrugged all that off: the door still works.
+    abuse = run(net.runtime.exec("box", ["python3", "-c", DOOR_ABUSE]))
+    assert abuse.stdout.decode().strip() == "refused", abuse
     assert curl(net, run, f"http://localhost:{s.http_port}/x").stdout == BODY
-    assert ("denied", "network.default", f"CONNECT localhost:{s.https_port}") in net.network_audit()
 
 
 HOLD = r"""

@@ -149,3 +149,29 @@ def test_pipelined_requests_are_each_decided(net, run, box) -> None:
         "denied",
     ]
     assert all(":1/" not in argv for outcome, _, argv in audit if outcome == "allowed")
+
+
+HTTP10 = r"""
+import socket, sys
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(f"GET http://localhost:{sys.argv[1]}/headers HTTP/1.0\r\n\r\n".encode())  # no Host at all
+out = b""
+while chunk := s.recv(65536):
+    out += chunk
+print(out.decode())
+"""
+
+
+def test_http_1_0_without_a_host_header_is_served(net, run, box) -> None:
+    result = run(net.runtime.exec("box", ["python3", "-c", HTTP10, str(box.http_port)]))
+    out = result.stdout.decode()
+    assert out.startswith("HTTP/1.1 200") and f"Host: localhost:{box.http_port}" in out, result
+
+
+def test_a_name_no_resolver_would_take_is_refused_and_audited(net, run) -> None:
+    net.write_policy("    - name: wide\n      hosts: ['*.example.org']\n      ports: [443]\n")
+    run(net.runtime.create("box"))
+    result = run(net.runtime.exec("box", ["curl", "-sS", "-k", f"https://{'a' * 70}.example.org/"]))
+    assert b"response 400" in result.stderr, result
+    [entry] = [e for e in net.store.audit.entries() if e.action == "network"]
+    assert entry.outcome == "denied" and "not a host name" in entry.detail

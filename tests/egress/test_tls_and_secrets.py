@@ -105,3 +105,33 @@ def test_a_secret_in_a_tunnels_host_name_never_leaves(net, run) -> None:
     [entry] = [e for e in net.store.audit.entries() if e.action == "network"]
     assert (entry.outcome, entry.rule) == ("denied", "wide")
     assert "exfiltration blocked" in entry.detail and "'github'" in entry.detail
+
+
+@pytest.mark.parametrize(
+    "path", ["/repos/a/b/x/../actions/runs", "/repos/a/b/%61ctions/runs", "/repos/a/b//actions/runs"]
+)
+def test_a_path_the_server_would_read_otherwise_is_refused(net, run, api, path) -> None:
+    # Each of these reaches /repos/a/b/actions/runs on a server that normalises paths.
+    result = curl(net, run, "--path-as-is", f"https://localhost:{api.https_port}{path}")
+    assert b"is ambiguous" in result.stdout and b"send it normalised" in result.stdout, result
+
+
+def test_the_host_and_credential_are_the_proxys_not_the_clients(net, run, api) -> None:
+    s = api
+    net.write_policy(
+        f"    - name: open\n      hosts: [localhost]\n      ports: [{s.https_port}]\n"
+        "      allowed_ips: [127.0.0.1]\n      tls: terminate\n      credentials: github\n"
+    )
+    assert net.runtime.reload_policy()["applied"]
+    seen = curl(
+        net, run,
+        "-H", "Host: other-tenant.example", "-H", "Connection: keep-alive, Authorization",
+        "-H", "X-Echo: $PH", "-H", "X-Echo2: hermitcrab-placeholder-github",
+        f"https://localhost:{s.https_port}/headers",
+    ).stdout.decode()  # fmt: skip
+    assert f"Host: localhost:{s.https_port}\n" in seen and "other-tenant" not in seen
+    assert f"Authorization: Bearer {TOKEN}\n" in seen  # Connection could not name it away
+    assert "X-Echo2: hermitcrab-placeholder-github\n" in seen  # a placeholder elsewhere stays one
+    absolute = curl(net, run, "--request-target", "https://elsewhere.example/headers",
+                    f"https://localhost:{s.https_port}/headers")  # fmt: skip
+    assert b"this connection is to localhost" in absolute.stdout

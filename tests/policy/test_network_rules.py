@@ -9,7 +9,13 @@ import pytest
 
 from hermitcrab.errors import PolicyError
 from hermitcrab.policy import load_policy, parse_policy
-from hermitcrab.policy.network import address_problem, connection_decision, host_matches, request_decision
+from hermitcrab.policy.network import (
+    address_problem,
+    connection_decision,
+    host_matches,
+    path_problem,
+    request_decision,
+)
 
 EXAMPLE = """\
 version: 1
@@ -123,6 +129,31 @@ def test_l7_query_matching() -> None:
     assert request_decision(rule, "GET", "/search", {"q": ["kelp forests"]}).verdict == "allow"
     assert request_decision(rule, "GET", "/search", {"q": ["secrets"]}).verdict == "deny"
     assert request_decision(rule, "GET", "/search", {}).verdict == "deny"
+    # An allow rule needs every value of the key to match; one good value is not enough.
+    assert request_decision(rule, "GET", "/search", {"q": ["kelp", "secrets"]}).verdict == "deny"
+
+
+def test_l7_deny_query_matches_any_value() -> None:
+    rule = parse_policy(
+        "version: 1\nnetwork:\n  rules:\n    - name: q\n      hosts: [h.example.com]\n"
+        "      deny: [{paths: ['/**'], query: {owner: evil}}]\n"
+    ).network.rules[0]
+    assert request_decision(rule, "GET", "/x", {"owner": ["me", "evil"]}).verdict == "deny"
+    assert request_decision(rule, "GET", "/x", {"owner": ["me"]}).verdict == "allow"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/repos/me/../../admin", "/repos/./me", "/repos//admin", "/repos/me/%2e%2e/admin",
+     "/repos/%61dmin", "/repos/a%2Fb", "/repos/a%5cb", "/repos\\admin", "repos/me"],
+)  # fmt: skip
+def test_paths_a_server_would_read_otherwise_are_refused(path: str) -> None:
+    assert path_problem(path) is not None
+
+
+@pytest.mark.parametrize("path", ["/", "/repos/me/", "/repos/me/x%20y", "/caf%C3%A9", "/a.b/c~d"])
+def test_plain_paths_pass(path: str) -> None:
+    assert path_problem(path) is None
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 The same client (the standard library's, run by /usr/bin/python3) fetches from an HTTPS
 server on loopback twice: directly on the host, and from inside a sandbox, through the
-door (the supervisor hands each connection to the egress proxy) and the proxy. A fresh connection and TLS
+door (the listening socket the proxy accepts on) and the proxy. A fresh connection and TLS
 handshake each time. reload_ms is the time from writing a policy file that allows a new
 port to the first request the proxy lets through to it.
 """
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -103,10 +104,8 @@ def _rule(name: str, port: int) -> str:
     return "".join(f"    {line}\n" for line in lines)
 
 
-def _allowed_through(proxy_socket: Path, port: int) -> bool:
-    from hermitcrab.egress.door import knock
-
-    with knock(proxy_socket) as s:
+def _allowed_through(door: socket.socket, port: int) -> bool:
+    with door as s:
         s.sendall(f"CONNECT localhost:{port} HTTP/1.1\r\n\r\n".encode())
         return b" 200 " in s.recv(256)
 
@@ -144,12 +143,11 @@ async def _measure(count: int) -> dict[str, Any]:
             direct["times"] += after["times"]
             direct["mb_per_s"] = (direct["mb_per_s"] + after["mb_per_s"]) / 2
             # Reload: write the file, then ask the proxy until the new port is let through.
-            door = runtime.get("bench").box.spec.egress_socket
-            assert door is not None and not await asyncio.to_thread(_allowed_through, door, new_port)
+            assert not await asyncio.to_thread(_allowed_through, await proxy.knock("bench"), new_port)
             await asyncio.sleep(0.1)  # let the watcher settle on the current file first
             started = time.perf_counter()
             policy.write_text(head + _rule("bench", port) + _rule("new", new_port))
-            while not await asyncio.to_thread(_allowed_through, door, new_port):
+            while not await asyncio.to_thread(_allowed_through, await proxy.knock("bench"), new_port):
                 await asyncio.sleep(0.001)
             reload_ms = (time.perf_counter() - started) * 1000
         finally:

@@ -133,9 +133,10 @@ class Downstream:
                 break
             else:
                 raise ConnectionError("the client went away mid-request")
-        return Request(
-            event.method.decode("latin-1"), event.target.decode("latin-1"), _text(event.headers), bytes(body)
-        )
+        # Hop-by-hop headers (and any the client's Connection names) go now, before the
+        # proxy adds its own: a client must not be able to name those away.
+        headers = [(k, v) for k, v in end_to_end(_text(event.headers)) if k.lower() not in REQUEST_ONLY]
+        return Request(event.method.decode("latin-1"), event.target.decode("latin-1"), headers, bytes(body))
 
     async def _write(self, event: object) -> None:
         data = self.conn.send(event)
@@ -191,9 +192,9 @@ class Upstream:
         return self.conn.our_state is h11.IDLE and not self.writer.is_closing()
 
     async def send(self, method: str, target: str, headers: list[tuple[str, str]], body: bytes) -> None:
-        headers = [(k, v) for k, v in end_to_end(headers) if k.lower() not in REQUEST_ONLY]
+        """headers: end to end already (Downstream.request), with the proxy's own added."""
         if body or method in ("POST", "PUT", "PATCH"):
-            headers.append(("Content-Length", str(len(body))))
+            headers = [*headers, ("Content-Length", str(len(body)))]
         out = self.conn.send(h11.Request(method=method, target=target, headers=_wire(headers)))
         if body:
             out += self.conn.send(h11.Data(data=body))

@@ -16,6 +16,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,7 @@ from hermitcrab.policy.network import (
     NetDecision,
     address_problem,
     connection_decision,
-    credential_placeholder,
+    path_problem,
     request_decision,
 )
 from hermitcrab.policy.schema import NetworkPolicy
@@ -44,6 +45,9 @@ MAX_BODY = 16 * 1024 * 1024  # bodies the proxy sees are screened whole
 CHUNK = 256 * 1024
 CONNECT_TIMEOUT_S = 10.0
 HEAD_TIMEOUT_S = 30.0
+# Dials block (name resolution, connect): their own threads, not the loop's default pool,
+# which the rest of the gateway shares.
+_DIALS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="egress-dial")
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
 
@@ -155,6 +159,7 @@ class EgressProxy:
         # How the proxy checks the servers it terminates TLS for: the system's roots by default.
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._doors: dict[str, Door] = {}
+        self._networks: dict[str, NetworkSource] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts = OpenCounts()
         self._cas: dict[str, SandboxCA] = {}
@@ -167,17 +172,28 @@ class EgressProxy:
             ca = self._cas[sandbox] = SandboxCA(folder, sandbox)
         return ca
 
-    async def listen(self, sandbox: str, path: Path, network: NetworkSource) -> None:
-        """Serve one sandbox's door: a Unix socket, bound into it, that hands over the
-        connections its programs make to 127.0.0.1:3128 (their only way out)."""
+    async def listen(self, sandbox: str, path: Path, network: NetworkSource, port: int) -> None:
+        """Open one sandbox's door: a Unix socket, bound into it, through which its
+        supervisor hands over the listening socket on 127.0.0.1:PORT inside (its programs'
+        only way out)."""
         old = self._doors.pop(sandbox, None)
         if old is not None:
             old.close()
-        self._doors[sandbox] = Door(path, lambda conn: self._arrived(sandbox, network, conn))
+        self._networks[sandbox] = network
+        self._doors[sandbox] = Door(path, port, lambda conn: self._arrived(sandbox, network, conn))
+
+    async def knock(self, sandbox: str) -> socket.socket:
+        """A connection into the proxy as if from inside the sandbox (same policy, same
+        audit): for tools on the host. Returns the caller's end, blocking."""
+        ours, theirs = socket.socketpair()
+        ours.setblocking(False)
+        self._arrived(sandbox, self._networks[sandbox], ours)
+        return theirs
 
     async def close(self, sandbox: str) -> None:
         door = self._doors.pop(sandbox, None)
         self._cas.pop(sandbox, None)
+        self._networks.pop(sandbox, None)
         if door is not None:
             door.close()
 
@@ -263,10 +279,14 @@ class EgressProxy:
                 plain = rule is None or rule.tls != "terminate"
                 if decision.verdict == "allow" and plain and not self._in_host_name(host):
                     early = head[len(request.raw_head) :]
-                    splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early, release)
+                    try:
+                        splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early, release)
+                    except RuntimeError:  # shutting down
+                        conn.close()
+                        release()
                     return
-        except Refused:
-            pass  # the full path reports it
+        except Exception:
+            pass  # the full path decides again, and reports what went wrong
         serving = self._serve_conn(sandbox, network, conn, head, release)
         task = asyncio.get_running_loop().create_task(serving)
         self._tasks.add(task)
@@ -386,6 +406,9 @@ class EgressProxy:
         except socket.gaierror as exc:
             self._audit(sandbox, "failed", decision.rule_name, what, f"cannot resolve {host}: {exc}")
             raise Refused(502, f"cannot resolve {host}: {exc.strerror}", decision.rule_name) from None
+        except (UnicodeError, ValueError) as exc:  # a label over 63 bytes, a NUL, ...
+            self._audit(sandbox, "denied", decision.rule_name, what, f"not a host name: {exc}")
+            raise Refused(400, f"{host[:100]!r} is not a host name", decision.rule_name) from None
         problems = []
         for family, kind, proto, _, address in infos:
             ip = address[0]
@@ -413,7 +436,7 @@ class EgressProxy:
         self, sandbox: str, decision: NetDecision, host: str, port: int, what: str, tls: bool = False
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()
-        sock = await loop.run_in_executor(None, self._dial, sandbox, decision, host, port, what)
+        sock = await loop.run_in_executor(_DIALS, self._dial, sandbox, decision, host, port, what)
         sock.setblocking(False)
         if not tls:
             return await asyncio.open_connection(sock=sock, limit=CHUNK)
@@ -474,9 +497,14 @@ class EgressProxy:
 
         async def route(request: http1.Request) -> Hop:
             url = urlsplit(request.target)
+            if url.netloc and (url.hostname != host or (url.port or 443) != port):
+                raise Refused(
+                    400, f"this connection is to {host}:{port}, not {url.netloc}", decision.rule_name
+                )
             path = url.path or "/"
             what = f"{request.method} https://{host}:{port}{path}"
             headers = self._screen(sandbox, decision, request, path, url.query, what)
+            headers = _with_host(headers, host, port, 443)
             return Hop((host, port, True), what, decision, _origin(path, url.query), headers)
 
         await self._exchanges(sandbox, Downstream(reader, writer), route)
@@ -498,6 +526,7 @@ class EgressProxy:
             decision = await self._decide(sandbox, network(), host, port, what)
             self._screen_host(sandbox, decision, what, host)
             headers = self._screen(sandbox, decision, request, path, url.query, what)
+            headers = _with_host(headers, host, port, 80)
             return Hop((host, port, False), what, decision, _origin(path, url.query), headers)
 
         await self._exchanges(sandbox, down, route)
@@ -602,7 +631,12 @@ class EgressProxy:
         proxy itself adds. Returns the headers to send on."""
         rule = decision.rule
         if rule is not None and (rule.allow or rule.deny):
-            l7 = request_decision(rule, request.method, path, parse_qs(query))
+            problem = path_problem(path)
+            if problem:
+                reason = f"the path {path[:200]!r} is ambiguous ({problem}); send it normalised"
+                self._audit(sandbox, "denied", decision.rule_name, what, reason)
+                raise Refused(400, reason, decision.rule_name)
+            l7 = request_decision(rule, request.method, path, parse_qs(query, keep_blank_values=True))
             if l7.verdict != "allow":
                 self._audit(sandbox, "denied", decision.rule_name, what, l7.reason)
                 raise Refused(403, l7.reason, decision.rule_name)
@@ -619,12 +653,10 @@ class EgressProxy:
             except SecretError as exc:
                 self._audit(sandbox, "failed", decision.rule_name, what, str(exc))
                 raise Refused(502, str(exc), decision.rule_name) from None
-            placeholder = credential_placeholder(rule.credentials)
-            headers = [
-                (k, v.replace(placeholder, secret.value))
-                for k, v in headers
-                if k.lower() != secret.header.lower()
-            ]
+            # The proxy sets the credential's header itself (whatever the sandbox put there,
+            # placeholder or not); nowhere else does a placeholder become the secret, or a
+            # header the server echoes back would carry it into the sandbox.
+            headers = [(k, v) for k, v in headers if k.lower() != secret.header.lower()]
             headers.append((secret.header, secret.header_value()))
         return headers
 
@@ -702,6 +734,16 @@ def _parse_request(raw: bytes) -> Request:
             name, _, value = line.partition(":")
             headers.append((name.strip(), value.strip()))
     return Request(parts[0].upper(), parts[1], parts[2], headers, raw)
+
+
+def _with_host(
+    headers: list[tuple[str, str]], host: str, port: int, default_port: int
+) -> list[tuple[str, str]]:
+    """The Host the policy decided on, not the one the client wrote (which could route to
+    another site behind the same address, with the bound credential)."""
+    name = f"[{host}]" if ":" in host else host
+    authority = name if port == default_port else f"{name}:{port}"
+    return [(k, v) for k, v in headers if k.lower() != "host"] + [("Host", authority)]
 
 
 def _origin(path: str, query: str) -> str:

@@ -70,20 +70,54 @@ def _glob(pattern: str) -> re.Pattern[str]:
     return re.compile(f"^{out}$")
 
 
-def _http_rule_matches(rule: HttpRule, method: str, path: str, query: dict[str, list[str]]) -> bool:
+def _http_rule_matches(
+    rule: HttpRule, method: str, path: str, query: dict[str, list[str]], every_value: bool
+) -> bool:
+    """every_value: an allow rule's query must match each value a key is given (else
+    ?owner=me&owner=evil would pass); a deny rule matches on any one of them."""
     if "*" not in rule.methods and method.upper() not in rule.methods:
         return False
     if not any(_glob(p).match(path) for p in rule.paths):
         return False
-    return all(any(_glob(v).match(value) for value in query.get(k, [])) for k, v in rule.query.items())
+    quantifier = all if every_value else any
+    return all(
+        bool(values := query.get(k, [])) and quantifier(_glob(v).match(value) for value in values)
+        for k, v in rule.query.items()
+    )
+
+
+UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def path_problem(path: str) -> str | None:
+    """Why a path cannot be matched against L7 rules as it is written, or None. A server
+    would read /a/../b, /a//b, /%61 or /a%2Fb as another path than the rule saw; such
+    paths are refused rather than guessed at."""
+    if not path.startswith("/"):
+        return "it does not start with /"
+    if "\\" in path:
+        return "it holds a backslash"
+    segments = path.split("/")[1:]
+    for index, segment in enumerate(segments):
+        if segment in (".", ".."):
+            return f"it holds a '{segment}' segment"
+        if not segment and index < len(segments) - 1:
+            return "it holds an empty segment (//)"
+    for match in re.finditer(r"%([0-9A-Fa-f]{2})", path):
+        char = chr(int(match.group(1), 16))
+        if char in UNRESERVED or char in "/\\":
+            return f"it percent-encodes {char!r}"
+    return None
 
 
 def request_decision(rule: NetworkRule, method: str, path: str, query: dict[str, list[str]]) -> NetDecision:
     """L7: a deny rule wins; with allow rules, the request must match one of them."""
     for deny in rule.deny:
-        if _http_rule_matches(deny, method, path, query):
+        if _http_rule_matches(deny, method, path, query, every_value=False):
             return NetDecision("deny", rule, f"rule '{rule.name}' denies {method} {path}")
-    if rule.allow and not any(_http_rule_matches(a, method, path, query) for a in rule.allow):
+    if rule.allow and not any(
+        _http_rule_matches(a, method, path, query, every_value=True) for a in rule.allow
+    ):
         return NetDecision("deny", rule, f"rule '{rule.name}' allows no {method} {path}")
     return NetDecision("allow", rule, f"rule '{rule.name}' allows {method} {path}")
 

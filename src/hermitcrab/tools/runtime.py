@@ -20,6 +20,7 @@ from hermitcrab.egress.proxy import EgressProxy
 from hermitcrab.errors import PolicyError, SandboxError, SandboxNotFound
 from hermitcrab.policy import Policy, parse_policy, policy_version
 from hermitcrab.sandbox.base import ExecResult, Layers, OutputChunk, SandboxSpec
+from hermitcrab.sandbox.local.bwrap import EGRESS_PORT
 from hermitcrab.sandbox.local.driver import LocalDriver, LocalSandbox, check_name
 from hermitcrab.store import AuditEntry, AuditLog, SandboxRecords
 from hermitcrab.tools import snapshots
@@ -110,7 +111,7 @@ class SandboxRuntime:
         if self.egress is not None:
             door = self.driver.socket_path(self.driver.state_root / name, "egress.sock")
             ca = await asyncio.to_thread(self.egress.ca, name, self.driver.state_root / name / "ca")
-            await self.egress.listen(name, door, lambda: self.boxes[name].policy.network)
+            await self.egress.listen(name, door, lambda: self.boxes[name].policy.network, EGRESS_PORT)
         spec = SandboxSpec(
             name, policy, workspace, self.layers, egress_socket=door,
             ca_cert=ca.cert_path if ca else None, ca_bundle=ca.bundle_path if ca else None,
