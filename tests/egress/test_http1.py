@@ -175,3 +175,10 @@ def test_a_name_no_resolver_would_take_is_refused_and_audited(net, run) -> None:
     assert b"response 400" in result.stderr, result
     [entry] = [e for e in net.store.audit.entries() if e.action == "network"]
     assert entry.outcome == "denied" and "not a host name" in entry.detail
+
+
+def test_a_websocket_upgrade_where_requests_are_read_is_refused_clearly(net, run, box) -> None:
+    ask = ["curl", "-sS", "-H", "Connection: Upgrade", "-H", "Upgrade: websocket"]
+    upgrade = run(net.runtime.exec("box", [*ask, f"https://localhost:{box.https_port}/chat"]))
+    assert b"is not relayed where the proxy reads requests" in upgrade.stdout, upgrade
+    assert b"without tls: terminate" in upgrade.stdout

@@ -43,6 +43,7 @@ REASONS = {
     411: "Length Required",
     413: "Content Too Large",
     431: "Request Header Fields Too Large",
+    501: "Not Implemented",
     502: "Bad Gateway",
     503: "Service Unavailable",
 }
@@ -63,6 +64,7 @@ class Request:
     target: str
     headers: list[tuple[str, str]]
     body: bytes = b""
+    upgrade: str | None = None  # the protocol asked for (Upgrade:), e.g. websocket
 
 
 def end_to_end(headers: list[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -135,8 +137,11 @@ class Downstream:
                 raise ConnectionError("the client went away mid-request")
         # Hop-by-hop headers (and any the client's Connection names) go now, before the
         # proxy adds its own: a client must not be able to name those away.
-        headers = [(k, v) for k, v in end_to_end(_text(event.headers)) if k.lower() not in REQUEST_ONLY]
-        return Request(event.method.decode("latin-1"), event.target.decode("latin-1"), headers, bytes(body))
+        raw = _text(event.headers)
+        headers = [(k, v) for k, v in end_to_end(raw) if k.lower() not in REQUEST_ONLY]
+        upgrade = next((v for k, v in raw if k.lower() == "upgrade"), None)
+        method, target = event.method.decode("latin-1"), event.target.decode("latin-1")
+        return Request(method, target, headers, bytes(body), upgrade)
 
     async def _write(self, event: object) -> None:
         data = self.conn.send(event)

@@ -569,6 +569,14 @@ class EgressProxy:
                     return
                 if request is None:
                     return
+                if request.upgrade:
+                    message = (
+                        f"a switch to {request.upgrade[:40]!r} is not relayed where the proxy reads "
+                        "requests (it could not screen what follows). fix: reach this host through a "
+                        "rule without tls: terminate, over CONNECT (wss://, or a proxy-aware client)"
+                    )
+                    await down.refuse(501, message, [], close=True)
+                    return
                 try:
                     hop = await route(request)
                     if up is not None and (up.key != hop.key or not up.reusable):
