@@ -9,7 +9,10 @@ import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
 
-MAX_TUNNELS = 512  # open at once, over all sandboxes; more wait for a pump
+# Open at once over all sandboxes (threads start only as tunnels need them); past this, a
+# tunnel waits for a pump. Each sandbox's network.max_connections (default 128, at most
+# 1024) keeps one sandbox from taking them all.
+MAX_TUNNELS = 2048
 
 
 def detach(writer: asyncio.StreamWriter) -> socket.socket:

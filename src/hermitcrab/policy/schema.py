@@ -142,7 +142,7 @@ class NetworkPolicy(_Strict):
     rules: list[NetworkRule] = Field(default_factory=list)
     approval_timeout_seconds: float = Field(120.0, gt=0, le=86400)
     # Open at once through the door; more are refused (503) until some close.
-    max_connections: int = Field(128, ge=1, le=4096)
+    max_connections: int = Field(128, ge=1, le=1024)
 
     @model_validator(mode="after")
     def _unique_names(self) -> NetworkPolicy:
