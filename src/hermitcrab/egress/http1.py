@@ -18,6 +18,7 @@ import h11
 CHUNK = 256 * 1024
 MAX_HEAD = 64 * 1024
 MAX_BODY = 16 * 1024 * 1024  # bodies are screened whole
+BODY_BUDGET = 4 * MAX_BODY  # held at once over one sandbox's connections
 IDLE_S = 120.0  # a kept-alive connection waits this long for its next request
 READ_S = 60.0  # and a request this long for each part of its body
 # Never forwarded: they describe one hop, and h11 frames each hop itself.
@@ -81,14 +82,38 @@ def _wire(headers: list[tuple[str, str]]) -> list[tuple[bytes, bytes]]:
     return [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
 
 
+class BodyBudget:
+    """The request bodies one sandbox's connections hold in memory at once (each is read
+    whole to be screened): without it, max_connections x MAX_BODY. Used on the event loop."""
+
+    def __init__(self, limit: int = BODY_BUDGET) -> None:
+        self.limit = limit
+        self.held = 0
+
+    def take(self, size: int) -> bool:
+        if self.held + size > self.limit:
+            return False
+        self.held += size
+        return True
+
+    def give(self, size: int) -> None:
+        self.held -= size
+
+
 class Downstream:
     """The sandbox's side of one connection: requests in, responses out."""
 
     def __init__(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, already: bytes = b""
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        budget: BodyBudget,
+        already: bytes = b"",
     ) -> None:
         self.reader = reader
         self.writer = writer
+        self.budget = budget
+        self.holding = 0  # of the budget, for the body of the request being handled
         self.conn = h11.Connection(h11.SERVER, max_incomplete_event_size=MAX_HEAD)
         if already:  # (b"" would tell h11 the connection has ended)
             self.conn.receive_data(already)
@@ -110,6 +135,7 @@ class Downstream:
 
     async def request(self) -> Request | None:
         """The next request, body and all; None once the client is done with the connection."""
+        self.release()  # the last request's body has been sent on
         if self.conn.our_state is h11.DONE and self.conn.their_state is h11.DONE:
             self.conn.start_next_cycle()
         if self.conn.our_state is not h11.IDLE:
@@ -131,6 +157,13 @@ class Downstream:
                 body += part.data
                 if len(body) > MAX_BODY:
                     raise HttpError(413, f"request body over {MAX_BODY} bytes")
+                if not self.budget.take(len(part.data)):
+                    self.release()
+                    held = self.budget.held // (1024 * 1024)
+                    raise HttpError(
+                        503, f"this sandbox's connections hold {held} MiB of request bodies; try again"
+                    )
+                self.holding += len(part.data)
             elif isinstance(part, h11.EndOfMessage):
                 break
             else:
@@ -142,6 +175,10 @@ class Downstream:
         upgrade = next((v for k, v in raw if k.lower() == "upgrade"), None)
         method, target = event.method.decode("latin-1"), event.target.decode("latin-1")
         return Request(method, target, headers, bytes(body), upgrade)
+
+    def release(self) -> None:
+        self.budget.give(self.holding)
+        self.holding = 0
 
     async def _write(self, event: object) -> None:
         data = self.conn.send(event)

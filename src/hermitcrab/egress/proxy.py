@@ -160,6 +160,7 @@ class EgressProxy:
         self.upstream_tls = upstream_tls or ssl.create_default_context()
         self._doors: dict[str, Door] = {}
         self._networks: dict[str, NetworkSource] = {}
+        self._budgets: dict[str, http1.BodyBudget] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._counts = OpenCounts()
         self._cas: dict[str, SandboxCA] = {}
@@ -194,6 +195,7 @@ class EgressProxy:
         door = self._doors.pop(sandbox, None)
         self._cas.pop(sandbox, None)
         self._networks.pop(sandbox, None)
+        self._budgets.pop(sandbox, None)
         if door is not None:
             door.close()
 
@@ -357,7 +359,8 @@ class EgressProxy:
             if request.method == "CONNECT":
                 await self._connect(sandbox, network(), request, reader, writer)
             else:
-                await self._forward(sandbox, network, Downstream(reader, writer, request.raw_head))
+                down = Downstream(reader, writer, self._budget(sandbox), request.raw_head)
+                await self._forward(sandbox, network, down)
         except Refused as refused:
             await _refuse(writer, refused)
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -507,7 +510,7 @@ class EgressProxy:
             headers = _with_host(headers, host, port, 443)
             return Hop((host, port, True), what, decision, _origin(path, url.query), headers)
 
-        await self._exchanges(sandbox, Downstream(reader, writer), route)
+        await self._exchanges(sandbox, Downstream(reader, writer, self._budget(sandbox)), route)
 
     async def _forward(self, sandbox: str, network: NetworkSource, down: Downstream) -> None:
         """Plain HTTP: each request names its server (absolute URL), and is decided alone."""
@@ -603,6 +606,7 @@ class EgressProxy:
                 if not down.open:
                     return
         finally:
+            down.release()
             if up is not None:
                 up.close()
 
@@ -702,6 +706,9 @@ class EgressProxy:
             reason = f"the request carries the secret '{leaked}', which this endpoint is not bound to"
             self._audit(sandbox, "denied", decision.rule_name, what, f"exfiltration blocked: {reason}")
             raise Refused(403, reason, decision.rule_name)
+
+    def _budget(self, sandbox: str) -> http1.BodyBudget:
+        return self._budgets.setdefault(sandbox, http1.BodyBudget())
 
     def _audit(self, sandbox: str, outcome: str, rule: str, what: str, detail: str) -> None:
         if self.audit is not None:
