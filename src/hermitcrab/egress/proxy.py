@@ -40,16 +40,14 @@ from hermitcrab.store import AuditEntry, AuditLog
 
 log = logging.getLogger("hermitcrab.egress")
 
-MAX_HEAD = 64 * 1024
-MAX_BODY = 16 * 1024 * 1024  # bodies the proxy sees are screened whole
-CHUNK = 256 * 1024
+MAX_HEAD = http1.MAX_HEAD
+CHUNK = http1.CHUNK
 CONNECT_TIMEOUT_S = 10.0
 HEAD_TIMEOUT_S = 30.0
 # Dials block (name resolution, connect): their own threads, not the loop's default pool,
 # which the rest of the gateway shares.
 _DIALS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="egress-dial")
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
-HOP_HEADERS = frozenset({"proxy-connection", "proxy-authorization", "connection", "keep-alive"})
 
 NetworkSource = Callable[[], NetworkPolicy]
 INFERENCE_HOST = "inference.local"
@@ -128,12 +126,13 @@ class Hop:
 
 
 @dataclass
-class Request:
+class Head:
+    """A connection's first request head, read to choose a path: CONNECT or forwarding
+    (where http1 reads it again, whole)."""
+
     method: str
     target: str
-    version: str
-    headers: list[tuple[str, str]]
-    raw_head: bytes
+    raw: bytes  # up to and including its blank line
 
 
 class Refused(Exception):
@@ -273,14 +272,14 @@ class EgressProxy:
         the event loop, so a tunnel thread dials, answers and relays it. Everything else
         (approvals, terminated TLS, plain HTTP, refusals) takes the full path."""
         try:
-            request = _parse_request(head) if b"\r\n\r\n" in head else None
+            request = _parse_head(head) if b"\r\n\r\n" in head else None
             if request is not None and request.method == "CONNECT":
                 host, port = _split_host_port(request.target, 443)
                 decision = connection_decision(network(), host, port)
                 rule = decision.rule
                 plain = rule is None or rule.tls != "terminate"
                 if decision.verdict == "allow" and plain and not self._in_host_name(host):
-                    early = head[len(request.raw_head) :]
+                    early = head[len(request.raw) :]
                     try:
                         splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early, release)
                     except RuntimeError:  # shutting down
@@ -353,13 +352,13 @@ class EgressProxy:
         self, sandbox: str, network: NetworkSource, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         try:
-            request = await _read_request(reader)
+            request = await _read_head(reader)
             if request is None:
                 return
             if request.method == "CONNECT":
                 await self._connect(sandbox, network(), request, reader, writer)
             else:
-                down = Downstream(reader, writer, self._budget(sandbox), request.raw_head)
+                down = Downstream(reader, writer, self._budget(sandbox), request.raw)
                 await self._forward(sandbox, network, down)
         except Refused as refused:
             await _refuse(writer, refused)
@@ -457,7 +456,7 @@ class EgressProxy:
         self,
         sandbox: str,
         network: NetworkPolicy,
-        request: Request,
+        request: Head,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
@@ -726,29 +725,24 @@ class EgressProxy:
             )
 
 
-async def _read_request(reader: asyncio.StreamReader) -> Request | None:
+async def _read_head(reader: asyncio.StreamReader) -> Head | None:
     try:
         raw = await reader.readuntil(b"\r\n\r\n")
     except asyncio.LimitOverrunError:
         raise Refused(431, f"request head larger than {MAX_HEAD} bytes") from None
     except asyncio.IncompleteReadError:
         return None
-    return _parse_request(raw)
+    return _parse_head(raw)
 
 
-def _parse_request(raw: bytes) -> Request:
+def _parse_head(raw: bytes) -> Head:
     """The head up to and including its blank line (anything after it is ignored)."""
     raw = raw[: raw.index(b"\r\n\r\n") + 4]
     lines = raw.decode("latin-1").split("\r\n")
     parts = lines[0].split(" ")
     if len(parts) != 3:
         raise Refused(400, f"malformed request line {lines[0][:100]!r}")
-    headers = []
-    for line in lines[1:]:
-        if line:
-            name, _, value = line.partition(":")
-            headers.append((name.strip(), value.strip()))
-    return Request(parts[0].upper(), parts[1], parts[2], headers, raw)
+    return Head(parts[0].upper(), parts[1], raw)
 
 
 def _with_host(
