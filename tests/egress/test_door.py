@@ -178,7 +178,7 @@ extra = socket.create_connection(("127.0.0.1", 3128))
 extra.settimeout(10)
 print(extra.recv(300).decode().split("\r\n")[0])
 held[0].close()
-for attempt in range(200):  # until the proxy has seen that close
+for attempt in range(1000):  # until the proxy has seen that close
     again = socket.create_connection(("127.0.0.1", 3128))
     again.sendall(f"GET http://localhost:{port}/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
     again.settimeout(10)
