@@ -123,3 +123,15 @@ def test_bench_sandbox_prints_the_contract_keys(home: Paths) -> None:
     for key in ("create_p50_ms", "destroy_p50_ms", "exec_p50_ms", "exec_p99_ms", "bare_p50_ms", "exec_ratio"):
         assert isinstance(figures[key], float) and figures[key] > 0, key
     assert figures["exec_ratio"] == pytest.approx(figures["exec_p50_ms"] / figures["bare_p50_ms"], rel=0.02)
+
+
+def test_bench_egress_prints_the_contract_keys(home: Paths) -> None:
+    result = hc(home, "bench", "egress", "--json", "--requests", "24", timeout=300)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout)
+    for key in ("direct_p50_ms", "proxied_p50_ms", "throughput_ratio", "reload_ms"):
+        assert isinstance(figures[key], float) and figures[key] > 0, key
+    assert figures["added_p50_ms"] == pytest.approx(
+        figures["proxied_p50_ms"] - figures["direct_p50_ms"], abs=0.002
+    )
+    assert figures["requests"] == 24  # one turn of 25, its warm-up left out

@@ -5,6 +5,7 @@ through Python)."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import os
 import socket
 from concurrent.futures import ThreadPoolExecutor
@@ -24,8 +25,15 @@ def detach(writer: asyncio.StreamWriter) -> socket.socket:
     return twin
 
 
+PIPE_BYTES = 1 << 20  # fewer, larger moves than the default 64 KiB pipe allows
+
+
 def pump(source: socket.socket, sink: socket.socket) -> None:
     read_end, write_end = os.pipe()
+    try:
+        fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    except OSError:
+        pass  # over /proc/sys/fs/pipe-max-size: the default size still works
     try:
         while True:
             try:
