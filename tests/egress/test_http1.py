@@ -4,8 +4,10 @@ end when the server closes, and pipelined requests each decided on its own."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +184,70 @@ def test_a_websocket_upgrade_where_requests_are_read_is_refused_clearly(net, run
     upgrade = run(net.runtime.exec("box", [*ask, f"https://localhost:{box.https_port}/chat"]))
     assert b"is not relayed where the proxy reads requests" in upgrade.stdout, upgrade
     assert b"without tls: terminate" in upgrade.stdout
+
+
+def test_l7_rules_without_termination_take_plain_http_only(net, run) -> None:
+    s = net.servers
+    net.write_policy(
+        f"    - name: checked\n      hosts: [localhost]\n      ports: [{s.http_port}]\n"
+        "      allowed_ips: [127.0.0.1]\n      allow: [{methods: [GET], paths: ['/echo/**']}]\n"
+    )
+    run(net.runtime.create("box"))
+    url = f"http://localhost:{s.http_port}"
+    assert run(net.runtime.exec("box", ["curl", "-sS", f"{url}/echo/1"])).stdout.startswith(b"GET /echo/1")
+    assert b"allows no GET /other" in run(net.runtime.exec("box", ["curl", "-sS", f"{url}/other"])).stdout
+    # A tunnel (curl -p) to the same port would hide every request from those rules.
+    tunnelled = run(net.runtime.exec("box", ["curl", "-sS", "-p", f"{url}/other"]))
+    assert tunnelled.exit_code != 0 and b"403" in tunnelled.stderr, tunnelled
+    [entry] = [e for e in net.store.audit.entries() if e.argv == [f"CONNECT localhost:{s.http_port}"]]
+    assert entry.outcome == "denied" and "a tunnel would hide" in entry.detail
+
+
+STAY = r"""
+import http.client, os, sys, time
+conn = http.client.HTTPSConnection("127.0.0.1", 3128)
+conn.set_tunnel("localhost", int(sys.argv[1]))
+for turn in range(2):
+    conn.request("GET", "/echo/x")
+    answer = conn.getresponse()
+    print(answer.status, answer.read().decode().strip(), conn.sock is not None, flush=True)
+    while turn == 0 and not os.path.exists("/workspace/go"):  # the test changes the policy
+        time.sleep(0.01)
+"""
+
+
+def test_a_kept_alive_terminated_connection_follows_policy_changes(net, run, box) -> None:
+    async def scenario() -> bytes:
+        client = asyncio.ensure_future(net.runtime.exec("box", ["python3", "-c", STAY, str(box.https_port)]))
+        while not any(
+            e.argv == [f"GET https://localhost:{box.https_port}/echo/x"] for e in net.store.audit.entries()
+        ):
+            await asyncio.sleep(0.01)
+        net.write_policy(local_rule("plain", box.http_port))  # the tls rule is gone
+        assert net.runtime.reload_policy()["applied"]
+        (Path(net.runtime.get("box").box.spec.workspace) / "go").touch()
+        return (await client).stdout
+
+    first, second = run(scenario()).decode().splitlines()
+    assert first.startswith("200 GET /echo/x")
+    assert (
+        second.startswith("403 HermitCrab egress: the policy for localhost")
+        and "changed under this" in second
+    )
+
+
+def test_a_bad_target_is_a_400_not_a_traceback(net, run, box) -> None:
+    raw = (
+        "import socket; s = socket.create_connection(('127.0.0.1', 3128)); "
+        "s.sendall(b'GET http://localhost:99999/ HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n'); "
+        "print(s.recv(300).decode().splitlines()[0])"
+    )
+    result = run(net.runtime.exec("box", ["python3", "-c", raw]))
+    assert result.stdout.decode().strip() == "HTTP/1.1 400 Bad Request", result
+
+
+def test_an_h2c_upgrade_is_served_as_http_1_1(net, run, box) -> None:
+    answer = run(
+        net.runtime.exec("box", ["curl", "-sS", "--http2", f"http://localhost:{box.http_port}/echo/h"])
+    )
+    assert answer.stdout.startswith(b"GET /echo/h"), answer

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from hermitcrab.egress.secrets import Secret
-from tests.egress.conftest import local_rule
+from tests.egress.conftest import BODY, local_rule
 
 TOKEN = "ghp_s3cr3tT0kenV4lue"
 
@@ -108,12 +108,20 @@ def test_a_secret_in_a_tunnels_host_name_never_leaves(net, run) -> None:
 
 
 @pytest.mark.parametrize(
-    "path", ["/repos/a/b/x/../actions/runs", "/repos/a/b/%61ctions/runs", "/repos/a/b//actions/runs"]
+    ("path", "answer"),
+    [
+        ("/repos/a/b/x/../actions/runs", b"is ambiguous"),
+        ("/repos/a/b//actions/runs", b"is ambiguous"),
+        ("/repos/a/b/..;/b/actions/runs", b"is ambiguous"),
+        # An encoded letter is decoded (RFC 3986: the same path), then decided.
+        ("/repos/a/b/%61ctions/runs", b"denies GET /repos/a/b/actions/runs"),
+        ("/repos/a/b/ACTIONS/runs", b"denies GET /repos/a/b/ACTIONS/runs"),  # deny ignores case
+    ],
 )
-def test_a_path_the_server_would_read_otherwise_is_refused(net, run, api, path) -> None:
-    # Each of these reaches /repos/a/b/actions/runs on a server that normalises paths.
+def test_a_path_the_server_would_read_otherwise_is_not_let_through(net, run, api, path, answer) -> None:
+    # Each of these reaches /repos/a/b/actions/runs on some server.
     result = curl(net, run, "--path-as-is", f"https://localhost:{api.https_port}{path}")
-    assert b"is ambiguous" in result.stdout and b"send it normalised" in result.stdout, result
+    assert answer in result.stdout, result
 
 
 def test_the_host_and_credential_are_the_proxys_not_the_clients(net, run, api) -> None:
@@ -135,3 +143,14 @@ def test_the_host_and_credential_are_the_proxys_not_the_clients(net, run, api) -
     absolute = curl(net, run, "--request-target", "https://elsewhere.example/headers",
                     f"https://localhost:{s.https_port}/headers")  # fmt: skip
     assert b"this connection is to localhost" in absolute.stdout
+
+
+def test_no_secret_rides_out_in_a_prompt(net, run, api) -> None:
+    """inference.local may lead to a remote provider's model: prompts are screened too."""
+    from hermitcrab.egress.proxy import InferenceRoute
+
+    net.runtime.egress.inference = InferenceRoute("127.0.0.1", api.http_port, lambda: "gateway-token")
+    url = "http://inference.local/v1/chat/completions"
+    assert curl(net, run, "-d", '{"messages": "hi"}', url).stdout == BODY
+    leak = curl(net, run, "-d", f'{{"messages": "remember {TOKEN}"}}', url)
+    assert b"carries the secret 'github'" in leak.stdout, leak

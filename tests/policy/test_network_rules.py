@@ -13,7 +13,7 @@ from hermitcrab.policy.network import (
     address_problem,
     connection_decision,
     host_matches,
-    path_problem,
+    normalise_path,
     request_decision,
 )
 
@@ -144,16 +144,31 @@ def test_l7_deny_query_matches_any_value() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/repos/me/../../admin", "/repos/./me", "/repos//admin", "/repos/me/%2e%2e/admin",
-     "/repos/%61dmin", "/repos/a%2Fb", "/repos/a%5cb", "/repos\\admin", "repos/me"],
+    ["/repos/me/../../admin", "/repos/./me", "/repos//admin", "/repos/me/%2e%2e/admin", "/repos/a%2Fb",
+     "/repos/a%5cb", "/repos\\admin", "repos/me", "/repos/..;/admin", "/repos/a/%252e%252e/x", "/a/.;x/b"],
 )  # fmt: skip
 def test_paths_a_server_would_read_otherwise_are_refused(path: str) -> None:
-    assert path_problem(path) is not None
+    assert normalise_path(path)[1] is not None
 
 
-@pytest.mark.parametrize("path", ["/", "/repos/me/", "/repos/me/x%20y", "/caf%C3%A9", "/a.b/c~d"])
-def test_plain_paths_pass(path: str) -> None:
-    assert path_problem(path) is None
+@pytest.mark.parametrize(
+    ("path", "normal"),
+    [("/", "/"), ("/repos/me/", "/repos/me/"), ("/repos/me/x%20y", "/repos/me/x%20y"),
+     ("/caf%c3%a9", "/caf%C3%A9"), ("/a.b/c~d", "/a.b/c~d"), ("/repos/%61dmin", "/repos/admin"),
+     ("/%7Euser/x;v=1", "/~user/x;v=1")],
+)  # fmt: skip
+def test_plain_paths_pass_normalised(path: str, normal: str) -> None:
+    assert normalise_path(path) == (normal, None)
+
+
+def test_deny_covers_the_bare_prefix_and_any_case() -> None:
+    rule = parse_policy(
+        "version: 1\nnetwork:\n  rules:\n    - name: r\n      hosts: [h.example.com]\n      tls: terminate\n"
+        "      deny: [{paths: ['/repos/*/*/hooks/**']}]\n"
+    ).network.rules[0]
+    for path in ("/repos/o/r/hooks", "/repos/o/r/hooks/1", "/repos/o/r/HOOKS/1"):
+        assert request_decision(rule, "POST", path, {}).verdict == "deny", path
+    assert request_decision(rule, "POST", "/repos/o/r/hooksmith", {}).verdict == "allow"
 
 
 @pytest.mark.parametrize(

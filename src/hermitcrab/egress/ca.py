@@ -10,11 +10,15 @@ import datetime
 import os
 import ssl
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
 SYSTEM_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 DAYS = 825
+
+
+MAX_LEAVES = 256  # leaf certificates kept per sandbox, least recently used dropped
 
 
 class SandboxCA:
@@ -25,6 +29,7 @@ class SandboxCA:
         self.key_path = folder / "ca-key.pem"
         self.bundle_path = folder / "ca-bundle.pem"
         self._contexts: dict[str, ssl.SSLContext] = {}
+        self._lock = threading.Lock()
         if not (self.cert_path.exists() and self.key_path.exists()):
             self._create()
         self._write_bundle()
@@ -65,10 +70,14 @@ class SandboxCA:
 
     def server_context(self, host: str) -> ssl.SSLContext:
         """A TLS server context presenting a certificate for `host`, signed by this CA."""
-        context = self._contexts.get(host)
-        if context is None:
-            context = self._contexts[host] = self._leaf_context(host)
-        return context
+        with self._lock:  # called from worker threads
+            context = self._contexts.pop(host, None)
+            if context is None:
+                context = self._leaf_context(host)
+                if len(self._contexts) >= MAX_LEAVES:  # a wildcard rule meets endless names
+                    self._contexts.pop(next(iter(self._contexts)))
+            self._contexts[host] = context  # most recently used last
+            return context
 
     def _leaf_context(self, host: str) -> ssl.SSLContext:
         import ipaddress

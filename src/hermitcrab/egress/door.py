@@ -28,6 +28,7 @@ log = logging.getLogger("hermitcrab.egress")
 
 Arrived = Callable[[socket.socket], None]
 RETRY_ACCEPT_S = 0.1  # after running out of descriptors
+ACCEPTS_PER_TURN = 64  # then the loop serves others; the rest wait for the next turn
 MAX_FDS = 4  # in the one message; the kernel closes any beyond what fits, we close the rest
 
 
@@ -105,13 +106,14 @@ class Door:
             sock.close()
             return
         sock.setblocking(False)
+        sock.set_inheritable(False)  # recv_fds does not ask for CLOEXEC
         self.listener = sock
         self.loop.add_reader(sock.fileno(), self._accept)
 
     def _accept(self) -> None:
         listener = self.listener
         assert listener is not None
-        while True:
+        for _ in range(ACCEPTS_PER_TURN):
             try:
                 conn, _ = listener.accept()
             except (BlockingIOError, InterruptedError, ConnectionAbortedError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -32,7 +33,7 @@ from hermitcrab.policy.network import (
     NetDecision,
     address_problem,
     connection_decision,
-    path_problem,
+    normalise_path,
     request_decision,
 )
 from hermitcrab.policy.schema import NetworkPolicy
@@ -53,6 +54,7 @@ NetworkSource = Callable[[], NetworkPolicy]
 INFERENCE_HOST = "inference.local"
 INFERENCE_PATHS = frozenset({"/v1/chat/completions", "/v1/models"})
 RULE_HEADER = "X-HermitCrab-Rule"
+HOST_NAME = re.compile(r"[a-z0-9_.-]+|[0-9a-f:.]+")  # a name or an IP (IPv6 comes unbracketed)
 
 
 @dataclass(frozen=True)
@@ -277,7 +279,8 @@ class EgressProxy:
                 host, port = _split_host_port(request.target, 443)
                 decision = connection_decision(network(), host, port)
                 rule = decision.rule
-                plain = rule is None or rule.tls != "terminate"
+                # A plain tunnel: the rule neither terminates TLS nor checks requests (L7).
+                plain = rule is None or (rule.tls != "terminate" and not rule.allow and not rule.deny)
                 if decision.verdict == "allow" and plain and not self._in_host_name(host):
                     early = head[len(request.raw) :]
                     try:
@@ -356,7 +359,7 @@ class EgressProxy:
             if request is None:
                 return
             if request.method == "CONNECT":
-                await self._connect(sandbox, network(), request, reader, writer)
+                await self._connect(sandbox, network, request, reader, writer)
             else:
                 down = Downstream(reader, writer, self._budget(sandbox), request.raw)
                 await self._forward(sandbox, network, down)
@@ -455,18 +458,28 @@ class EgressProxy:
     async def _connect(
         self,
         sandbox: str,
-        network: NetworkPolicy,
+        network: NetworkSource,
         request: Head,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
         host, port = _split_host_port(request.target, 443)
         what = f"CONNECT {host}:{port}"
-        decision = await self._decide(sandbox, network, host, port, what)
+        decision = await self._decide(sandbox, network(), host, port, what)
         self._screen_host(sandbox, decision, what, host)
-        if decision.rule is not None and decision.rule.tls == "terminate":
-            await self._terminate(sandbox, decision, host, port, reader, writer)
+        rule = decision.rule
+        if rule is not None and rule.tls == "terminate":
+            await self._terminate(sandbox, network, decision, host, port, reader, writer)
             return
+        if rule is not None and (rule.allow or rule.deny):
+            # Its L7 rules could not see inside a tunnel: only plain http:// (or tls:
+            # terminate) lets them check each request.
+            reason = (
+                f"rule '{rule.name}' checks each request (allow/deny), which a tunnel would hide. "
+                "fix: send plain http:// through the proxy, or set tls: terminate on the rule"
+            )
+            self._audit(sandbox, "denied", decision.rule_name, what, reason)
+            raise Refused(403, reason, decision.rule_name)
         # Decided (a person may have been asked): the rest is the hot path's, on a tunnel thread.
         early = bytes(reader._buffer)  # read already, so it must be sent on
         client = splice.detach(writer)
@@ -478,6 +491,7 @@ class EgressProxy:
     async def _terminate(
         self,
         sandbox: str,
+        network: NetworkSource,
         decision: NetDecision,
         host: str,
         port: int,
@@ -503,11 +517,11 @@ class EgressProxy:
                 raise Refused(
                     400, f"this connection is to {host}:{port}, not {url.netloc}", decision.rule_name
                 )
-            path = url.path or "/"
-            what = f"{request.method} https://{host}:{port}{path}"
-            headers = self._screen(sandbox, decision, request, path, url.query, what)
+            what = f"{request.method} https://{host}:{port}{url.path or '/'}"
+            current = self._still_allowed(sandbox, network(), decision, host, port, what)
+            path, headers = self._screen(sandbox, current, request, url.path or "/", url.query, what)
             headers = _with_host(headers, host, port, 443)
-            return Hop((host, port, True), what, decision, _origin(path, url.query), headers)
+            return Hop((host, port, True), what, current, _origin(path, url.query), headers)
 
         await self._exchanges(sandbox, Downstream(reader, writer, self._budget(sandbox)), route)
 
@@ -527,11 +541,24 @@ class EgressProxy:
                 return self._inference_hop(sandbox, request, path, url.query, what)
             decision = await self._decide(sandbox, network(), host, port, what)
             self._screen_host(sandbox, decision, what, host)
-            headers = self._screen(sandbox, decision, request, path, url.query, what)
+            path, headers = self._screen(sandbox, decision, request, path, url.query, what)
             headers = _with_host(headers, host, port, 80)
             return Hop((host, port, False), what, decision, _origin(path, url.query), headers)
 
         await self._exchanges(sandbox, down, route)
+
+    def _still_allowed(
+        self, sandbox: str, network: NetworkPolicy, decided: NetDecision, host: str, port: int, what: str
+    ) -> NetDecision:
+        """A kept-alive terminated connection outlives policy changes: each request is held
+        to the rules as they are now (its L7 rules and credential too)."""
+        now = connection_decision(network, host, port)
+        rule = now.rule
+        if now.verdict == "deny" or rule is None or rule.name != decided.rule_name or rule.tls != "terminate":
+            reason = f"the policy for {host}:{port} changed under this connection ({now.reason}); reconnect"
+            self._audit(sandbox, "denied", now.rule_name, what, reason)
+            raise Refused(403, reason, now.rule_name)
+        return NetDecision("allow", rule, decided.reason)  # an approval, once given, holds here
 
     def _inference_hop(self, sandbox: str, request: http1.Request, path: str, query: str, what: str) -> Hop:
         """http://inference.local/v1/... goes to the gateway's model router, with the
@@ -547,6 +574,12 @@ class EgressProxy:
             )
         dropped = {"authorization", "host", SANDBOX_HEADER.lower()}
         headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
+        # The model may be a remote provider's: no secret rides out in a prompt either.
+        inference = NetDecision("allow", None, "the gateway's model router")
+        header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
+        self._screen_target(
+            sandbox, inference, what, request.target.encode("latin-1"), header_text, request.body
+        )
         headers += [
             ("Host", f"{route.host}:{route.port}"),
             ("Authorization", f"Bearer {route.token()}"),
@@ -571,7 +604,7 @@ class EgressProxy:
                     return
                 if request is None:
                     return
-                if request.upgrade:
+                if request.upgrade and request.upgrade.strip().lower() != "h2c":
                     message = (
                         f"a switch to {request.upgrade[:40]!r} is not relayed where the proxy reads "
                         "requests (it could not screen what follows). fix: reach this host through a "
@@ -580,7 +613,10 @@ class EgressProxy:
                     await down.refuse(501, message, [], close=True)
                     return
                 try:
-                    hop = await route(request)
+                    try:
+                        hop = await route(request)
+                    except (ValueError, UnicodeError) as exc:  # urlsplit, a port over 65535...
+                        raise Refused(400, f"bad request target {request.target[:200]!r}: {exc}") from None
                     if up is not None and (up.key != hop.key or not up.reusable):
                         up.close()
                         up = None
@@ -637,12 +673,12 @@ class EgressProxy:
         path: str,
         query: str,
         what: str,
-    ) -> list[tuple[str, str]]:
+    ) -> tuple[str, list[tuple[str, str]]]:
         """L7 rules, then secrets: none may leave except the one this rule binds, which the
-        proxy itself adds. Returns the headers to send on."""
+        proxy itself adds. Returns the path (normalised) and the headers to send on."""
         rule = decision.rule
+        path, problem = normalise_path(path)
         if rule is not None and (rule.allow or rule.deny):
-            problem = path_problem(path)
             if problem:
                 reason = f"the path {path[:200]!r} is ambiguous ({problem}); send it normalised"
                 self._audit(sandbox, "denied", decision.rule_name, what, reason)
@@ -653,7 +689,7 @@ class EgressProxy:
                 raise Refused(403, l7.reason, decision.rule_name)
         headers = request.headers
         if self.secrets is None:
-            return headers
+            return path, headers
         header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
         self._screen_target(
             sandbox, decision, what, request.target.encode("latin-1"), header_text, request.body
@@ -669,7 +705,7 @@ class EgressProxy:
             # header the server echoes back would carry it into the sandbox.
             headers = [(k, v) for k, v in headers if k.lower() != secret.header.lower()]
             headers.append((secret.header, secret.header_value()))
-        return headers
+        return path, headers
 
     def _in_host_name(self, host: str) -> bool:
         """Whether a host name carries a known secret, in any case (names are resolved
@@ -766,9 +802,13 @@ def _split_host_port(target: str, default: int) -> tuple[str, int]:
     else:
         host, _, port = target.rpartition(":") if ":" in target else (target, "", "")
     try:
-        return host.lower(), int(port) if port else default
+        number = int(port) if port else default
     except ValueError:
-        raise Refused(400, f"bad port in {target!r}") from None
+        raise Refused(400, f"bad port in {target[:200]!r}") from None
+    host = host.lower()
+    if not 0 < number < 65536 or not HOST_NAME.fullmatch(host):
+        raise Refused(400, f"{target[:200]!r} is not a host:port")
+    return host, number
 
 
 def _refusal(refused: Refused) -> bytes:

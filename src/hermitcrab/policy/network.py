@@ -51,7 +51,12 @@ def connection_decision(network: NetworkPolicy, host: str, port: int) -> NetDeci
 
 
 @lru_cache(maxsize=512)
-def _glob(pattern: str) -> re.Pattern[str]:
+def _glob(pattern: str, fold_case: bool = False) -> re.Pattern[str]:
+    """* is one segment's worth, ** any depth; a trailing /** covers the prefix itself
+    too (deny /hooks/** must refuse /hooks)."""
+    tail = ""
+    if pattern.endswith("/**"):
+        pattern, tail = pattern[:-3], "(?:/.*)?"
     out = ""
     i = 0
     while i < len(pattern):
@@ -67,21 +72,22 @@ def _glob(pattern: str) -> re.Pattern[str]:
         else:
             out += re.escape(pattern[i])
             i += 1
-    return re.compile(f"^{out}$")
+    return re.compile(f"^{out}{tail}$", re.IGNORECASE if fold_case else 0)
 
 
 def _http_rule_matches(
-    rule: HttpRule, method: str, path: str, query: dict[str, list[str]], every_value: bool
+    rule: HttpRule, method: str, path: str, query: dict[str, list[str]], deny: bool
 ) -> bool:
-    """every_value: an allow rule's query must match each value a key is given (else
-    ?owner=me&owner=evil would pass); a deny rule matches on any one of them."""
+    """An allow rule's query must match each value a key is given (else
+    ?owner=me&owner=evil would pass), case and all; a deny rule matches on any one value,
+    in any case (a server that ignores case must not slip past it)."""
     if "*" not in rule.methods and method.upper() not in rule.methods:
         return False
-    if not any(_glob(p).match(path) for p in rule.paths):
+    if not any(_glob(p, deny).match(path) for p in rule.paths):
         return False
-    quantifier = all if every_value else any
+    quantifier = any if deny else all
     return all(
-        bool(values := query.get(k, [])) and quantifier(_glob(v).match(value) for value in values)
+        bool(values := query.get(k, [])) and quantifier(_glob(v, deny).match(value) for value in values)
         for k, v in rule.query.items()
     )
 
@@ -89,35 +95,41 @@ def _http_rule_matches(
 UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 
 
-def path_problem(path: str) -> str | None:
-    """Why a path cannot be matched against L7 rules as it is written, or None. A server
-    would read /a/../b, /a//b, /%61 or /a%2Fb as another path than the rule saw; such
+def normalise_path(path: str) -> tuple[str, str | None]:
+    """The path L7 rules see, and the proxy sends on: percent-encoded unreserved characters
+    decoded (RFC 3986 says /%61 is /a), every other escape's hex upper-cased. With it, why
+    it cannot be matched as written (None if it can): a server would read /a/../b, /a//b,
+    /a/..;/b, /a%2Fb or a double-encoded %252e as another path than the rule saw, so such
     paths are refused rather than guessed at."""
     if not path.startswith("/"):
-        return "it does not start with /"
+        return path, "it does not start with /"
     if "\\" in path:
-        return "it holds a backslash"
+        return path, "it holds a backslash"
+
+    def unescape(match: re.Match[str]) -> str:
+        char = chr(int(match.group(1), 16))
+        return char if char in UNRESERVED else f"%{match.group(1).upper()}"
+
+    path = re.sub(r"%([0-9A-Fa-f]{2})", unescape, path)
+    for encoded, meaning in (("%2F", "an encoded /"), ("%5C", "an encoded \\"), ("%25", "an encoded %")):
+        if encoded in path:
+            return path, f"it holds {meaning} ({encoded})"
     segments = path.split("/")[1:]
     for index, segment in enumerate(segments):
-        if segment in (".", ".."):
-            return f"it holds a '{segment}' segment"
-        if not segment and index < len(segments) - 1:
-            return "it holds an empty segment (//)"
-    for match in re.finditer(r"%([0-9A-Fa-f]{2})", path):
-        char = chr(int(match.group(1), 16))
-        if char in UNRESERVED or char in "/\\":
-            return f"it percent-encodes {char!r}"
-    return None
+        bare = segment.split(";", 1)[0]  # some servers drop ;parameters: /..;/ is /../
+        if bare in (".", ".."):
+            return path, f"it holds a '{segment}' segment"
+        if not bare and index < len(segments) - 1:
+            return path, "it holds an empty segment (//)"
+    return path, None
 
 
 def request_decision(rule: NetworkRule, method: str, path: str, query: dict[str, list[str]]) -> NetDecision:
     """L7: a deny rule wins; with allow rules, the request must match one of them."""
     for deny in rule.deny:
-        if _http_rule_matches(deny, method, path, query, every_value=False):
+        if _http_rule_matches(deny, method, path, query, deny=True):
             return NetDecision("deny", rule, f"rule '{rule.name}' denies {method} {path}")
-    if rule.allow and not any(
-        _http_rule_matches(a, method, path, query, every_value=True) for a in rule.allow
-    ):
+    if rule.allow and not any(_http_rule_matches(a, method, path, query, deny=False) for a in rule.allow):
         return NetDecision("deny", rule, f"rule '{rule.name}' allows no {method} {path}")
     return NetDecision("allow", rule, f"rule '{rule.name}' allows {method} {path}")
 
