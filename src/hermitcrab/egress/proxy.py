@@ -576,10 +576,7 @@ class EgressProxy:
         headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
         # The model may be a remote provider's: no secret rides out in a prompt either.
         inference = NetDecision("allow", None, "the gateway's model router")
-        header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
-        self._screen_target(
-            sandbox, inference, what, request.target.encode("latin-1"), header_text, request.body
-        )
+        self._screen_request(sandbox, inference, what, request, headers)
         headers += [
             ("Host", f"{route.host}:{route.port}"),
             ("Authorization", f"Bearer {route.token()}"),
@@ -690,10 +687,7 @@ class EgressProxy:
         headers = request.headers
         if self.secrets is None:
             return path, headers
-        header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
-        self._screen_target(
-            sandbox, decision, what, request.target.encode("latin-1"), header_text, request.body
-        )
+        self._screen_request(sandbox, decision, what, request, headers)
         if rule is not None and rule.credentials:
             try:
                 secret = self.secrets.get(rule.credentials)
@@ -722,6 +716,20 @@ class EgressProxy:
     def _screen_host(self, sandbox: str, decision: NetDecision, what: str, host: str) -> None:
         if self._in_host_name(host):  # then refuse, and say why
             self._screen_target(sandbox, decision, what, host.encode(), fold_case=True)
+
+    def _screen_request(
+        self,
+        sandbox: str,
+        decision: NetDecision,
+        what: str,
+        request: http1.Request,
+        headers: list[tuple[str, str]],
+    ) -> None:
+        """No known secret in the target, the headers that go on, or the body."""
+        header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
+        self._screen_target(
+            sandbox, decision, what, request.target.encode("latin-1"), header_text, request.body
+        )
 
     def _screen_target(
         self, sandbox: str, decision: NetDecision, what: str, *texts: bytes, fold_case: bool = False
