@@ -18,12 +18,10 @@ from typing import Any
 
 import pytest
 
-from hermitcrab.egress.approvals import Approvals
-from hermitcrab.egress.proxy import EgressProxy
+from hermitcrab.approvals import Approvals
 from hermitcrab.egress.secrets import SecretStore
-from hermitcrab.sandbox.local.driver import LocalDriver
+from hermitcrab.gateway.parts import build_runtime
 from hermitcrab.store import Store
-from hermitcrab.tools.runtime import SandboxRuntime
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -110,9 +108,9 @@ class Net:
         self.secrets = SecretStore(root / "secrets.json")
         # The proxy checks the upstream's certificate; this test server's is self-signed.
         upstream = ssl.create_default_context(cafile=servers.cert)
-        self.runtime = SandboxRuntime(
-            LocalDriver(root / "s"), self.store.sandboxes, self.store.audit, self.policy_file, root / "w",
-            egress=EgressProxy(self.store.audit, self.approvals, self.secrets, upstream),
+        self.runtime = build_runtime(
+            self.store, policy_file=self.policy_file, workspaces=root / "w", state_root=root / "s",
+            approvals=self.approvals, secrets=self.secrets, upstream_tls=upstream,
         )  # fmt: skip
 
     def write_policy(self, rules: str, default: str = "deny", timeout: float = 120) -> None:

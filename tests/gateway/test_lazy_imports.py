@@ -7,7 +7,7 @@ import json
 import subprocess
 import sys
 
-LATER = ["hermitcrab.tools.runtime", "hermitcrab.egress.proxy", "h11", "llama_cpp", "openai", "anthropic"]
+LATER = ["hermitcrab.runtime.sandboxes", "hermitcrab.egress.proxy", "h11", "llama_cpp", "openai", "anthropic"]
 
 
 def test_the_gateway_imports_no_heavy_part_before_it_is_ready() -> None:

@@ -27,10 +27,10 @@ def test_message_is_accepted_then_answered(live_gateway) -> None:
     assert answers[0]["kind"] == "reply" and answers[0]["reply_to"] == message_id
     assert answers[0]["data"]["text"] == "Hi there, human."
     kinds = [e["kind"] for e in gw.events("s1")]
-    assert kinds == ["message", "turn.started", "reply"]
+    assert kinds == ["message", "turn.started", "model.response", "reply"]
     with gw.client() as client:
         sessions = client.get("/api/sessions").json()["sessions"]
-    assert [(s["id"], s["agent"], s["events"]) for s in sessions] == [("s1", "main", 3)]
+    assert [(s["id"], s["agent"], s["events"]) for s in sessions] == [("s1", "main", 4)]
 
 
 def test_websocket_streams_tokens_then_the_reply(live_gateway) -> None:
@@ -55,8 +55,8 @@ def test_websocket_replays_from_after(live_gateway) -> None:
     gw.wait_answers("r", 1)
     ws_url = gw.url.replace("http", "ws") + "/api/sessions/r/ws?after=0"
     with connect(ws_url, additional_headers=gw.headers, open_timeout=5) as ws:
-        replayed = [json.loads(ws.recv(timeout=5)) for _ in range(3)]
-    assert [e["kind"] for e in replayed] == ["message", "turn.started", "reply"]
+        replayed = [json.loads(ws.recv(timeout=5)) for _ in range(4)]
+    assert [e["kind"] for e in replayed] == ["message", "turn.started", "model.response", "reply"]
 
 
 def test_messages_sent_mid_turn_queue_and_run_in_order(live_gateway) -> None:

@@ -14,7 +14,7 @@ from hermitcrab.inference.model_file import bundled_model_path
 
 pytest.importorskip("llama_cpp")
 
-SYSTEM = ChatMessage("system", "You are a helpful assistant. Answer in one short sentence.")
+SYSTEM = ChatMessage.of("system", "You are a helpful assistant. Answer in one short sentence.")
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +32,7 @@ def test_bundled_model_is_found() -> None:
 
 
 def test_real_completion(provider: LlamaCppProvider) -> None:
-    request = ChatRequest([SYSTEM, ChatMessage("user", "What is the capital of France?")])
+    request = ChatRequest([SYSTEM, ChatMessage.of("user", "What is the capital of France?")])
     result = run(complete(provider, request))
     assert result.text.strip()
     assert "paris" in result.text.lower()
@@ -43,7 +43,7 @@ def test_follow_up_reuses_the_evaluated_prefix(provider: LlamaCppProvider) -> No
     """A second turn must evaluate only what is new, not the whole conversation again."""
 
     async def two_turns() -> tuple[int, int, int]:
-        first = [SYSTEM, ChatMessage("user", "Name a colour.")]
+        first = [SYSTEM, ChatMessage.of("user", "Name a colour.")]
         answer = await complete(provider, ChatRequest(first))
         llm = provider._llm
         evaluated: list[int] = []
@@ -55,7 +55,7 @@ def test_follow_up_reuses_the_evaluated_prefix(provider: LlamaCppProvider) -> No
 
         llm.eval = counting_eval
         try:
-            second = [*first, ChatMessage("assistant", answer.text), ChatMessage("user", "Another one?")]
+            second = [*first, ChatMessage.of("assistant", answer.text), ChatMessage.of("user", "Another one?")]
             result = await complete(provider, ChatRequest(second))
         finally:
             del llm.eval
@@ -68,7 +68,7 @@ def test_follow_up_reuses_the_evaluated_prefix(provider: LlamaCppProvider) -> No
 
 def test_too_long_prompt_is_a_clear_error() -> None:
     small = LlamaCppProvider("tiny", LlamaCppModel(context_tokens=256, max_tokens=8))
-    request = ChatRequest([ChatMessage("user", "word " * 2000)])
+    request = ChatRequest([ChatMessage.of("user", "word " * 2000)])
     with pytest.raises(ProviderError, match="context window"):
         run(complete(small, request))
 

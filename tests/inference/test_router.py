@@ -18,7 +18,7 @@ from hermitcrab.inference.openai_compat import OpenAICompatProvider
 from hermitcrab.inference.router import Price, Router, Usage
 from hermitcrab.inference.scripted import ScriptedProvider
 
-ASK = ChatRequest([ChatMessage("user", "hi")])
+ASK = ChatRequest([ChatMessage.of("user", "hi")])
 
 
 def route(*providers, **kw) -> Router:

@@ -1,53 +1,36 @@
-"""A sandbox runtime over a real store and real sandboxes, in a temporary folder."""
+"""The runtime fixtures (a real store, real sandboxes) and a context for calling tools."""
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
-from importlib import resources
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from hermitcrab.sandbox.local.driver import LocalDriver
-from hermitcrab.store import Store
-from hermitcrab.tools.runtime import SandboxRuntime
-
-pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
-
-DEFAULT_POLICY = resources.files("hermitcrab.config").joinpath("templates", "policy.yaml").read_text()
-
-
-class Env:
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.policy_file = root / "policy.yaml"
-        self.policy_file.write_text(DEFAULT_POLICY)
-        self.store = Store(root / "state.db")
-
-    def runtime(self) -> SandboxRuntime:
-        return SandboxRuntime(
-            LocalDriver(self.root / "s"),
-            self.store.sandboxes,
-            self.store.audit,
-            self.policy_file,
-            self.root / "w",
-        )
+from hermitcrab.runtime import SandboxRuntime
+from hermitcrab.tools.base import ToolContext
+from tests.runtime.conftest import Env, env, runtime  # noqa: F401  (fixtures used here too)
 
 
 @pytest.fixture
-def env(run: Callable[[Any], Any]) -> Iterator[Env]:
-    root = Path(tempfile.mkdtemp(prefix="hcr"))
-    made = Env(root)
-    yield made
-    made.store.close()
-    shutil.rmtree(root, ignore_errors=True)
+def context(env: Env, runtime: SandboxRuntime, run: Callable[[Any], Any]) -> Callable[..., ToolContext]:
+    """A tool context on a fresh sandbox named 'agent' (created once per test)."""
+    made: list[ToolContext] = []
 
+    def make(**changes: Any) -> ToolContext:
+        if "agent" not in runtime.boxes:
+            run(runtime.create("agent"))
+        values: dict[str, Any] = {
+            "agent": "main",
+            "session_id": "s",
+            "sandbox": "agent",
+            "runtime": runtime,
+            "store": env.store,
+            "workspace": runtime.get("agent").box.spec.workspace,
+            "actor": "agent:main",
+        }
+        values.update(changes)
+        made.append(ToolContext(**values))
+        return made[-1]
 
-@pytest.fixture
-def runtime(env: Env, run: Callable[[Any], Any]) -> Iterator[SandboxRuntime]:
-    rt = env.runtime()
-    yield rt
-    run(rt.stop())
+    return make

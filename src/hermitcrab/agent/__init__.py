@@ -1,6 +1,7 @@
-"""The agent loop: context assembly and turns."""
+"""The agent loop: context assembly, turns, tool dispatch, taint and the guard."""
 
 from hermitcrab.agent.context import Persona
-from hermitcrab.agent.loop import Agent, run_turn
+from hermitcrab.agent.loop import run_turn
+from hermitcrab.agent.turn import Agent, Services, sandbox_name
 
-__all__ = ["Agent", "Persona", "run_turn"]
+__all__ = ["Agent", "Persona", "Services", "run_turn", "sandbox_name"]

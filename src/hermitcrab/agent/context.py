@@ -10,8 +10,8 @@ import re
 from pathlib import Path
 
 from hermitcrab.config.paths import WORKSPACE_FILES
-from hermitcrab.inference.base import ChatMessage
-from hermitcrab.store.sessions import Event
+from hermitcrab.inference.base import ChatMessage, Part, ToolResultPart, part_from_json
+from hermitcrab.store.sessions import MODEL_RESPONSE, TOOL_RESULT, Event
 
 # A line that is only "(...)" is a template placeholder; it costs tokens and says nothing.
 _PLACEHOLDER = re.compile(r"^\s*\(.*\)\s*$")
@@ -54,11 +54,29 @@ def _section(path: Path) -> str:
 
 
 def build_messages(
-    system_prompt: str, exchanges: list[tuple[Event, Event]], message: Event
+    system_prompt: str, exchanges: list[tuple[Event, Event]], message: Event, steps: list[Event] = ()
 ) -> list[ChatMessage]:
-    messages = [ChatMessage("system", system_prompt)] if system_prompt else []
+    """System prompt, earlier exchanges (their question and final answer: the tool steps of
+    past turns cost tokens forever and are in the log if wanted), the message, then this
+    turn's own steps as parts: each model response, then the results of its calls."""
+    messages = [ChatMessage.of("system", system_prompt)] if system_prompt else []
     for asked, answered in exchanges:
-        messages.append(ChatMessage("user", asked.data["text"]))
-        messages.append(ChatMessage("assistant", answered.data["text"]))
-    messages.append(ChatMessage("user", message.data["text"]))
+        messages.append(ChatMessage.of("user", asked.data["text"]))
+        messages.append(ChatMessage.of("assistant", answered.data["text"]))
+    messages.append(ChatMessage.of("user", message.data["text"]))
+    results: list[Part] = []
+    for event in steps:
+        if event.kind == MODEL_RESPONSE:
+            if results:
+                messages.append(ChatMessage("tool", tuple(results)))
+                results = []
+            messages.append(ChatMessage("assistant", tuple(part_from_json(p) for p in event.data["parts"])))
+        elif event.kind == TOOL_RESULT:
+            results.append(
+                ToolResultPart(
+                    event.data["call_id"], event.data["content"], event.data["error"], event.data["name"]
+                )
+            )
+    if results:
+        messages.append(ChatMessage("tool", tuple(results)))
     return messages

@@ -1,8 +1,11 @@
-"""One turn: from an inbound message event to a committed reply event.
+"""One turn: model → tool calls → results → model, until a reply.
 
-Every step is an event in the session's log, committed before it is shown: the turn
-start, the reply, or the failure. Token deltas are live only (they are re-derivable
-from the reply) and go to `emit` without touching the store.
+Every step is an event in the session's log, committed before the next step acts on it:
+turn.started, model.response, tool.call (its id is the call's idempotency key),
+approval.asked/decided, tool.result, then exactly one reply or turn.failed. Token deltas
+are live only. A turn cut short by a crash resumes from its events: a call with a result
+is never run again; one without is run again only if read-only (or if it was still
+waiting for a person, so never ran); otherwise the model is told it was interrupted.
 """
 
 from __future__ import annotations
@@ -10,92 +13,253 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
-from hermitcrab.agent.context import Persona, build_messages
-from hermitcrab.config.schema import AgentConfig
+from hermitcrab.agent import dispatch
+from hermitcrab.agent.context import build_messages
+from hermitcrab.agent.guard import Taint
+from hermitcrab.agent.turn import Agent, Services, Turn
 from hermitcrab.errors import HermitCrabError
-from hermitcrab.inference.base import ChatRequest, Provider
-from hermitcrab.store.sessions import REPLY, TURN_FAILED, TURN_STARTED, Event, SessionStore
+from hermitcrab.inference.base import CallAssembler, ChatRequest, TextPart, ToolCallPart, part_to_json
+from hermitcrab.store.sessions import (
+    APPROVAL_ASKED,
+    APPROVAL_DECIDED,
+    MODEL_RESPONSE,
+    REPLY,
+    TOOL_CALL,
+    TOOL_RESULT,
+    TURN_FAILED,
+    TURN_STARTED,
+    Event,
+)
+from hermitcrab.tools.base import ToolResult
 
 log = logging.getLogger("hermitcrab.agent")
 
-Emit = Callable[[dict[str, Any]], None]
+OWNER = "owner"
+INTERRUPTED = (
+    "interrupted: the gateway stopped while this call ran, so it may or may not have taken "
+    "effect. Check its effect before you repeat it."
+)
 
 
-@dataclass
-class Agent:
-    name: str
-    config: AgentConfig
-    provider: Provider
-    persona: Persona
+class TurnFailed(HermitCrabError):
+    pass
 
 
-async def run_turn(
-    agent: Agent, store: SessionStore, message: Event, emit: Emit, timeout_seconds: float
-) -> Event:
+async def run_turn(agent: Agent, services: Services, message: Event, timeout_seconds: float) -> Event:
     """Answer `message`; return the committed reply or turn.failed event."""
-    session_id = message.session_id
-    started = await asyncio.to_thread(
-        store.append, session_id, TURN_STARTED, {"agent": agent.name}, message.id
+    data = message.data
+    taint = Taint()
+    if data.get("sender", OWNER) != OWNER:
+        taint.add(f"a message from {data['sender']}")
+    for source in data.get("taint") or ():  # a sub-agent inherits its parent's
+        taint.add(source)
+    turn = Turn(
+        agent,
+        services,
+        message,
+        _offered(agent, data.get("tools")),
+        taint,
+        present=data.get("approvals", "ask") != "deny",
     )
-    emit(started.to_json())
+    events = await asyncio.to_thread(services.store.sessions.turn_events, message.session_id, message.id)
+    if not any(e.kind == TURN_STARTED for e in events):
+        events.append(await turn.append(TURN_STARTED, {"agent": agent.name}))
     clock = time.perf_counter()
-    exchanges = await asyncio.to_thread(
-        store.conversation, session_id, message.id, agent.config.max_history_messages // 2
-    )
-    request = ChatRequest(build_messages(agent.persona.system_prompt(), exchanges, message))
-    parts: list[str] = []
-    usage: dict[str, int] = {}
-    finish: str | None = None
+    partial: list[str] = []
     try:
         async with asyncio.timeout(timeout_seconds):
-            async for chunk in agent.provider.stream(request):
-                if chunk.text:
-                    parts.append(chunk.text)
-                    emit(
-                        {
-                            "id": None,
-                            "session_id": session_id,
-                            "kind": "token",
-                            "reply_to": message.id,
-                            "data": {"text": chunk.text},
-                        }
-                    )
-                finish = chunk.finish_reason or finish
-                usage = chunk.usage or usage
-        kind, data = (
-            REPLY,
-            {
-                "text": "".join(parts).strip(),
-                "model": agent.config.model,
-                "finish_reason": finish,
-                "usage": usage,
-            },
-        )
+            kind, result = await _steps(turn, events, partial)
     except TimeoutError:
-        kind, data = (
+        kind, result = (
             TURN_FAILED,
-            {
-                "error": f"the model did not finish within {timeout_seconds:g} s "
-                "(gateway.turn_timeout_seconds)",
-                "partial": "".join(parts),
-            },
+            {"error": f"the turn did not finish within {timeout_seconds:g} s (gateway.turn_timeout_seconds)"},
         )
     except HermitCrabError as exc:
-        kind, data = TURN_FAILED, {"error": str(exc), "partial": "".join(parts)}
+        kind, result = TURN_FAILED, {"error": str(exc)}
     except Exception as exc:  # a bug must fail this turn, not leave it unanswered forever
-        log.exception("turn for message %s in session %s crashed", message.id, session_id)
-        kind, data = (
-            TURN_FAILED,
-            {
-                "error": f"internal error: {type(exc).__name__}: {exc}",
-                "partial": "".join(parts),
-            },
+        log.exception("turn for message %s in session %s crashed", message.id, message.session_id)
+        kind, result = TURN_FAILED, {"error": f"internal error: {type(exc).__name__}: {exc}"}
+    if kind == TURN_FAILED:
+        result["partial"] = "".join(partial)
+    result["duration_ms"] = round((time.perf_counter() - clock) * 1000, 1)
+    return await turn.append(kind, _with_taint(turn, result))
+
+
+def _offered(agent: Agent, names: list[str] | None) -> dict[str, Any]:
+    if names is None:
+        return dict(agent.tools)
+    return {n: agent.tools[n] for n in names if n in agent.tools}
+
+
+async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[str, dict[str, Any]]:
+    agent = turn.agent
+    for event in events:  # what an earlier run of this turn already learnt
+        if event.kind == TOOL_RESULT and event.data.get("taint"):
+            turn.taint.add(event.data["taint"])
+    steps = [e for e in events if e.kind in (MODEL_RESPONSE, TOOL_RESULT)]
+    responses = [e for e in events if e.kind == MODEL_RESPONSE]
+    budget = turn.message.data.get("token_budget")
+    spent = sum(sum((e.data.get("usage") or {}).values()) for e in responses)
+    last = responses[-1] if responses else None
+    if last is not None and _calls(last):
+        steps.extend(await _run_calls(turn, last, events))
+    elif last is not None:
+        return REPLY, _reply(agent, last, len(responses))
+    while True:
+        count = sum(1 for e in steps if e.kind == MODEL_RESPONSE)
+        if budget is not None and spent >= budget:
+            raise TurnFailed(f"the turn spent its token budget ({spent} of {budget} tokens)")
+        out_of_steps = count >= agent.config.max_tool_steps
+        choice = turn.message.data.get("tool_choice") if count == 0 else None
+        request = ChatRequest(
+            build_messages(agent.persona.system_prompt(), await _history(turn), turn.message, steps),
+            tools=tuple(t.spec() for t in turn.tools.values()),
+            tool_choice="none" if out_of_steps else choice,
         )
-    data["duration_ms"] = round((time.perf_counter() - clock) * 1000, 1)
-    answer = await asyncio.to_thread(store.append, session_id, kind, data, message.id)
-    emit(answer.to_json())
-    return answer
+        response = await _ask_model(turn, request, partial)
+        spent += sum((response.data.get("usage") or {}).values())
+        steps.append(response)
+        if not _calls(response):
+            return REPLY, _reply(agent, response, count + 1)
+        if out_of_steps:
+            raise TurnFailed(
+                f"the agent used its {agent.config.max_tool_steps} tool steps "
+                f"(agents.{agent.name}.max_tool_steps) and still asked for tools"
+            )
+        partial.clear()
+        steps.extend(await _run_calls(turn, response, []))
+
+
+async def _history(turn: Turn) -> list[tuple[Event, Event]]:
+    limit = turn.agent.config.max_history_messages // 2
+    return await asyncio.to_thread(turn.store.sessions.conversation, turn.session_id, turn.message.id, limit)
+
+
+async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str]) -> Event:
+    calls = CallAssembler()
+    usage: dict[str, int] = {}
+    finish: str | None = None
+    async for chunk in turn.agent.provider.stream(request):
+        if chunk.text:
+            partial.append(chunk.text)
+            turn.services.emit(
+                {
+                    "id": None,
+                    "session_id": turn.session_id,
+                    "kind": "token",
+                    "reply_to": turn.message.id,
+                    "data": {"text": chunk.text},
+                }
+            )
+        for delta in chunk.tool_calls:
+            calls.add(delta)
+        finish = chunk.finish_reason or finish
+        usage = chunk.usage or usage
+    text = "".join(partial).strip()
+    parts = ([TextPart(text)] if text else []) + calls.calls(f"call_{turn.message.id}")
+    return await turn.append(
+        MODEL_RESPONSE,
+        {
+            "parts": [part_to_json(p) for p in parts],
+            "usage": usage,
+            "finish_reason": finish,
+            "model": turn.agent.config.model,
+        },
+    )
+
+
+def _calls(response: Event) -> list[ToolCallPart]:
+    return [
+        ToolCallPart(p["id"], p["name"], p["arguments"])
+        for p in response.data["parts"]
+        if p["kind"] == "tool_call"
+    ]
+
+
+def _reply(agent: Agent, response: Event, steps: int) -> dict[str, Any]:
+    text = "".join(p["text"] for p in response.data["parts"] if p["kind"] == "text").strip()
+    return {
+        "text": text,
+        "model": agent.config.model,
+        "finish_reason": response.data.get("finish_reason"),
+        "usage": response.data.get("usage") or {},
+        "steps": steps,
+    }
+
+
+def _with_taint(turn: Turn, data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "taint": list(turn.taint.sources)} if turn.taint else data
+
+
+async def _run_calls(turn: Turn, response: Event, earlier: list[Event]) -> list[Event]:
+    """Run the response's calls: read-only ones side by side, the rest one at a time, in
+    order. Each call is committed before it runs; `earlier` are events of a previous run.
+    Returns the new results, in the order of the calls."""
+    calls = _calls(response)
+    by_call = {e.data["call_id"]: e for e in earlier if e.kind == TOOL_CALL}
+    done = {e.data["call_id"] for e in earlier if e.kind == TOOL_RESULT}
+    results: dict[str, Event] = {}
+    call_events: dict[str, Event] = {}
+    for call in calls:
+        if call.id in done:
+            continue
+        event = by_call.get(call.id)
+        if event is not None and _may_have_run(event, earlier) and not _read_only(turn, call):
+            results[call.id] = await _result(turn, call, event, ToolResult(INTERRUPTED, error=True))
+            continue
+        call_events[call.id] = event or await turn.append(
+            TOOL_CALL, {"call_id": call.id, "name": call.name, "arguments": call.arguments}
+        )
+    batch: list[ToolCallPart] = []
+    for call in calls:
+        if call.id not in call_events:
+            continue
+        if _read_only(turn, call):
+            batch.append(call)
+            continue
+        results.update(await _run_batch(turn, batch, call_events))
+        batch = []
+        results.update(await _run_batch(turn, [call], call_events))
+    results.update(await _run_batch(turn, batch, call_events))
+    return [results[c.id] for c in calls if c.id in results]
+
+
+def _read_only(turn: Turn, call: ToolCallPart) -> bool:
+    tool = turn.tools.get(call.name)
+    return tool is not None and tool.read_only
+
+
+def _may_have_run(call_event: Event, earlier: list[Event]) -> bool:
+    """False only when the call was still waiting for a person (so it never started)."""
+    asked = [e for e in earlier if e.kind == APPROVAL_ASKED and e.data.get("call_event") == call_event.id]
+    decided = [e for e in earlier if e.kind == APPROVAL_DECIDED and e.data.get("call_event") == call_event.id]
+    return not asked or any(e.data.get("state") == "approved" for e in decided)
+
+
+async def _run_batch(
+    turn: Turn, calls: list[ToolCallPart], call_events: dict[str, Event]
+) -> dict[str, Event]:
+    async def one(call: ToolCallPart) -> Event:
+        result = await dispatch.run_call(turn, call, call_events[call.id])
+        return await _result(turn, call, call_events[call.id], result)
+
+    done = await asyncio.gather(*(one(c) for c in calls))
+    return {c.id: e for c, e in zip(calls, done, strict=True)}
+
+
+async def _result(turn: Turn, call: ToolCallPart, call_event: Event, result: ToolResult) -> Event:
+    if result.taint:
+        turn.taint.add(result.taint)
+    return await turn.append(
+        TOOL_RESULT,
+        {
+            "call_id": call.id,
+            "call_event": call_event.id,
+            "name": call.name,
+            "content": result.content,
+            "error": result.error,
+            "taint": result.taint,
+        },
+    )

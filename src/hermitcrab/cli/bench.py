@@ -22,10 +22,9 @@ def _percentile(samples: list[float], q: float) -> float:
 
 
 async def _measure(runs: int) -> dict[str, Any]:
+    from hermitcrab.gateway.parts import build_runtime
     from hermitcrab.policy import parse_policy
-    from hermitcrab.sandbox.local.driver import LocalDriver
     from hermitcrab.store import Store
-    from hermitcrab.tools.runtime import SandboxRuntime
 
     policy_text = resources.files("hermitcrab.config").joinpath("templates", "policy.yaml").read_text()
     parse_policy(policy_text)
@@ -35,8 +34,9 @@ async def _measure(runs: int) -> dict[str, Any]:
         policy_file = root / "policy.yaml"
         policy_file.write_text(policy_text)
         store = Store(root / "state.db")
-        driver = LocalDriver(root / "s")
-        runtime = SandboxRuntime(driver, store.sandboxes, store.audit, policy_file, root / "w")
+        runtime = build_runtime(
+            store, policy_file=policy_file, workspaces=root / "w", state_root=root / "s", egress=False
+        )
         try:
             # Warm-up: the first create compiles the seccomp filter and warms the page cache.
             await runtime.create("warmup")

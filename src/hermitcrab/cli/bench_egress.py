@@ -116,11 +116,8 @@ def _allowed_through(door: socket.socket, port: int) -> bool:
 
 
 async def _measure(count: int) -> dict[str, Any]:
-    from hermitcrab.egress.approvals import Approvals
-    from hermitcrab.egress.proxy import EgressProxy
-    from hermitcrab.sandbox.local.driver import LocalDriver
+    from hermitcrab.gateway.parts import build_runtime
     from hermitcrab.store import Store
-    from hermitcrab.tools.runtime import SandboxRuntime
 
     with tempfile.TemporaryDirectory(prefix="hcbe") as tmp:
         root = Path(tmp)
@@ -129,10 +126,9 @@ async def _measure(count: int) -> dict[str, Any]:
         head = "version: 1\nnetwork:\n  rules:\n"
         policy.write_text(head + _rule("bench", port))
         store = Store(root / "state.db")
-        proxy = EgressProxy(store.audit, Approvals())
-        runtime = SandboxRuntime(
-            LocalDriver(root / "s"), store.sandboxes, store.audit, policy, root / "w", egress=proxy
-        )
+        runtime = build_runtime(store, policy_file=policy, workspaces=root / "w", state_root=root / "s")
+        proxy = runtime.egress
+        assert proxy is not None
         watcher = asyncio.ensure_future(runtime.watch_policy_file(0.02))
         try:
             await runtime.create("bench")

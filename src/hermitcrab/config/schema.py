@@ -66,12 +66,24 @@ class AnthropicModel(_ModelBase):
     request_timeout_seconds: float = Field(120.0, gt=0)
 
 
+class ScriptedCall(StrictModel):
+    name: str
+    arguments: dict[str, object] = Field(default_factory=dict)
+
+
+class ScriptedReply(StrictModel):
+    """A scripted model's answer: some text, some tool calls, or both."""
+
+    text: str = ""
+    calls: list[ScriptedCall] = Field(default_factory=list)
+
+
 class ScriptedModel(_ModelBase):
     """Replies from a list, in turn (cycling); for tests and demos, never for real work."""
 
     provider: Literal["scripted"]
     concurrency: int = Field(4, ge=1, le=256)
-    replies: list[str] = Field(default_factory=lambda: ["Hello from the scripted model."])
+    replies: list[str | ScriptedReply] = Field(default_factory=lambda: ["Hello from the scripted model."])
     delay_seconds: float = Field(0.0, ge=0.0)
 
 
@@ -87,6 +99,13 @@ class AgentConfig(StrictModel):
     workspace: str | None = None
     max_history_messages: int = Field(20, ge=0, le=10000)
     spend_cap_usd_per_day: float | None = Field(None, ge=0)
+    # The tools offered to the model (the policy still decides each call); None: every built-in.
+    tools: list[str] | None = None
+    # Model calls in one turn that may ask for tools; past it the model must answer.
+    max_tool_steps: int = Field(25, ge=1, le=1000)
+    tool_timeout_seconds: float = Field(300.0, gt=0)  # one call, its approval wait included
+    # A longer tool result is cut; the whole text goes to a workspace file the model is shown.
+    max_tool_result_chars: int = Field(16000, ge=200, le=10_000_000)
 
 
 class RoutingConfig(StrictModel):

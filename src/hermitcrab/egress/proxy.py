@@ -23,8 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from hermitcrab.approvals import Approvals
 from hermitcrab.egress import SANDBOX_HEADER, http1, splice
-from hermitcrab.egress.approvals import Approvals
 from hermitcrab.egress.ca import SandboxCA
 from hermitcrab.egress.door import Door, streams
 from hermitcrab.egress.http1 import Downstream, Upstream

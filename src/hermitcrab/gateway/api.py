@@ -46,7 +46,8 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         agent = body.get("agent")
         if agent is not None and agent not in gw.agents:
             raise ApiError(404, "unknown_agent", f"no agent named '{agent}'; known: {', '.join(gw.agents)}")
-        event = await gw.submit(session_id, body["text"], agent, source=str(body.get("source", "api")))
+        options = _turn_options(body)
+        event = await gw.submit(session_id, body["text"], agent, source=str(body.get("source", "api")), **options)
         return JSONResponse(
             {"message_id": event.id, "session_id": event.session_id, "status": "queued"}, status_code=202
         )
@@ -128,6 +129,27 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         Route("/api/sessions/{session_id}/events", get_events),
         WebSocketRoute("/api/sessions/{session_id}/ws", stream_events),
     ]
+
+
+def _turn_options(body: dict[str, Any]) -> dict[str, Any]:
+    """What a message may ask of its turn: the first step's tool choice, whether a person is
+    there to answer approvals ("ask") or not ("deny": held calls are denied at once), and
+    who sent it (anyone but the owner taints the turn)."""
+    options: dict[str, Any] = {}
+    choice = body.get("tool_choice")
+    if choice is not None:
+        if not isinstance(choice, str) or not choice:
+            raise ApiError(400, "invalid_request", "'tool_choice' must be auto, none, required or a tool's name")
+        options["tool_choice"] = choice
+    approvals = body.get("approvals", "ask")
+    if approvals not in ("ask", "deny"):
+        raise ApiError(400, "invalid_request", "'approvals' must be ask (a person may answer) or deny")
+    options["approvals"] = approvals
+    sender = body.get("sender", "owner")
+    if not isinstance(sender, str) or not sender:
+        raise ApiError(400, "invalid_request", "'sender' must be a name ('owner' for you)")
+    options["sender"] = sender
+    return options
 
 
 def _session_id(request: Request) -> str:

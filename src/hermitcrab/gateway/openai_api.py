@@ -24,9 +24,8 @@ from hermitcrab.egress import SANDBOX_HEADER
 from hermitcrab.errors import HermitCrabError, SandboxNotFound
 from hermitcrab.gateway.http import ApiError, check_text_size, read_json
 from hermitcrab.gateway.service import Gateway
-from hermitcrab.gateway.turns import CALL_SESSION
 from hermitcrab.inference import ChatMessage, ChatRequest, complete
-from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, INTERACTIVE
+from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, CALL_SESSION, INTERACTIVE
 
 ROLES = frozenset({"system", "user", "assistant"})
 PRIORITY_HEADER = "X-HermitCrab-Priority"  # background: wait behind calls a person waits on
@@ -85,7 +84,7 @@ def routes(gw: Gateway) -> list[Route]:
         if not any(m.role == "system" for m in messages):
             persona = agent.persona.system_prompt()
             if persona:
-                messages.insert(0, ChatMessage("system", persona))
+                messages.insert(0, ChatMessage.of("system", persona))
         chat = ChatRequest(
             messages,
             max_tokens=_optional_int(body, "max_tokens") or _optional_int(body, "max_completion_tokens"),
@@ -188,7 +187,7 @@ def _messages(raw: Any, max_bytes: int) -> list[ChatMessage]:
             raise ApiError(400, "invalid_request_error", f"messages[{index}].content must be text")
         check_text_size(content, max_bytes)
         role = "system" if item["role"] == "developer" else item["role"]
-        messages.append(ChatMessage(role, content))
+        messages.append(ChatMessage.of(role, content))
     return messages
 
 

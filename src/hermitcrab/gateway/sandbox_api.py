@@ -15,14 +15,14 @@ from starlette.responses import JSONResponse, StreamingResponse
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from hermitcrab.egress.approvals import ApprovalError
+from hermitcrab.approvals import ApprovalError
 from hermitcrab.errors import SandboxNotFound
 from hermitcrab.gateway.http import ApiError, drain, read_json
 from hermitcrab.gateway.service import APPROVALS_CHANNEL, Gateway
 
 if TYPE_CHECKING:  # the runtime loads just after the gateway is ready, not before
+    from hermitcrab.runtime import SandboxRuntime
     from hermitcrab.sandbox.base import ExecResult, OutputChunk
-    from hermitcrab.tools.runtime import SandboxRuntime
 
 MAX_AUDIT_PAGE = 1000
 

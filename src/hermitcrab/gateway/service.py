@@ -6,26 +6,26 @@ import asyncio
 import logging
 import os
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hermitcrab import __version__
-from hermitcrab.agent import Agent, Persona
+from hermitcrab.agent import Agent, Services
+from hermitcrab.agent.turns import TurnRunner
+from hermitcrab.approvals import Approval, Approvals
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
 from hermitcrab.errors import GatewayError
 from hermitcrab.gateway.hub import Hub
-from hermitcrab.gateway.turns import CALL_SESSION, TurnRunner
+from hermitcrab.gateway.parts import build_agents, tool_entry
 from hermitcrab.inference import Provider, build_provider
-from hermitcrab.inference.queue import ModelQueue, QueuedProvider
+from hermitcrab.inference.queue import CALL_SESSION, ModelQueue, QueuedProvider
 from hermitcrab.inference.router import Price, Router, Usage
 from hermitcrab.store import SessionStore, Store
 from hermitcrab.store.sessions import MESSAGE, Event
 
 if TYPE_CHECKING:
-    from hermitcrab.egress.approvals import Approval, Approvals
     from hermitcrab.egress.proxy import EgressProxy
-    from hermitcrab.tools.runtime import SandboxRuntime
+    from hermitcrab.runtime import SandboxRuntime
 
 log = logging.getLogger("hermitcrab.gateway")
 
@@ -49,12 +49,16 @@ class Gateway:
             name: QueuedProvider(p, ModelQueue(config.models[name].concurrency))
             for name, p in self.providers.items()
         }
-        self.agents: dict[str, Agent] = {
-            name: Agent(name, agent, self._route(name, agent), Persona(self._workspace(agent.workspace)))
-            for name, agent in config.agents.items()
-        }
         self.db: Store | None = None
         self.store: SessionStore | None = None
+        # What every turn borrows; the store is filled in at start.
+        self.services = Services(
+            store=None,
+            emit=self.hub.publish,
+            runtime=self.sandbox_runtime,  # type: ignore[arg-type]
+            approvals=lambda: self.approvals,
+        )
+        self.agents: dict[str, Agent] = build_agents(config, paths, self._route, self.agent, self.services)
         self.runtime: SandboxRuntime | None = None
         self.egress: EgressProxy | None = None
         self.approvals: Approvals | None = None
@@ -73,8 +77,15 @@ class Gateway:
 
         def on_usage(usage: Usage) -> None:
             if self.db is not None:
-                self.db.usage.record(name, CALL_SESSION.get(), usage.model, usage.prompt_tokens,
-                                     usage.completion_tokens, usage.latency_ms, usage.cost_usd)  # fmt: skip
+                self.db.usage.record(
+                    name,
+                    CALL_SESSION.get(),
+                    usage.model,
+                    usage.prompt_tokens,
+                    usage.completion_tokens,
+                    usage.latency_ms,
+                    usage.cost_usd,
+                )
 
         def refuse() -> str | None:
             if self.db is None:
@@ -95,11 +106,14 @@ class Gateway:
             return None
 
         routing = self.config.routing
-        return Router(name, providers, rounds=routing.rounds, max_wait_seconds=routing.max_wait_seconds,
-                      on_usage=on_usage, refuse=refuse)  # fmt: skip
-
-    def _workspace(self, configured: str | None) -> Path:
-        return Path(configured).expanduser() if configured else self.paths.workspace
+        return Router(
+            name,
+            providers,
+            rounds=routing.rounds,
+            max_wait_seconds=routing.max_wait_seconds,
+            on_usage=on_usage,
+            refuse=refuse,
+        )
 
     @property
     def url(self) -> str:
@@ -108,14 +122,16 @@ class Gateway:
     async def start(self) -> None:
         self.db = await asyncio.to_thread(Store, self.paths.state_db)
         self.store = self.db.sessions
+        self.services.store = self.db
+        self.approvals = Approvals(
+            on_change=self._approval_changed, on_always=self._approved_always, records=self.db.approvals
+        )
         # The sandbox runtime and its egress proxy start just after the gateway answers:
         # their imports and sandbox recreation must not delay readiness. Whoever needs
         # them meanwhile waits (sandbox_runtime()).
         self._runtime_started = asyncio.Event()
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._start_runtime)
-        self.runner = TurnRunner(
-            self.store, self.agent, self.hub.publish, self.config.gateway.turn_timeout_seconds
-        )
+        self.runner = TurnRunner(self.services, self.agent, self.config.gateway.turn_timeout_seconds)
         # Models load after the gateway answers: health checks and the API must not wait.
         for name, provider in self.providers.items():
             if getattr(getattr(provider, "config", None), "preload", False):
@@ -128,31 +144,24 @@ class Gateway:
             self.runner.enqueue(message, session.agent if session else self.config.default_agent)
 
     def _start_runtime(self) -> None:
-        from hermitcrab.egress.approvals import Approvals
-        from hermitcrab.egress.proxy import EgressProxy, InferenceRoute
+        from hermitcrab.egress.proxy import InferenceRoute
         from hermitcrab.egress.secrets import SecretStore
-        from hermitcrab.sandbox.local.driver import LocalDriver
-        from hermitcrab.tools.runtime import SandboxRuntime
+        from hermitcrab.gateway.parts import build_runtime
 
         if self.db is None or self._stopping:
             return
-        self.approvals = Approvals(on_change=self._approval_changed, on_always=self._approved_always)
         gateway = self.config.gateway
         here = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
-        self.egress = EgressProxy(
-            self.db.audit,
-            self.approvals,
-            SecretStore(self.paths.secrets),
+        self.runtime = build_runtime(
+            self.db,
+            policy_file=self.paths.policy,
+            workspaces=self.paths.sandbox_workspaces,
+            state_root=self.paths.sandboxes,
+            approvals=self.approvals,
+            secrets=SecretStore(self.paths.secrets),
             inference=InferenceRoute(here, gateway.port, lambda: self.token),
         )
-        self.runtime = SandboxRuntime(
-            LocalDriver(self.paths.sandboxes),
-            self.db.sandboxes,
-            self.db.audit,
-            self.paths.policy,
-            self.paths.sandbox_workspaces,
-            egress=self.egress,
-        )
+        self.egress = self.runtime.egress
         self._preload.append(asyncio.create_task(self.runtime.watch_policy_file(POLICY_POLL_SECONDS)))
         # Sandboxes come back from their records in the background, as the model loads.
         self._preload.append(asyncio.create_task(self._restore_sandboxes()))
@@ -165,14 +174,26 @@ class Gateway:
         return self.runtime
 
     def _approval_changed(self, approval: Approval) -> None:
-        self.hub.publish({"id": None, "session_id": APPROVALS_CHANNEL, "kind": f"approval.{approval.state}",
-                          "reply_to": None, "data": approval.to_json()})  # fmt: skip
+        self.hub.publish(
+            {
+                "id": None,
+                "session_id": APPROVALS_CHANNEL,
+                "kind": f"approval.{approval.state}",
+                "reply_to": None,
+                "data": approval.to_json(),
+            }
+        )
         log.info(
             "approval", extra={"approval": approval.id, "state": approval.state, "sandbox": approval.sandbox}
         )
 
     def _approved_always(self, approval: Approval) -> None:
         assert self.runtime is not None
+        if approval.kind == "tool":
+            self.runtime.allow_tool(
+                approval.sandbox, tool_entry(approval.subject), actor=approval.decided_by or "api"
+            )
+            return
         rule: dict[str, Any] = {
             "name": f"approved-{approval.host.replace('*', 'any')}-{approval.port}",
             "hosts": [approval.host],
@@ -222,7 +243,9 @@ class Gateway:
         except KeyError:
             raise GatewayError(f"no agent named '{name}'; known: {', '.join(self.agents)}") from None
 
-    async def submit(self, session_id: str, text: str, agent_name: str | None, source: str) -> Event:
+    async def submit(
+        self, session_id: str, text: str, agent_name: str | None, source: str, **options: Any
+    ) -> Event:
         """Commit an inbound message, then queue its turn: durable before anything acts."""
         assert self.store is not None and self.runner is not None
         store = self.store
@@ -231,7 +254,7 @@ class Gateway:
         )
         self.agent(session.agent)
         event = await asyncio.to_thread(
-            store.append, session.id, MESSAGE, {"role": "user", "text": text, "source": source}
+            store.append, session.id, MESSAGE, {"role": "user", "text": text, "source": source, **options}
         )
         self.hub.publish(event.to_json())
         self.runner.enqueue(event, session.agent)

@@ -2,26 +2,76 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 from hermitcrab.config.schema import AnthropicModel
 from hermitcrab.errors import ProviderError, ProviderUnavailable
-from hermitcrab.inference.base import ChatMessage, ChatRequest, Chunk, api_key
+from hermitcrab.inference.base import (
+    ChatMessage,
+    ChatRequest,
+    Chunk,
+    TextPart,
+    ToolCallDelta,
+    ToolCallPart,
+    ToolResultPart,
+    api_key,
+)
 
 
-def to_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, str]]]:
-    """System text apart, and turns that alternate user/assistant (merging repeats)."""
+def to_messages(messages: list[ChatMessage]) -> tuple[str, list[dict[str, Any]]]:
+    """System text apart, and turns that alternate user/assistant (merging repeats).
+    Tool calls are `tool_use` blocks; their results go back in a user turn as `tool_result`."""
     system = "\n\n".join(m.content for m in messages if m.role == "system")
-    turns: list[dict[str, str]] = []
+    turns: list[dict[str, Any]] = []
     for m in messages:
         if m.role == "system":
             continue
-        if turns and turns[-1]["role"] == m.role:
-            turns[-1]["content"] += "\n\n" + m.content
+        role = "assistant" if m.role == "assistant" else "user"
+        blocks: list[dict[str, Any]] = []
+        for part in m.parts:
+            if isinstance(part, TextPart) and part.text:
+                blocks.append({"type": "text", "text": part.text})
+            elif isinstance(part, ToolCallPart):
+                blocks.append({"type": "tool_use", "id": part.id, "name": part.name, "input": _input(part)})
+            elif isinstance(part, ToolResultPart):
+                blocks.append(
+                    {
+                        "type": "tool_result",
+                        "tool_use_id": part.call_id,
+                        "content": part.content,
+                        "is_error": part.error,
+                    }
+                )
+        if not blocks:
+            continue
+        if turns and turns[-1]["role"] == role:
+            turns[-1]["content"].extend(blocks)
         else:
-            turns.append({"role": m.role, "content": m.content})
+            turns.append({"role": role, "content": blocks})
     return system, turns
+
+
+def _input(call: ToolCallPart) -> dict[str, Any]:
+    try:
+        value = json.loads(call.arguments or "{}")
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _tool_choice(choice: str | None) -> dict[str, str] | None:
+    if choice is None or choice == "auto":
+        return None
+    if choice == "none":
+        return {"type": "none"}
+    if choice == "required":
+        return {"type": "any"}
+    return {"type": "tool", "name": choice}
+
+
+_FINISH = {"max_tokens": "length", "tool_use": "tool_calls"}
 
 
 class AnthropicProvider:
@@ -68,6 +118,13 @@ class AnthropicProvider:
             arguments["system"] = system
         if request.stop:
             arguments["stop_sequences"] = request.stop
+        if request.tools:
+            arguments["tools"] = [
+                {"name": t.name, "description": t.description, "input_schema": t.parameters}
+                for t in request.tools
+            ]
+            if (choice := _tool_choice(request.tool_choice)) is not None:
+                arguments["tool_choice"] = choice
         usage = {"prompt_tokens": 0, "completion_tokens": 0}
         finish: str | None = None
         try:
@@ -75,11 +132,16 @@ class AnthropicProvider:
             async for event in events:
                 if event.type == "message_start":
                     usage["prompt_tokens"] = event.message.usage.input_tokens
+                elif event.type == "content_block_start" and event.content_block.type == "tool_use":
+                    block = event.content_block
+                    yield Chunk(tool_calls=(ToolCallDelta(event.index, block.id, block.name),))
                 elif event.type == "content_block_delta" and event.delta.type == "text_delta":
                     yield Chunk(event.delta.text)
+                elif event.type == "content_block_delta" and event.delta.type == "input_json_delta":
+                    yield Chunk(tool_calls=(ToolCallDelta(event.index, arguments=event.delta.partial_json),))
                 elif event.type == "message_delta":
                     usage["completion_tokens"] = event.usage.output_tokens
-                    finish = "length" if event.delta.stop_reason == "max_tokens" else "stop"
+                    finish = _FINISH.get(event.delta.stop_reason or "", "stop")
         except (anthropic.RateLimitError, anthropic.InternalServerError) as exc:
             retry = exc.response.headers.get("retry-after")
             raise ProviderUnavailable(

@@ -8,6 +8,7 @@ from typing import Any
 from hermitcrab.config.schema import OpenAIModel
 from hermitcrab.errors import ProviderError, ProviderUnavailable
 from hermitcrab.inference.base import ChatRequest, Chunk, api_key
+from hermitcrab.inference.openai_wire import choice_to_wire, deltas_from_wire, to_wire, tools_to_wire
 
 
 class OpenAICompatProvider:
@@ -40,14 +41,20 @@ class OpenAICompatProvider:
         if self._client is None:
             await self.start()
         try:
+            extra: dict[str, Any] = {}
+            if request.tools:
+                extra["tools"] = tools_to_wire(request.tools)
+                if request.tool_choice is not None:
+                    extra["tool_choice"] = choice_to_wire(request.tool_choice)
             response = await self._client.chat.completions.create(
                 model=self.config.model,
-                messages=[m.to_dict() for m in request.messages],
+                messages=to_wire(request.messages),
                 max_tokens=request.max_tokens or self.config.max_tokens,
                 temperature=self.config.temperature if request.temperature is None else request.temperature,
                 stop=request.stop,
                 stream=True,
                 stream_options={"include_usage": True},
+                **extra,
             )
             finish: str | None = None
             async for event in response:
@@ -60,8 +67,9 @@ class OpenAICompatProvider:
                 for choice in event.choices:
                     finish = choice.finish_reason or finish
                     text = choice.delta.content or ""
-                    if text or choice.finish_reason:
-                        yield Chunk(text, finish_reason=choice.finish_reason)
+                    calls = deltas_from_wire(choice.delta.tool_calls)
+                    if text or calls or choice.finish_reason:
+                        yield Chunk(text, finish_reason=choice.finish_reason, tool_calls=calls)
         except (openai.RateLimitError, openai.InternalServerError) as exc:
             raise ProviderUnavailable(
                 f"model '{self.name}' at {self.config.base_url}: HTTP {exc.status_code}",

@@ -20,6 +20,8 @@ BACKGROUND = 1  # a scheduled job, a heartbeat
 
 # Who a call is for: set by whoever starts the work (a turn, an API request, a job).
 CALL_PRIORITY: ContextVar[int] = ContextVar("call_priority", default=INTERACTIVE)
+# The session a model call is made for, where there is one: usage is summed per session.
+CALL_SESSION: ContextVar[str | None] = ContextVar("call_session", default=None)
 CALL_PARTY: ContextVar[str] = ContextVar("call_party", default="-")
 
 

@@ -20,7 +20,11 @@ def build_provider(name: str, config: ModelConfig) -> Provider:
 
         return AnthropicProvider(name, config)
     if isinstance(config, ScriptedModel):
-        from hermitcrab.inference.scripted import ScriptedProvider
+        from hermitcrab.inference.scripted import Call, Say, ScriptedProvider
 
-        return ScriptedProvider(name, config.replies, delay_seconds=config.delay_seconds)
+        replies = [
+            r if isinstance(r, str) else Say(r.text, tuple(Call(c.name, dict(c.arguments)) for c in r.calls))
+            for r in config.replies
+        ]
+        return ScriptedProvider(name, replies, delay_seconds=config.delay_seconds)
     raise TypeError(f"unknown model config {type(config).__name__}")

@@ -1,19 +1,41 @@
 """A provider that answers what it is told to: the fake model for tests and demos.
 
-It records every request it receives, so a test can assert what the agent sent.
+A reply is text, a `Say` (text and tool calls), a function of the request that returns
+either, or an exception to raise. It records every request it receives, so a test can
+assert what the agent sent, and it streams tool calls as deltas, as real servers do.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
 from typing import Any
 
 from hermitcrab.errors import ProviderError
-from hermitcrab.inference.base import ChatRequest, Chunk
+from hermitcrab.inference.base import ChatRequest, Chunk, ToolCallDelta
 
-Reply = str | Callable[[ChatRequest], str] | BaseException
+
+@dataclass(frozen=True)
+class Call:
+    """A tool call the script makes. `arguments` as text is sent as it is (malformed JSON too)."""
+
+    name: str
+    arguments: dict[str, Any] | str
+
+    def json(self) -> str:
+        return self.arguments if isinstance(self.arguments, str) else json.dumps(self.arguments)
+
+
+@dataclass(frozen=True)
+class Say:
+    text: str = ""
+    calls: tuple[Call, ...] = ()
+
+
+Reply = str | Say | Callable[[ChatRequest], "str | Say"] | BaseException
 
 
 class ScriptedProvider:
@@ -31,6 +53,7 @@ class ScriptedProvider:
         self.requests: list[ChatRequest] = []
         self.started = asyncio.Event()  # set as each request begins; tests clear it
         self._next = 0
+        self._calls = 0
 
     async def start(self) -> None:
         return None
@@ -52,14 +75,23 @@ class ScriptedProvider:
             raise reply  # as it is: tests script rate limits and outages this way
         if isinstance(reply, BaseException):
             raise ProviderError(f"scripted failure: {reply}")
-        text = reply(request) if callable(reply) else reply
-        pieces = re.findall(r"\S+\s*|\s+", text) or [""]
-        for count, piece in enumerate(pieces, 1):
+        said = reply(request) if callable(reply) else reply
+        if isinstance(said, str):
+            said = Say(said)
+        pieces = re.findall(r"\S+\s*|\s+", said.text) if said.text else []
+        for piece in pieces:
             if self.delay_seconds:
                 await asyncio.sleep(self.delay_seconds)
-            last = count == len(pieces)
+            yield Chunk(piece)
+        for index, call in enumerate(said.calls):
+            self._calls += 1
+            arguments = call.json()
+            half = len(arguments) // 2  # in two fragments, as servers stream them
             yield Chunk(
-                piece,
-                finish_reason="stop" if last else None,
-                usage={"prompt_tokens": 0, "completion_tokens": len(pieces)} if last else None,
+                tool_calls=(ToolCallDelta(index, f"call_{self._calls}", call.name, arguments[:half]),)
             )
+            yield Chunk(tool_calls=(ToolCallDelta(index, arguments=arguments[half:]),))
+        yield Chunk(
+            finish_reason="tool_calls" if said.calls else "stop",
+            usage={"prompt_tokens": 0, "completion_tokens": len(pieces) + len(said.calls)},
+        )

@@ -6,14 +6,42 @@ import io
 from typing import Any
 
 
-def add_network_rule(text: str, rule: dict[str, Any]) -> str:
-    """The policy text with `rule` appended to network.rules (replacing a rule of that name)."""
+def _yaml() -> Any:
     from ruamel.yaml import YAML
-    from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     yaml = YAML(typ="rt")
     yaml.indent(mapping=2, sequence=4, offset=2)  # the layout our templates and docs use
     yaml.preserve_quotes = True
+    return yaml
+
+
+def _dump(yaml: Any, data: Any) -> str:
+    out = io.StringIO()
+    yaml.dump(data, out)
+    return out.getvalue()
+
+
+def add_tool_allow(text: str, entry: str) -> str:
+    """The policy text with `entry` (a tool, or `tool:prefix`) in tools.allow, once."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    yaml = _yaml()
+    data = yaml.load(text) or CommentedMap()
+    tools = data.setdefault("tools", CommentedMap())
+    allow = tools.get("allow")
+    if allow is None:
+        allow = tools["allow"] = CommentedSeq()
+        allow.fa.set_flow_style()
+    if entry not in allow:
+        allow.append(entry)
+    return _dump(yaml, data)
+
+
+def add_network_rule(text: str, rule: dict[str, Any]) -> str:
+    """The policy text with `rule` appended to network.rules (replacing a rule of that name)."""
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    yaml = _yaml()
     data = yaml.load(text) or CommentedMap()
     network = data.setdefault("network", CommentedMap())
     rules = network.get("rules")
@@ -31,6 +59,4 @@ def add_network_rule(text: str, rule: dict[str, Any]) -> str:
         else:
             item[key] = value
     rules.append(item)
-    out = io.StringIO()
-    yaml.dump(data, out)
-    return out.getvalue()
+    return _dump(yaml, data)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,13 +21,36 @@ class Decision:
         return self.verdict == "allow"
 
 
-def tool_decision(policy: Policy, tool: str) -> Decision:
-    """deny beats ask beats allow; a tool the policy does not name is denied (fail closed)."""
+# A prefix rule allows a command only when nothing can follow the prefix but arguments.
+_SHELL_OPERATORS = re.compile(r"[;&|`$<>(){}\n\\]")
+
+
+def _names(entries: list[str], tool: str, command: str | None, strict: bool) -> str | None:
+    """The entry that names this call: the tool, '*', or `tool:prefix` whose words begin the
+    command. `strict` (for allow) refuses a prefix match on a command with shell operators,
+    so `exec:git status` cannot allow `git status; curl evil`."""
+    for entry in entries:
+        if entry in (tool, "*"):
+            return entry
+        name, sep, prefix = entry.partition(":")
+        if not sep or name != tool or command is None:
+            continue
+        words, prefix_words = command.split(), prefix.split()
+        if prefix_words and words[: len(prefix_words)] == prefix_words:
+            if strict and _SHELL_OPERATORS.search(command):
+                continue
+            return entry
+    return None
+
+
+def tool_decision(policy: Policy, tool: str, command: str | None = None) -> Decision:
+    """deny beats ask beats allow; a tool the policy does not name is denied (fail closed).
+    `command` is the call's command line, for `tool:prefix` entries (exec)."""
     tools = policy.tools
-    if tool in tools.deny or "*" in tools.deny:
-        return Decision("deny", f"tools.deny: {tool}")
-    if tool in tools.ask or "*" in tools.ask:
-        return Decision("ask", f"tools.ask: {tool}")
-    if tool in tools.allow or "*" in tools.allow:
-        return Decision("allow", f"tools.allow: {tool}")
+    if entry := _names(tools.deny, tool, command, strict=False):
+        return Decision("deny", f"tools.deny: {entry}")
+    if entry := _names(tools.ask, tool, command, strict=False):
+        return Decision("ask", f"tools.ask: {entry}")
+    if entry := _names(tools.allow, tool, command, strict=True):
+        return Decision("allow", f"tools.allow: {entry}")
     return Decision("deny", f"not in tools.allow: {tool}")

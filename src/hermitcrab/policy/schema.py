@@ -153,10 +153,18 @@ class NetworkPolicy(_Strict):
         return self
 
 
+DEFAULT_TOOLS = ["exec", "read_file", "write_file", "edit_file", "list_files", "web_fetch", "send_message",
+                 "schedule"]  # fmt: skip
+
+
 class ToolsPolicy(_Strict):
-    allow: list[str] = Field(default_factory=lambda: ["exec", "read_file", "write_file"])
+    """Which tools run (allow), wait for a person (ask) or never run (deny). An entry is a
+    tool's name, '*', or `tool:prefix` (exec whose command begins with those words)."""
+
+    allow: list[str] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
     ask: list[str] = Field(default_factory=list)
     deny: list[str] = Field(default_factory=list)
+    approval_timeout_seconds: float = Field(300.0, gt=0, le=86400)  # a held call is denied after this
 
 
 class Policy(_Strict):

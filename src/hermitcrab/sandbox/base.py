@@ -2,13 +2,27 @@
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from hermitcrab.errors import SandboxError
 from hermitcrab.policy.schema import Policy
 
 WORKSPACE_MOUNT = "/workspace"  # where the workspace appears inside every sandbox
+EGRESS_PORT = 3128  # inside every sandbox, 127.0.0.1:EGRESS_PORT is the one door out
+NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise SandboxError(
+            f"invalid sandbox name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', "
+            "starting with a letter or digit"
+        )
+    return name
 
 
 @dataclass(frozen=True)
@@ -70,3 +84,49 @@ class ExecResult:
             "duration_ms": self.duration_ms,
             "denied": self.denied,
         }
+
+
+class Sandbox(Protocol):
+    """A running sandbox, as a driver hands it back."""
+
+    spec: SandboxSpec
+    host_pid: int  # its init, as the host sees it
+    status: dict[str, Any]  # what the driver found at start: landlock, landlock_abi...
+    created_at: float
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+
+class SandboxDriver(Protocol):
+    """Makes sandboxes and runs commands in them. The runtime speaks only this."""
+
+    state_root: Path  # one folder per sandbox below it, the driver's own
+
+    def socket_path(self, state: Path, name: str) -> Path:
+        """Where a Unix socket of this sandbox's lives on the host (the egress door)."""
+        ...
+
+    async def create(self, spec: SandboxSpec) -> Sandbox: ...
+
+    async def exec(
+        self,
+        box: Any,
+        argv: list[str],
+        *,
+        cwd: str | None = None,
+        timeout: float | None = None,
+        stdin: bytes | None = None,
+        on_output: Callable[[OutputChunk], None] | None = None,
+    ) -> ExecResult: ...
+
+    async def destroy(self, box: Any) -> None: ...
+
+    def processes(self, box: Any) -> list[int]: ...
+
+    def freeze(self, box: Any, frozen: bool) -> None:
+        """Stop (or resume) everything inside, for a consistent snapshot."""
+        ...

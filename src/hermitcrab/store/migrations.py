@@ -75,4 +75,43 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE sandboxes ADD COLUMN agent TEXT;
     """,
+    # 6: the agent acts: durable jobs, taint marks on workspace files, the approval inbox
+    """
+    CREATE TABLE jobs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        agent      TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        text       TEXT NOT NULL,
+        run_at     REAL,
+        cron       TEXT,
+        tainted    INTEGER NOT NULL DEFAULT 0,
+        created_by TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        state      TEXT NOT NULL DEFAULT 'scheduled'
+    );
+    CREATE TABLE file_marks (
+        agent      TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        tainted    INTEGER NOT NULL,
+        source     TEXT,
+        session_id TEXT,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (agent, path)
+    );
+    CREATE TABLE approvals (
+        id          TEXT PRIMARY KEY,
+        kind        TEXT NOT NULL,
+        sandbox     TEXT,
+        session_id  TEXT,
+        subject     TEXT NOT NULL,
+        state       TEXT NOT NULL,
+        always      INTEGER NOT NULL DEFAULT 0,
+        decided_by  TEXT,
+        reason      TEXT,
+        created_at  REAL NOT NULL,
+        expires_at  REAL NOT NULL,
+        decided_at  REAL
+    );
+    CREATE INDEX approvals_by_state ON approvals(state, created_at);
+    """,
 )

@@ -18,9 +18,16 @@ from hermitcrab.errors import StoreError
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
-# Event kinds. A 'message' is answered by exactly one 'reply' or 'turn.failed'.
+# Event kinds. A 'message' is answered by exactly one 'reply' or 'turn.failed'; the steps
+# in between are events too, each committed before the next step acts on it.
 MESSAGE = "message"
 TURN_STARTED = "turn.started"
+MODEL_RESPONSE = "model.response"  # the model's parts: text and tool calls
+TOOL_CALL = "tool.call"  # committed before the tool runs; its event id is the idempotency key
+APPROVAL_ASKED = "approval.asked"
+APPROVAL_DECIDED = "approval.decided"
+TOOL_RESULT = "tool.result"
+AGENT_MESSAGE = "agent.message"  # what send_message said, before the reply
 REPLY = "reply"
 TURN_FAILED = "turn.failed"
 ANSWERS = (REPLY, TURN_FAILED)
@@ -132,6 +139,15 @@ class SessionStore:
             rows = self._conn.execute(
                 "SELECT * FROM events WHERE session_id = ? AND id > ? ORDER BY id LIMIT ?",
                 (session_id, after, limit),
+            ).fetchall()
+        return [_event(r) for r in rows]
+
+    def turn_events(self, session_id: str, message_id: int) -> list[Event]:
+        """The events of the turn that answers `message_id`, in order (to resume it)."""
+        with self._lock:
+            rows = self._conn.execute(
+                "SELECT * FROM events WHERE session_id = ? AND reply_to = ? ORDER BY id",
+                (session_id, message_id),
             ).fetchall()
         return [_event(r) for r in rows]
 

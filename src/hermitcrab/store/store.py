@@ -5,6 +5,8 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
+from hermitcrab.store.agentstate import FileMarks, Jobs
+from hermitcrab.store.approvals import ApprovalRecords
 from hermitcrab.store.audit import AuditLog
 from hermitcrab.store.db import open_database
 from hermitcrab.store.sandboxes import SandboxRecords
@@ -21,6 +23,9 @@ class Store:
         self.sandboxes = SandboxRecords(self._conn, lock)
         self.audit = AuditLog(self._conn, lock)
         self.usage = UsageLog(self._conn, lock)
+        self.jobs = Jobs(self._conn, lock)
+        self.file_marks = FileMarks(self._conn, lock)
+        self.approvals = ApprovalRecords(self._conn, lock)
         self._lock = lock
 
     def close(self) -> None:

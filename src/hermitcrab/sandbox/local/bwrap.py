@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from hermitcrab.policy.network import credential_env, credential_placeholder
-from hermitcrab.sandbox.base import WORKSPACE_MOUNT, SandboxSpec
+from hermitcrab.sandbox.base import EGRESS_PORT, WORKSPACE_MOUNT, SandboxSpec
 from hermitcrab.sandbox.local import supervisor as sup
 
 PYTHON = "/usr/bin/python3"  # the supervisor's interpreter, inside the sandbox
@@ -31,7 +31,6 @@ class Plan:
 
 
 EGRESS_SOCKET = "/run/hermitcrab/egress.sock"  # inside the sandbox
-EGRESS_PORT = 3128
 CA_CERT = "/run/hermitcrab/ca.pem"
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
 

@@ -14,7 +14,6 @@ import contextlib
 import hashlib
 import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -26,25 +25,15 @@ from pathlib import Path
 from typing import Any
 
 from hermitcrab.errors import SandboxError
-from hermitcrab.sandbox.base import ExecResult, OutputChunk, SandboxSpec
+from hermitcrab.sandbox.base import ExecResult, OutputChunk, SandboxSpec, check_name
 from hermitcrab.sandbox.local import bwrap, stage
 from hermitcrab.sandbox.local.seccomp import filter_bpf
 
-NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 SUPERVISOR_SOURCE = Path(bwrap.sup.__file__)
 CREATE_TIMEOUT_S = 10.0
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
 OnOutput = Callable[[OutputChunk], None]
-
-
-def check_name(name: str) -> str:
-    if not NAME.match(name):
-        raise SandboxError(
-            f"invalid sandbox name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', "
-            "starting with a letter or digit"
-        )
-    return name
 
 
 @dataclass

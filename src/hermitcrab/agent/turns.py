@@ -5,29 +5,19 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from contextvars import ContextVar
 
-from hermitcrab.agent import Agent, run_turn
-from hermitcrab.inference.queue import CALL_PARTY
-from hermitcrab.store.sessions import Event, SessionStore
-
-# The session a model call is made for, where there is one: usage is summed per session.
-CALL_SESSION: ContextVar[str | None] = ContextVar("call_session", default=None)
+from hermitcrab.agent.loop import run_turn
+from hermitcrab.agent.turn import Agent, Services
+from hermitcrab.inference.queue import CALL_PARTY, CALL_SESSION
+from hermitcrab.store.sessions import Event
 
 log = logging.getLogger("hermitcrab.turns")
 
 
 class TurnRunner:
-    def __init__(
-        self,
-        store: SessionStore,
-        agent_for: Callable[[str], Agent],
-        emit: Callable[[dict], None],
-        timeout_seconds: float,
-    ) -> None:
-        self._store = store
+    def __init__(self, services: Services, agent_for: Callable[[str], Agent], timeout_seconds: float) -> None:
+        self._services = services
         self._agent_for = agent_for
-        self._emit = emit
         self._timeout = timeout_seconds
         self._queues: dict[str, asyncio.Queue[Event]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
@@ -51,7 +41,7 @@ class TurnRunner:
                     CALL_SESSION.set(session_id)
                     CALL_PARTY.set(session_id)  # fair turns at the model queue are per session
                     agent = self._agent_for(agent_name)
-                    answer = await run_turn(agent, self._store, message, self._emit, self._timeout)
+                    answer = await run_turn(agent, self._services, message, self._timeout)
                 except Exception:  # the next message must still get its turn
                     log.exception("turn crashed", extra={"session": session_id, "message_id": message.id})
                     continue

@@ -1,5 +1,6 @@
 """The sandbox runtime: named sandboxes with records, an audit entry for every exec, and
 recreation after a restart. The gateway owns one; the CLI reaches it through the API.
+It speaks to sandboxes only through the `SandboxDriver` seam (sandbox/base.py).
 
 Every command a tool runs goes through `exec` here, so every one of them is sandboxed
 and audited; there is no other path to a shell.
@@ -14,23 +15,32 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hermitcrab.egress.proxy import EgressProxy
 from hermitcrab.errors import PolicyError, SandboxError, SandboxNotFound
 from hermitcrab.policy import Policy, parse_policy, policy_version
-from hermitcrab.sandbox.base import ExecResult, Layers, OutputChunk, SandboxSpec
-from hermitcrab.sandbox.local.bwrap import EGRESS_PORT
-from hermitcrab.sandbox.local.driver import LocalDriver, LocalSandbox, check_name
-from hermitcrab.store import AuditEntry, AuditLog, SandboxRecords
-from hermitcrab.tools import snapshots
+from hermitcrab.runtime import snapshots
+from hermitcrab.sandbox.base import (
+    EGRESS_PORT,
+    ExecResult,
+    Layers,
+    OutputChunk,
+    Sandbox,
+    SandboxDriver,
+    SandboxSpec,
+    check_name,
+)
+from hermitcrab.store import AuditEntry, AuditLog, SandboxRecord, SandboxRecords
+
+if TYPE_CHECKING:
+    from hermitcrab.egress.proxy import EgressProxy
 
 log = logging.getLogger("hermitcrab.runtime")
 
 
 @dataclass
 class Managed:
-    box: LocalSandbox
+    box: Sandbox
     policy: Policy
     policy_text: str
     version: str
@@ -41,7 +51,7 @@ class Managed:
 class SandboxRuntime:
     def __init__(
         self,
-        driver: LocalDriver,
+        driver: SandboxDriver,
         records: SandboxRecords,
         audit: AuditLog,
         policy_file: Path,
@@ -104,6 +114,17 @@ class SandboxRuntime:
             self._audit(actor, "sandbox.create", "ok", name, policy_version=managed.version)
             return self.info(name)
 
+    async def ensure(self, name: str, *, workspace: Path, agent: str | None) -> None:
+        """The sandbox `name`, created from the policy file if it is not running yet (an
+        agent's sandbox: made on its first tool call, then kept warm)."""
+        if name in self.boxes:
+            return
+        try:
+            await self.create(name, workspace=workspace, actor="gateway", agent=agent)
+        except SandboxError:
+            if name not in self.boxes:
+                raise
+
     async def _start(
         self, name: str, policy: Policy, text: str, workspace: Path, follows_file: bool, agent: str | None
     ) -> Managed:
@@ -134,28 +155,30 @@ class SandboxRuntime:
         """Recreate every recorded sandbox (after a restart), workspace intact."""
         restored = []
         for record in await asyncio.to_thread(self.records.all):
-            if record.name in self.boxes:
-                continue
-            try:
-                text = record.policy
-                if record.follows_file:
-                    try:  # the file may have changed while we were down
-                        text = self.default_policy_text()
-                        parse_policy(text, str(self.policy_file))
-                    except PolicyError:
-                        text = record.policy
-                policy = parse_policy(text, f"policy for sandbox '{record.name}'")
-                await self._start(
-                    record.name, policy, text, Path(record.workspace), record.follows_file, record.agent
-                )
-                restored.append(record.name)
-                self._audit(
-                    "gateway", "sandbox.recreate", "ok", record.name, policy_version=record.policy_hash
-                )
-            except (PolicyError, SandboxError) as exc:
-                log.error("could not recreate sandbox", extra={"sandbox": record.name, "error": str(exc)})
-                self._audit("gateway", "sandbox.recreate", "failed", record.name, detail=str(exc))
+            async with self._lock(record.name):
+                if record.name not in self.boxes:
+                    restored += await self._restore(record)
         return restored
+
+    async def _restore(self, record: SandboxRecord) -> list[str]:
+        try:
+            text = record.policy
+            if record.follows_file:
+                try:  # the file may have changed while we were down
+                    text = self.default_policy_text()
+                    parse_policy(text, str(self.policy_file))
+                except PolicyError:
+                    text = record.policy
+            policy = parse_policy(text, f"policy for sandbox '{record.name}'")
+            await self._start(
+                record.name, policy, text, Path(record.workspace), record.follows_file, record.agent
+            )
+        except (PolicyError, SandboxError) as exc:
+            log.error("could not recreate sandbox", extra={"sandbox": record.name, "error": str(exc)})
+            self._audit("gateway", "sandbox.recreate", "failed", record.name, detail=str(exc))
+            return []
+        self._audit("gateway", "sandbox.recreate", "ok", record.name, policy_version=record.policy_hash)
+        return [record.name]
 
     def get(self, name: str) -> Managed:
         managed = self.boxes.get(name)
@@ -290,13 +313,16 @@ class SandboxRuntime:
     def add_network_rule(self, sandbox: str, rule: dict[str, Any], actor: str) -> None:
         """Write a rule into the sandbox's policy (the file, keeping its comments, or the
         sandbox's own record), audit the diff, and apply it."""
-        import difflib
-
         from hermitcrab.policy.edit import add_network_rule
+
+        self._change_policy(sandbox, add_network_rule, rule, actor)
+
+    def _change_policy(self, sandbox: str, edit: Callable[[str, Any], str], change: Any, actor: str) -> None:
+        import difflib
 
         managed = self.get(sandbox)
         old = self.default_policy_text() if managed.follows_file else managed.policy_text
-        new = add_network_rule(old, rule)
+        new = edit(old, change)
         policy = parse_policy(new, f"policy for sandbox '{sandbox}'")  # never write one that does not load
         diff = "".join(difflib.unified_diff(old.splitlines(True), new.splitlines(True), "before", "after"))
         version = policy_version(new)
@@ -307,11 +333,20 @@ class SandboxRuntime:
             self._audit(actor, "policy.change", "ok", sandbox, policy_version=version, detail=diff)
             self.reload_policy(actor)
         else:
-            managed.policy = managed.policy.model_copy(update={"network": policy.network})
+            managed.policy = managed.policy.model_copy(
+                update={"network": policy.network, "tools": policy.tools}
+            )
             managed.policy_text = new
             managed.version = version
             self.records.put(sandbox, new, version, str(managed.box.spec.workspace), False, managed.agent)
             self._audit(actor, "policy.change", "ok", sandbox, policy_version=version, detail=diff)
+
+    def allow_tool(self, sandbox: str, entry: str, actor: str) -> None:
+        """Add `entry` to tools.allow of the sandbox's policy (the file, or its own record),
+        audit the diff, and apply it."""
+        from hermitcrab.policy.edit import add_tool_allow
+
+        self._change_policy(sandbox, add_tool_allow, entry, actor)
 
     def info(self, name: str) -> dict[str, Any]:
         managed = self.get(name)

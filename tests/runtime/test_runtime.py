@@ -9,7 +9,7 @@ import pytest
 
 from hermitcrab.errors import PolicyError, SandboxError, SandboxNotFound
 from hermitcrab.policy import policy_version
-from tests.tools.conftest import DEFAULT_POLICY
+from tests.runtime.conftest import DEFAULT_POLICY
 
 
 def test_every_exec_is_audited(runtime, run) -> None:

@@ -1,0 +1,243 @@
+"""One tool call, from the model's JSON to a result the model can act on.
+
+Every failure becomes a result, never a crash or a hung turn: arguments that do not parse
+(repaired when that is safe), an unknown tool, arguments the schema refuses, a policy
+that denies, a person who says no, a timeout, a tool that breaks. A huge result is cut
+and the whole of it saved to a workspace file whose path the model is given.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
+
+from hermitcrab.agent.guard import PERSONA_FILES, hold_reason, workspace_path
+from hermitcrab.inference.base import ToolCallPart
+from hermitcrab.policy import tool_decision
+from hermitcrab.store import AuditEntry
+from hermitcrab.store.sessions import APPROVAL_ASKED, APPROVAL_DECIDED, Event
+from hermitcrab.tools.base import Args, Tool, ToolContext, ToolResult
+
+if TYPE_CHECKING:
+    from hermitcrab.agent.turn import Turn
+
+log = logging.getLogger("hermitcrab.agent")
+
+OUTPUT_FOLDER = ".hermitcrab/tool-output"  # in the workspace: where cut results are kept whole
+
+
+def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
+    """The call's arguments as a dict; a repair note, or an error the model can act on."""
+    text = raw.strip() or "{}"
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        from json_repair import repair_json
+
+        repaired = repair_json(text, return_objects=True)
+        if isinstance(repaired, dict) and repaired:
+            return repaired, f"repaired malformed JSON ({exc})"
+        return None, f"the arguments are not valid JSON ({exc}); send one JSON object"
+    if not isinstance(value, dict):
+        return None, f"the arguments must be a JSON object, not {type(value).__name__}"
+    return value, None
+
+
+def explain(error: ValidationError, tool: Tool) -> str:
+    problems = "; ".join(
+        f"{'.'.join(str(x) for x in e['loc']) or '(arguments)'}: {e['msg']}" for e in error.errors()
+    )
+    schema = json.dumps(tool.spec().parameters, separators=(",", ":"))
+    return f"invalid arguments for '{tool.name}': {problems}. expected: {schema}"
+
+
+async def run_call(turn: Turn, call: ToolCallPart, call_event: Event) -> ToolResult:
+    """Decide and run one call; the returned result is what the model is told."""
+    tool = turn.tools.get(call.name)
+    if tool is None:
+        known = ", ".join(sorted(turn.tools)) or "none"
+        return ToolResult(f"unknown tool '{call.name}'. available: {known}", error=True)
+    values, note = parse_arguments(call.arguments)
+    if values is None:
+        return ToolResult(f"{call.name}: {note}", error=True)
+    try:
+        args = tool.Args.model_validate(values)
+    except ValidationError as exc:
+        return ToolResult(explain(exc, tool), error=True)
+    try:
+        async with asyncio.timeout(turn.agent.config.tool_timeout_seconds):
+            result = await _decide_and_run(turn, tool, args, call_event)
+    except TimeoutError:
+        result = ToolResult(
+            f"{call.name} did not finish within {turn.agent.config.tool_timeout_seconds:g} s "
+            f"(agents.{turn.agent.name}.tool_timeout_seconds); it was stopped",
+            error=True,
+        )
+    except Exception as exc:  # a broken tool must fail the call, not the turn
+        log.exception("tool crashed", extra={"tool": call.name, "session": turn.session_id})
+        result = ToolResult(f"{call.name} failed: {type(exc).__name__}: {exc}", error=True)
+    if note and not result.error:
+        result.content = f"[{note}]\n{result.content}"
+    return await _fit(turn, result, call_event)
+
+
+async def _decide_and_run(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolResult:
+    runtime = await turn.sandbox_runtime()
+    policy = runtime.get(turn.sandbox).policy
+    decision = tool_decision(policy, tool.name, tool.command(args))
+    summary = tool.summary(args)
+    if decision.verdict == "deny":
+        _audit(turn, tool, summary, "denied", decision.rule, None)
+        return ToolResult(
+            f"denied by the policy ({decision.rule}): '{tool.name}' may not run here. "
+            "fix: a person can add it to tools.allow in policy.yaml",
+            error=True,
+        )
+    why = hold_reason(tool, args, turn.taint, set(turn.tools))
+    if decision.verdict == "ask" or why:
+        why = why or f"the policy asks a person first ({decision.rule})"
+        refusal = await _ask(turn, tool, args, summary, decision.rule, why, call_event)
+        if refusal is not None:
+            return refusal
+    else:
+        _audit(turn, tool, summary, "allowed", decision.rule, None)
+    return await _run(turn, tool, args, call_event)
+
+
+async def _ask(
+    turn: Turn, tool: Tool, args: Args, summary: str, rule: str, why: str, call_event: Event
+) -> ToolResult | None:
+    """Hold the call for a person; None when approved, else the result that says no."""
+    approvals = turn.approvals
+    _audit(turn, tool, summary, "held", rule, f"{why}; taint: {turn.taint.describe() or 'none'}")
+    if approvals is None:
+        return ToolResult(f"held for a person ({why}), but this gateway has no approval inbox", error=True)
+    runtime = await turn.sandbox_runtime()
+    subject = {
+        "tool": tool.name,
+        "arguments": args.model_dump(exclude_defaults=True),
+        "summary": summary,
+        "risk": tool.risk,
+        "rule": rule,
+        "why": why,
+        "taint": list(turn.taint.sources),
+        "command": tool.command(args),
+        "agent": turn.agent.name,
+    }
+    timeout = runtime.get(turn.sandbox).policy.tools.approval_timeout_seconds
+    approval = approvals.open("tool", turn.sandbox, subject, timeout, session_id=turn.session_id)
+    await turn.append(APPROVAL_ASKED, {"approval_id": approval.id, "call_event": call_event.id, **subject})
+    approval = await approvals.wait(approval, present=turn.present)
+    await turn.append(
+        APPROVAL_DECIDED,
+        {
+            "approval_id": approval.id,
+            "call_event": call_event.id,
+            "state": approval.state,
+            "by": approval.decided_by,
+            "reason": approval.reason,
+            "always": approval.always,
+        },
+    )
+    if approval.state == "approved":
+        _audit(turn, tool, summary, "approved", rule, f"approval {approval.id} by {approval.decided_by}")
+        return None
+    _audit(turn, tool, summary, "denied", rule, f"approval {approval.id} {approval.state}: {approval.reason}")
+    how = (
+        "a person can approve it in a terminal (`hermitcrab ask` answers y/N), on the dashboard, "
+        "or with `hermitcrab approve ID` while it waits"
+    )
+    said = approval.reason or f"a person ({approval.decided_by}) said no"
+    return ToolResult(
+        f"not run: '{tool.name}' was held for a person's approval because {why}, and it was "
+        f"{approval.state} ({said}). Do not retry it unchanged; {how}.",
+        error=True,
+    )
+
+
+async def _run(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolResult:
+    runtime = await turn.sandbox_runtime()
+    ctx = ToolContext(
+        agent=turn.agent.name,
+        session_id=turn.session_id,
+        sandbox=turn.sandbox,
+        runtime=runtime,
+        store=turn.store,
+        workspace=turn.agent.workspace,
+        actor=turn.actor,
+        taint=tuple(turn.taint.sources),
+        present=turn.present,
+        call_id=str(call_event.id),
+        post=turn.post,
+    )
+    result = await tool.run(args, ctx)
+    if result.error:
+        return result
+    if (written := tool.written_path(args)) is not None and (path := workspace_path(written)) is not None:
+        # Taint outlives the turn: what a tainted turn wrote taints whoever reads it later.
+        source = turn.taint.describe() or None
+        await asyncio.to_thread(
+            turn.store.file_marks.mark, turn.agent.name, path, bool(turn.taint), source, turn.session_id
+        )
+    if (read := tool.read_path(args)) is not None and result.taint is None:
+        path = workspace_path(read)
+        mark = await asyncio.to_thread(turn.store.file_marks.get, turn.agent.name, path or read)
+        if mark is not None and mark.tainted:
+            result.taint = f"file {read} (written while reading {mark.source})"
+        elif mark is None and path not in PERSONA_FILES:
+            result.taint = f"file {read} (not written by the agent)"
+    return result
+
+
+async def _fit(turn: Turn, result: ToolResult, call_event: Event) -> ToolResult:
+    limit = turn.agent.config.max_tool_result_chars
+    if len(result.content) <= limit:
+        return result
+    whole = result.content
+    path = f"{OUTPUT_FOLDER}/call-{call_event.id}.txt"
+    saved = f"; the whole result is in {path} (read parts of it with exec: sed -n, grep)"
+    try:
+        runtime = await turn.sandbox_runtime()
+        argv = [
+            "/bin/sh",
+            "-c",
+            'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"',
+            "save",
+            f"/workspace/{path}",
+        ]
+        written = await runtime.exec(turn.sandbox, argv, actor=turn.actor, stdin=whole.encode())
+        if written.exit_code != 0:
+            saved = "; it could not be saved whole"
+        else:
+            await asyncio.to_thread(
+                turn.store.file_marks.mark,
+                turn.agent.name,
+                path,
+                result.taint is not None,
+                result.taint,
+                turn.session_id,
+            )
+    except Exception as exc:  # the cut result still goes back
+        saved = f"; it could not be saved whole ({exc})"
+    result.content = f"{whole[:limit]}\n[cut at {limit} of {len(whole)} characters{saved}]"
+    return result
+
+
+def _audit(turn: Turn, tool: Tool, summary: str, outcome: str, rule: str, detail: str | None) -> None:
+    if turn.runtime is None:
+        return
+    turn.runtime.audit.record(
+        AuditEntry(
+            actor=turn.actor,
+            action="tool",
+            outcome=outcome,
+            sandbox=turn.sandbox,
+            argv=[tool.name, summary],
+            rule=rule,
+            detail=detail,
+        )
+    )

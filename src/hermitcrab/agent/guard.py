@@ -1,0 +1,68 @@
+"""Taint and the injection guard.
+
+A turn is tainted once it has read content from the web, a file the agent did not write
+in an untainted turn, or a message from anyone but the owner. While tainted, calls that
+reach beyond the workspace (exec, network, external), writes to the persona files and
+skills/, and a sub-agent with more tools than its parent wait for a person, whatever
+the policy allows. Read-only tools and other workspace writes still run.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass, field
+
+from hermitcrab.config.paths import WORKSPACE_FILES
+from hermitcrab.tools.base import HIGH_RISK, Args, Tool
+
+PERSONA_FILES = frozenset({*WORKSPACE_FILES, "HEARTBEAT.md"})
+GUARDED_FOLDERS = ("skills",)
+
+
+@dataclass
+class Taint:
+    sources: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.sources)
+
+    def add(self, source: str) -> None:
+        if source not in self.sources:
+            self.sources.append(source)
+
+    def describe(self) -> str:
+        return ", ".join(self.sources)
+
+
+def workspace_path(path: str) -> str | None:
+    """A path as the workspace names it (`notes/a.md`), or None when it is outside."""
+    text = path.strip()
+    if text.startswith("/workspace/") or text == "/workspace":
+        text = text[len("/workspace") :]
+    elif text.startswith("/"):
+        return None
+    normal = posixpath.normpath("/" + text).lstrip("/")
+    return normal or "."
+
+
+def is_guarded_path(path: str | None) -> bool:
+    if path is None:
+        return False
+    return path in PERSONA_FILES or any(path == f or path.startswith(f + "/") for f in GUARDED_FOLDERS)
+
+
+def hold_reason(tool: Tool, args: Args, taint: Taint, offered: set[str]) -> str | None:
+    """Why the guard holds this call for a person, or None to let the policy decide."""
+    if not taint:
+        return None
+    if tool.risk in HIGH_RISK:
+        return (
+            f"this turn read untrusted content ({taint.describe()}), and '{tool.name}' is a {tool.risk} tool"
+        )
+    written = tool.written_path(args)
+    if written is not None and is_guarded_path(workspace_path(written)):
+        return f"this turn read untrusted content ({taint.describe()}), and {written} shapes the agent itself"
+    escalates = getattr(tool, "escalates", None)
+    if escalates is not None and escalates(args, offered):
+        return f"this turn read untrusted content ({taint.describe()}), and the sub-agent asks for more tools"
+    return None

@@ -1,0 +1,80 @@
+"""The one place the gateway's parts are built. The daemon, the benchmarks and the test
+fixtures all call these, so that what is measured and tested is what runs."""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from hermitcrab.agent import Agent, Persona, Services
+from hermitcrab.agent.subagents import SpawnAgentTool
+from hermitcrab.approvals import Approvals
+from hermitcrab.config.paths import Paths
+from hermitcrab.config.schema import AgentConfig, Config
+from hermitcrab.inference import Provider
+from hermitcrab.sandbox.base import Layers
+from hermitcrab.store import Store
+from hermitcrab.tools import builtin_tools
+
+if TYPE_CHECKING:
+    from hermitcrab.egress.proxy import InferenceRoute
+    from hermitcrab.egress.secrets import SecretStore
+    from hermitcrab.runtime import SandboxRuntime
+
+
+def build_runtime(
+    store: Store,
+    *,
+    policy_file: Path,
+    workspaces: Path,
+    state_root: Path,
+    approvals: Approvals | None = None,
+    secrets: SecretStore | None = None,
+    inference: InferenceRoute | None = None,
+    upstream_tls: ssl.SSLContext | None = None,
+    egress: bool = True,
+    layers: Layers | None = None,
+) -> SandboxRuntime:
+    """The sandbox runtime over the local driver, with its egress proxy (unless `egress`
+    is off, for benchmarks of the bare sandbox)."""
+    from hermitcrab.runtime import SandboxRuntime
+    from hermitcrab.sandbox.local.driver import LocalDriver
+
+    proxy = None
+    if egress:
+        from hermitcrab.egress.proxy import EgressProxy
+
+        proxy = EgressProxy(store.audit, approvals or Approvals(), secrets, upstream_tls, inference)
+    return SandboxRuntime(
+        LocalDriver(state_root), store.sandboxes, store.audit, policy_file, workspaces, layers, egress=proxy
+    )
+
+
+def build_agents(
+    config: Config,
+    paths: Paths,
+    route: Callable[[str, AgentConfig], Provider],
+    agent_for: Callable[[str], Agent],
+    services: Services,
+) -> dict[str, Agent]:
+    """Every configured agent: its model route, its persona (workspace files) and the tools
+    it offers the model (every built-in, or the ones `agents.NAME.tools` names)."""
+    agents = {}
+    for name, agent in config.agents.items():
+        workspace = Path(agent.workspace).expanduser() if agent.workspace else paths.workspace
+        tools = {**builtin_tools(), "spawn_agent": SpawnAgentTool(services, agent_for)}
+        if agent.tools is not None:
+            tools = {n: t for n, t in tools.items() if n in agent.tools}
+        agents[name] = Agent(name, agent, route(name, agent), Persona(workspace), tools)
+    return agents
+
+
+def tool_entry(subject: dict[str, Any]) -> str:
+    """What `approve --always` adds to tools.allow for a held call: the tool, or for exec
+    the command's first word as a prefix (`exec:git`), never exec as a whole."""
+    command = subject.get("command")
+    if subject.get("tool") == "exec" and command:
+        return f"exec:{command.split()[0]}"
+    return str(subject["tool"])

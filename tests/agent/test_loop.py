@@ -1,0 +1,162 @@
+"""The agent loop end to end, through the real gateway and real sandboxes: a scripted
+model asks for tool calls, the loop runs them and feeds the results back."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from hermitcrab.inference.base import ChatRequest
+from hermitcrab.inference.scripted import Call, Say, ScriptedProvider
+from tests.conftest import LiveGateway
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+
+def ask(gw: LiveGateway, session: str, text: str, **options: object) -> dict:
+    with gw.client() as client:
+        response = client.post(f"/api/sessions/{session}/messages", json={"text": text, **options})
+    assert response.status_code == 202, response.text
+    return gw.wait_answers(session, 1)[-1]
+
+
+def kinds(gw: LiveGateway, session: str) -> list[str]:
+    return [e["kind"] for e in gw.events(session)]
+
+
+def results(gw: LiveGateway, session: str) -> list[dict]:
+    return [e["data"] for e in gw.events(session) if e["kind"] == "tool.result"]
+
+
+def last_result(request: ChatRequest) -> str:
+    return request.messages[-1].tool_results[-1].content
+
+
+def test_the_agent_writes_a_file_in_its_sandbox_then_reads_it_back(live_gateway, home) -> None:
+    provider = ScriptedProvider("embedded", [
+        Say("Writing it.", (Call("write_file", {"path": "notes.txt", "content": "crab"}),)),
+        Say(calls=(Call("read_file", {"path": "notes.txt"}),)),
+        lambda request: f"notes.txt holds: {last_result(request)}",
+    ])  # fmt: skip
+    gw = live_gateway({"embedded": provider})
+    answer = ask(gw, "w", "Create notes.txt containing crab, then tell me what is in it.")
+    assert answer["kind"] == "reply" and answer["data"]["text"] == "notes.txt holds: crab"
+    assert (home.workspace / "notes.txt").read_text() == "crab"
+    assert kinds(gw, "w") == [
+        "message", "turn.started",
+        "model.response", "tool.call", "tool.result",
+        "model.response", "tool.call", "tool.result",
+        "model.response", "reply",
+    ]  # fmt: skip
+    events = gw.events("w")
+    call = next(e for e in events if e["kind"] == "tool.call")
+    result = next(e for e in events if e["kind"] == "tool.result")
+    assert result["data"]["call_event"] == call["id"] and call["id"] < result["id"]  # committed first
+    # What the model was sent: every tool with its schema, then its own call and the result.
+    first, second = provider.requests[0], provider.requests[1]
+    assert {t.name for t in first.tools} >= {"exec", "read_file", "write_file", "web_fetch", "schedule"}
+    assert second.messages[-2].tool_calls[0].name == "write_file"
+    assert second.messages[-1].role == "tool" and second.messages[-1].tool_results[0].content.startswith(
+        "wrote 4"
+    )
+    audit = gw.gateway.runtime.audit.entries(sandbox="agent-main")
+    assert [(e.action, e.outcome) for e in audit if e.action == "tool"] == [("tool", "allowed")] * 2
+
+
+def test_bad_calls_become_results_the_model_can_act_on(live_gateway, home) -> None:
+    provider = ScriptedProvider("embedded", [
+        Say(calls=(
+            Call("write_file", '{"path": "fixed.txt", "content": "ok"'),  # a brace short: repaired
+            Call("fly", {"to": "the moon"}),
+            Call("read_file", {"path": 5}),
+            Call("exec", "not json at all"),
+        )),
+        "I see what went wrong.",
+    ])  # fmt: skip
+    gw = live_gateway({"embedded": provider})
+    answer = ask(gw, "b", "do things")
+    assert answer["kind"] == "reply"
+    repaired, unknown, invalid, broken = results(gw, "b")
+    assert not repaired["error"] and "repaired malformed JSON" in repaired["content"]
+    assert (home.workspace / "fixed.txt").read_text() == "ok"
+    assert (
+        unknown["error"] and "unknown tool 'fly'" in unknown["content"] and "read_file" in unknown["content"]
+    )
+    assert invalid["error"] and "path: Input should be a valid string" in invalid["content"]
+    assert '"required":["path"]' in invalid["content"]  # the schema, to fix the call by
+    assert broken["error"] and "not valid JSON" in broken["content"]
+    assert [p.error for p in provider.requests[1].messages[-1].tool_results] == [False, True, True, True]
+
+
+def test_the_step_cap_ends_a_turn_that_never_stops_calling(live_gateway, home) -> None:
+    home.config.write_text(home.config.read_text() + "    max_tool_steps: 3\n")
+    provider = ScriptedProvider("embedded", [Say(calls=(Call("list_files", {}),))])
+    gw = live_gateway({"embedded": provider})
+    answer = ask(gw, "cap", "loop forever")
+    assert answer["kind"] == "turn.failed" and "max_tool_steps" in answer["data"]["error"]
+    assert len(provider.requests) == 4 and provider.requests[-1].tool_choice == "none"
+    assert kinds(gw, "cap").count("tool.result") == 3
+
+
+def test_a_huge_result_is_cut_and_kept_whole_in_the_workspace(live_gateway, home) -> None:
+    home.config.write_text(home.config.read_text() + "    max_tool_result_chars: 1000\n")
+    provider = ScriptedProvider("embedded", [
+        Say(calls=(Call("exec", {"command": "head -c 50000 /dev/zero | tr '\\0' a"}),)), "ok",
+    ])  # fmt: skip
+    gw = live_gateway({"embedded": provider})
+    ask(gw, "huge", "make noise")
+    (result,) = results(gw, "huge")
+    assert result["content"].startswith("a" * 1000)
+    assert (
+        "[cut at 1000 of 50000 characters; the whole result is in .hermitcrab/tool-output/"
+        in result["content"]
+    )
+    saved = next((home.workspace / ".hermitcrab" / "tool-output").iterdir())
+    assert saved.read_text() == "a" * 50000
+
+
+def test_a_tool_that_outlives_its_timeout_becomes_a_result(live_gateway, home) -> None:
+    home.config.write_text(home.config.read_text() + "    tool_timeout_seconds: 0.5\n")
+    provider = ScriptedProvider(
+        "embedded", [Say(calls=(Call("exec", {"command": "sleep 30"}),)), "moving on"]
+    )
+    gw = live_gateway({"embedded": provider})
+    answer = ask(gw, "slow", "wait")
+    assert answer["data"]["text"] == "moving on"
+    (result,) = results(gw, "slow")
+    assert result["error"] and "did not finish within 0.5 s" in result["content"]
+
+
+def test_the_tool_choice_of_a_message_reaches_the_model(live_gateway) -> None:
+    provider = ScriptedProvider("embedded", ["hi"])
+    gw = live_gateway({"embedded": provider})
+    ask(gw, "tc", "write crab", tool_choice="write_file")
+    assert provider.requests[0].tool_choice == "write_file"
+
+
+def test_a_tool_the_policy_does_not_list_is_denied(live_gateway, home) -> None:
+    home.policy.write_text(home.policy.read_text().replace("allow: [exec,", "allow: [").replace(
+        "deny: []", "deny: [write_file]"))  # fmt: skip
+    provider = ScriptedProvider("embedded", [
+        Say(calls=(Call("exec", {"command": "touch x"}), Call("write_file", {"path": "y", "content": ""}))), "ok",
+    ])  # fmt: skip
+    gw = live_gateway({"embedded": provider})
+    ask(gw, "deny", "try")
+    unlisted, denied = results(gw, "deny")
+    assert unlisted["error"] and "not in tools.allow: exec" in unlisted["content"]
+    assert denied["error"] and "tools.deny: write_file" in denied["content"]
+    assert not (home.workspace / "x").exists() and not (home.workspace / "y").exists()
+
+
+def test_events_carry_parts_through_the_api(live_gateway) -> None:
+    provider = ScriptedProvider("embedded", [Say("Looking.", (Call("list_files", {}),)), "Nothing much."])
+    gw = live_gateway({"embedded": provider})
+    ask(gw, "parts", "what is here?")
+    response = next(e for e in gw.events("parts") if e["kind"] == "model.response")
+    text, call = response["data"]["parts"]
+    assert text == {"kind": "text", "text": "Looking."}
+    assert (
+        call["kind"] == "tool_call" and call["name"] == "list_files" and json.loads(call["arguments"]) == {}
+    )
