@@ -16,7 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from hermitcrab.approvals import ApprovalError
-from hermitcrab.errors import SandboxNotFound
+from hermitcrab.errors import PolicyError, SandboxNotFound
 from hermitcrab.gateway.http import ApiError, drain, read_json
 from hermitcrab.gateway.service import APPROVALS_CHANNEL, Gateway
 
@@ -145,6 +145,8 @@ def routes(gw: Gateway) -> list[Route]:
             )
         except ApprovalError as exc:
             raise ApiError(404, "unknown_approval", str(exc)) from None
+        except PolicyError as exc:  # `always` would have written a policy that does not load
+            raise ApiError(400, "invalid_policy", f"{exc}\nnothing was decided") from None
         return JSONResponse(approval.to_json())
 
     async def approvals_ws(ws: WebSocket) -> None:

@@ -1,0 +1,51 @@
+"""The approval inbox: persisted, decided once, and never approved by a restart."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from hermitcrab.approvals import ApprovalError, Approvals
+from hermitcrab.approvals.inbox import RESTARTED
+from hermitcrab.store import Store
+
+
+def test_a_restart_closes_what_was_pending_and_approves_nothing(tmp_path) -> None:
+    store = Store(tmp_path / "state.db")
+
+    async def leave_pending() -> str:
+        inbox = Approvals(records=store.approvals)
+        approval = inbox.open(
+            "tool", "agent-main", {"tool": "exec", "summary": "exec: rm -rf x"}, 60, session_id="s"
+        )
+        return approval.id
+
+    approval_id = asyncio.run(leave_pending())
+    store.close()
+
+    store = Store(tmp_path / "state.db")  # the gateway starts again
+    inbox = Approvals(records=store.approvals)
+    (closed,) = inbox.closed_at_start
+    assert (closed.id, closed.state, closed.reason) == (approval_id, "expired", RESTARTED)
+    assert inbox.pending() == []
+    with pytest.raises(ApprovalError, match="already expired"):
+        inbox.decide(approval_id, allow=True)
+    (row,) = store.approvals.recent()
+    assert row["state"] == "expired" and row["subject"]["summary"] == "exec: rm -rf x"
+    store.close()
+
+
+def test_no_person_present_denies_at_once_and_a_hold_times_out(tmp_path) -> None:
+    store = Store(tmp_path / "state.db")
+    inbox = Approvals(records=store.approvals)
+
+    async def both() -> tuple[str, str, str | None]:
+        absent = await inbox.hold("tool", None, {"tool": "exec"}, 60, present=False)
+        late = await inbox.hold("network", "box", {"host": "h", "port": 1, "rule": "r"}, 0.05)
+        return absent.state, late.state, late.reason
+
+    absent, late, reason = asyncio.run(both())
+    assert (absent, late) == ("denied", "expired") and reason and "no one decided" in reason
+    assert [r["state"] for r in store.approvals.recent()] == ["denied", "expired"]
+    store.close()
