@@ -120,3 +120,63 @@ def test_a_background_call_waits_behind_one_a_person_waits_on(home, live_gateway
     for thread in threads:
         thread.join(timeout=30)
     assert [r.messages[-1].content for r in provider.requests] == ["running", "person", "scheduled"]
+
+
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "weather",
+        "description": "The weather in a city.",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+    },
+}
+
+
+def test_tools_tool_choice_and_tool_messages_pass_through(live_gateway) -> None:
+    from hermitcrab.inference.scripted import Call, Say
+
+    provider = ScriptedProvider(
+        "embedded", [Say(calls=(Call("weather", {"city": "Oslo"}),)), "Snow in Oslo."]
+    )
+    gw = live_gateway({"embedded": provider})
+    client = client_for(gw)
+    asked = [{"role": "user", "content": "Weather in Oslo?"}]
+    first = client.chat.completions.create(
+        model="main", messages=asked, tools=[WEATHER], tool_choice="required"
+    )
+    (call,) = first.choices[0].message.tool_calls
+    assert first.choices[0].finish_reason == "tool_calls"
+    assert (call.function.name, call.function.arguments) == ("weather", '{"city": "Oslo"}')
+    sent = provider.requests[0]
+    assert [t.name for t in sent.tools] == ["weather"] and sent.tool_choice == "required"
+    follow_up = [
+        *asked,
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "-3 C, snow"},
+    ]
+    stream = client.chat.completions.create(model="main", messages=follow_up, tools=[WEATHER], stream=True)
+    assert "".join(c.choices[0].delta.content or "" for c in stream if c.choices) == "Snow in Oslo."
+    second = provider.requests[1].messages
+    assert second[-2].tool_calls[0].id == call.id
+    assert second[-1].role == "tool" and second[-1].tool_results[0].content == "-3 C, snow"
+
+
+def test_streamed_tool_calls_arrive_as_openai_deltas(live_gateway) -> None:
+    from hermitcrab.inference.scripted import Call, Say
+
+    provider = ScriptedProvider("embedded", [Say(calls=(Call("weather", {"city": "Rome"}),))])
+    gw = live_gateway({"embedded": provider})
+    chunks = list(
+        client_for(gw).chat.completions.create(
+            model="main", messages=[{"role": "user", "content": "Rome?"}], tools=[WEATHER], stream=True
+        )
+    )
+    deltas = [d for c in chunks if c.choices for d in (c.choices[0].delta.tool_calls or [])]
+    assert deltas[0].function.name == "weather" and deltas[0].id
+    assert "".join(d.function.arguments or "" for d in deltas) == '{"city": "Rome"}'
+
+
+def test_a_tool_message_without_its_call_id_is_refused(live_gateway) -> None:
+    gw = live_gateway()
+    with pytest.raises(openai.BadRequestError, match="tool_call_id"):
+        client_for(gw).chat.completions.create(model="main", messages=[{"role": "tool", "content": "x"}])

@@ -24,10 +24,10 @@ from hermitcrab.egress import SANDBOX_HEADER
 from hermitcrab.errors import HermitCrabError, SandboxNotFound
 from hermitcrab.gateway.http import ApiError, check_text_size, read_json
 from hermitcrab.gateway.service import Gateway
-from hermitcrab.inference import ChatMessage, ChatRequest, complete
+from hermitcrab.inference import ChatMessage, ChatRequest, ToolCallPart, complete
+from hermitcrab.inference.openai_wire import choice_from_wire, deltas_to_wire, from_wire, tools_from_wire
 from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, CALL_SESSION, INTERACTIVE
 
-ROLES = frozenset({"system", "user", "assistant"})
 PRIORITY_HEADER = "X-HermitCrab-Priority"  # background: wait behind calls a person waits on
 
 
@@ -85,11 +85,17 @@ def routes(gw: Gateway) -> list[Route]:
             persona = agent.persona.system_prompt()
             if persona:
                 messages.insert(0, ChatMessage.of("system", persona))
+        try:  # the client's own tools: the model may call them; the client runs them
+            tools, choice = tools_from_wire(body.get("tools")), choice_from_wire(body.get("tool_choice"))
+        except ValueError as exc:
+            raise ApiError(400, "invalid_request_error", str(exc)) from None
         chat = ChatRequest(
             messages,
             max_tokens=_optional_int(body, "max_tokens") or _optional_int(body, "max_completion_tokens"),
             temperature=_optional_float(body, "temperature"),
             stop=_stop(body.get("stop")),
+            tools=tools,
+            tool_choice=choice if tools else None,
         )
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
@@ -116,8 +122,10 @@ def routes(gw: Gateway) -> list[Route]:
                 "choices": [
                     {
                         "index": 0,
-                        "message": {"role": "assistant", "content": result.text},
-                        "finish_reason": result.finish_reason or "stop",
+                        "message": _message(result.text, result.tool_calls),
+                        "finish_reason": "tool_calls"
+                        if result.tool_calls
+                        else result.finish_reason or "stop",
                     }
                 ],
                 "usage": usage,
@@ -152,6 +160,8 @@ async def _sse(
             usage = chunk.usage or usage
             if chunk.text:
                 yield frame({"content": chunk.text}, None)
+            if chunk.tool_calls:
+                yield frame({"tool_calls": deltas_to_wire(chunk.tool_calls)}, None)
     except HermitCrabError as exc:
         # Headers are already sent; an error object in the stream is what OpenAI clients read.
         error = {"error": {"message": str(exc), "type": "provider_error", "code": 502}}
@@ -168,27 +178,25 @@ async def _sse(
 
 
 def _messages(raw: Any, max_bytes: int) -> list[ChatMessage]:
-    if not isinstance(raw, list) or not raw:
-        raise ApiError(400, "invalid_request_error", "'messages' must be a non-empty list")
-    messages = []
-    for index, item in enumerate(raw):
-        if not isinstance(item, dict) or item.get("role") not in ROLES | {"developer"}:
-            raise ApiError(
-                400,
-                "invalid_request_error",
-                f"messages[{index}] needs a 'role' of system, user or assistant and a 'content'",
-            )
-        content = item.get("content")
-        if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(
-                p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-            )
-        if not isinstance(content, str):
-            raise ApiError(400, "invalid_request_error", f"messages[{index}].content must be text")
-        check_text_size(content, max_bytes)
-        role = "system" if item["role"] == "developer" else item["role"]
-        messages.append(ChatMessage.of(role, content))
+    try:
+        messages = from_wire(raw)
+    except ValueError as exc:
+        raise ApiError(400, "invalid_request_error", str(exc)) from None
+    for message in messages:
+        check_text_size(message.content, max_bytes)
+        for result in message.tool_results:
+            check_text_size(result.content, max_bytes)
     return messages
+
+
+def _message(text: str, calls: list[ToolCallPart]) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": text or (None if calls else "")}
+    if calls:
+        message["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in calls
+        ]
+    return message
 
 
 def _optional_int(body: dict[str, Any], key: str) -> int | None:
