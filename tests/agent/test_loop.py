@@ -139,9 +139,8 @@ def test_the_tool_choice_of_a_message_reaches_the_model(live_gateway) -> None:
 def test_a_tool_the_policy_does_not_list_is_denied(live_gateway, home) -> None:
     home.policy.write_text(home.policy.read_text().replace("allow: [exec,", "allow: [").replace(
         "deny: []", "deny: [write_file]"))  # fmt: skip
-    provider = ScriptedProvider("embedded", [
-        Say(calls=(Call("exec", {"command": "touch x"}), Call("write_file", {"path": "y", "content": ""}))), "ok",
-    ])  # fmt: skip
+    calls = (Call("exec", {"command": "touch x"}), Call("write_file", {"path": "y", "content": ""}))
+    provider = ScriptedProvider("embedded", [Say(calls=calls), "ok"])
     gw = live_gateway({"embedded": provider})
     ask(gw, "deny", "try")
     unlisted, denied = results(gw, "deny")

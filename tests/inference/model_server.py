@@ -1,5 +1,5 @@
 """A real OpenAI-compatible server on loopback that answers as it is told, request by
-request: 429 (with Retry-After), 500, slow, or a streamed completion."""
+request: 429 (with Retry-After), 500, slow, a streamed completion, or streamed tool calls."""
 
 from __future__ import annotations
 
@@ -14,7 +14,9 @@ from typing import Any
 
 class ModelServer:
     def __init__(self, script: list[tuple[Any, ...]]) -> None:
-        self.script = list(script)  # ("429", retry_after) | ("500",) | ("slow", seconds) | ("ok", text)
+        # ("429", retry_after) | ("500",) | ("slow", seconds) | ("ok", text)
+        # | ("tools", [(name, arguments_json), ...]) | ("tools", [...], text said first)
+        self.script = list(script)
         self.seen: list[dict[str, Any]] = []
         self.http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.http.daemon_threads = True
@@ -50,13 +52,31 @@ class ModelServer:
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()  # no length: the stream ends when we close
                 self.close_connection = True
-                words = step[1].split(" ")
+                calls = step[1] if step[0] == "tools" else []
+                text = step[1] if step[0] != "tools" else (step[2] if len(step) > 2 else "")
+                words = text.split(" ") if text else []
                 for index, word in enumerate(words):
-                    delta = {"content": word if index == 0 else " " + word}
-                    self._event({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
-                self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]})
-                self._event({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": len(words)}})
+                    self._delta({"content": word if index == 0 else " " + word})
+                for index, (name, arguments) in enumerate(calls):
+                    self._call(index, name, arguments)
+                finish = "tool_calls" if calls else "stop"
+                self._event({"choices": [{"index": 0, "delta": {}, "finish_reason": finish}]})
+                usage = {"prompt_tokens": 5, "completion_tokens": len(words) + len(calls)}
+                self._event({"choices": [], "usage": usage})
                 self.wfile.write(b"data: [DONE]\n\n")
+
+            def _call(self, index: int, name: str, arguments: str) -> None:
+                """A tool call as OpenAI streams it: id, type and name first with empty
+                arguments, then the arguments in fragments that carry only the index."""
+                head = {"index": index, "id": f"call_{index}_{name}", "type": "function",
+                        "function": {"name": name, "arguments": ""}}  # fmt: skip
+                self._delta({"role": "assistant", "content": None, "tool_calls": [head]})
+                for start in range(0, len(arguments), 7):
+                    fragment = {"index": index, "function": {"arguments": arguments[start : start + 7]}}
+                    self._delta({"tool_calls": [fragment]})
+
+            def _delta(self, delta: dict[str, Any]) -> None:
+                self._event({"choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
 
             def _event(self, payload: dict[str, Any]) -> None:
                 base = {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m"}

@@ -14,7 +14,15 @@ import pytest
 
 from hermitcrab.config.schema import AnthropicModel
 from hermitcrab.errors import ProviderUnavailable
-from hermitcrab.inference import ChatMessage, ChatRequest, complete
+from hermitcrab.inference import (
+    ChatMessage,
+    ChatRequest,
+    TextPart,
+    ToolCallPart,
+    ToolResultPart,
+    ToolSpec,
+    complete,
+)
 from hermitcrab.inference.anthropic_messages import AnthropicProvider, to_messages
 
 EVENTS = [
@@ -35,9 +43,29 @@ EVENTS = [
 ]  # fmt: skip
 
 
+# A reply that says a line, then calls a tool, its input streamed in JSON fragments.
+TOOL_EVENTS = [
+    EVENTS[0],
+    EVENTS[1],
+    ("content_block_delta", {"type": "content_block_delta", "index": 0,
+                             "delta": {"type": "text_delta", "text": "Writing it."}}),
+    ("content_block_stop", {"type": "content_block_stop", "index": 0}),
+    ("content_block_start", {"type": "content_block_start", "index": 1, "content_block": {
+        "type": "tool_use", "id": "toolu_01", "name": "write_file", "input": {}}}),
+    *[("content_block_delta", {"type": "content_block_delta", "index": 1,
+                               "delta": {"type": "input_json_delta", "partial_json": fragment}})
+      for fragment in ["", '{"path": "no', 'tes.txt", "con', 'tent": "crab"}']],
+    ("content_block_stop", {"type": "content_block_stop", "index": 1}),
+    ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+                       "usage": {"output_tokens": 17}}),
+    ("message_stop", {"type": "message_stop"}),
+]  # fmt: skip
+
+
 class Messages(http.server.BaseHTTPRequestHandler):
     seen: ClassVar[list[tuple[dict, dict]]] = []
     overloaded = False
+    events: ClassVar[list[tuple[str, dict]]] = EVENTS
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -54,7 +82,7 @@ class Messages(http.server.BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("content-type", "text/event-stream")
         self.end_headers()
-        for name, data in EVENTS:
+        for name, data in Messages.events:
             self.wfile.write(f"event: {name}\ndata: {json.dumps(data)}\n\n".encode())
             self.wfile.flush()
 
@@ -66,6 +94,7 @@ class Messages(http.server.BaseHTTPRequestHandler):
 def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     Messages.seen = []
     Messages.overloaded = False
+    Messages.events = EVENTS
     httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Messages)
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     monkeypatch.setenv("TEST_ANTHROPIC_KEY", "sk-ant-test")
@@ -81,7 +110,11 @@ def provider(url: str) -> AnthropicProvider:
 
 
 REQUEST = ChatRequest(
-    [ChatMessage("system", "Be brief."), ChatMessage("user", "Hi"), ChatMessage("user", "Still there?")]
+    [
+        ChatMessage.of("system", "Be brief."),
+        ChatMessage.of("user", "Hi"),
+        ChatMessage.of("user", "Still there?"),
+    ]
 )
 
 
@@ -96,7 +129,13 @@ def test_streams_text_and_usage(server: str) -> None:
     assert "anthropic-version" in headers
     assert body["system"] == "Be brief." and body["stream"] is True and body["model"] == "claude-test"
     assert body["temperature"] == 0.2
-    assert body["messages"] == [{"role": "user", "content": "Hi\n\nStill there?"}]
+    # Two user messages in a row become one turn of two text blocks: turns must alternate.
+    assert body["messages"] == [
+        {
+            "role": "user",
+            "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "Still there?"}],
+        }
+    ]
 
 
 def test_rate_limit_is_a_failover_with_retry_after(server: str) -> None:
@@ -108,9 +147,54 @@ def test_rate_limit_is_a_failover_with_retry_after(server: str) -> None:
 
 def test_turns_alternate() -> None:
     system, turns = to_messages(
-        [ChatMessage("assistant", "a"), ChatMessage("assistant", "b"), ChatMessage("user", "c")]
+        [ChatMessage.of("assistant", "a"), ChatMessage.of("assistant", "b"), ChatMessage.of("user", "c")]
     )
     assert system == "" and turns == [
-        {"role": "assistant", "content": "a\n\nb"},
-        {"role": "user", "content": "c"},
+        {"role": "assistant", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]},
+        {"role": "user", "content": [{"type": "text", "text": "c"}]},
     ]
+
+
+WRITE = ToolSpec(
+    "write_file",
+    "Write a file.",
+    {"type": "object", "properties": {"path": {"type": "string"}, "content": {"type": "string"}}},
+)
+
+
+def test_a_streamed_tool_use_comes_back_as_a_call_part(server: str) -> None:
+    Messages.events = TOOL_EVENTS
+    request = ChatRequest([ChatMessage.of("user", "Write crab")], tools=(WRITE,), tool_choice="write_file")
+    result = asyncio.run(complete(provider(server), request))
+    call = ToolCallPart("toolu_01", "write_file", '{"path": "notes.txt", "content": "crab"}')
+    assert result.tool_calls == [call]  # the input_json_delta fragments, joined
+    assert result.text == "Writing it." and result.finish_reason == "tool_calls"
+    assert result.usage == {"prompt_tokens": 21, "completion_tokens": 17}
+    _, body = Messages.seen[0]
+    assert body["tools"] == [
+        {"name": "write_file", "description": "Write a file.", "input_schema": WRITE.parameters}
+    ]
+    assert body["tool_choice"] == {"type": "tool", "name": "write_file"}
+
+
+def test_tool_results_go_back_as_tool_result_blocks_in_a_user_turn(server: str) -> None:
+    call = ToolCallPart("toolu_01", "write_file", '{"path": "notes.txt", "content": "crab"}')
+    history = [
+        ChatMessage.of("user", "Write crab"),
+        ChatMessage("assistant", (TextPart("Writing it."), call)),
+        ChatMessage("tool", (ToolResultPart("toolu_01", "disk full", error=True, name="write_file"),)),
+    ]
+    result = asyncio.run(complete(provider(server), ChatRequest(history, tools=(WRITE,))))
+    assert result.text == "Hello there."
+    _, body = Messages.seen[0]
+    assert body["messages"][1:] == [
+        {"role": "assistant", "content": [
+            {"type": "text", "text": "Writing it."},
+            {"type": "tool_use", "id": "toolu_01", "name": "write_file",
+             "input": {"path": "notes.txt", "content": "crab"}},
+        ]},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": "toolu_01", "content": "disk full", "is_error": True},
+        ]},
+    ]  # fmt: skip
+    assert "tool_choice" not in body  # auto is Anthropic's default: not sent

@@ -55,7 +55,11 @@ def test_follow_up_reuses_the_evaluated_prefix(provider: LlamaCppProvider) -> No
 
         llm.eval = counting_eval
         try:
-            second = [*first, ChatMessage.of("assistant", answer.text), ChatMessage.of("user", "Another one?")]
+            second = [
+                *first,
+                ChatMessage.of("assistant", answer.text),
+                ChatMessage.of("user", "Another one?"),
+            ]
             result = await complete(provider, ChatRequest(second))
         finally:
             del llm.eval

@@ -13,9 +13,8 @@ from tests.runtime.conftest import Env, env, runtime  # noqa: F401  (fixtures us
 
 
 @pytest.fixture
-def context(env: Env, runtime: SandboxRuntime, run: Callable[[Any], Any]) -> Callable[..., ToolContext]:
+def context(env: Env, runtime: SandboxRuntime, run: Callable[[Any], Any]) -> Callable[..., ToolContext]:  # noqa: F811
     """A tool context on a fresh sandbox named 'agent' (created once per test)."""
-    made: list[ToolContext] = []
 
     def make(**changes: Any) -> ToolContext:
         if "agent" not in runtime.boxes:
@@ -30,7 +29,6 @@ def context(env: Env, runtime: SandboxRuntime, run: Callable[[Any], Any]) -> Cal
             "actor": "agent:main",
         }
         values.update(changes)
-        made.append(ToolContext(**values))
-        return made[-1]
+        return ToolContext(**values)
 
     return make

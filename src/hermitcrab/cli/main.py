@@ -323,6 +323,16 @@ def bench_egress(
     run.egress(json_output, requests)
 
 
+@bench_app.command("prompt")
+def bench_prompt(
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+) -> None:
+    """Tokens of a fresh agent's first model request: system prompt, message, every tool."""
+    from hermitcrab.cli import bench_prompt as run
+
+    run.prompt(json_output)
+
+
 def main() -> None:
     from hermitcrab.errors import HermitCrabError
 

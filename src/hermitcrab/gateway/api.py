@@ -47,7 +47,9 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         if agent is not None and agent not in gw.agents:
             raise ApiError(404, "unknown_agent", f"no agent named '{agent}'; known: {', '.join(gw.agents)}")
         options = _turn_options(body)
-        event = await gw.submit(session_id, body["text"], agent, source=str(body.get("source", "api")), **options)
+        event = await gw.submit(
+            session_id, body["text"], agent, source=str(body.get("source", "api")), **options
+        )
         return JSONResponse(
             {"message_id": event.id, "session_id": event.session_id, "status": "queued"}, status_code=202
         )
@@ -139,7 +141,9 @@ def _turn_options(body: dict[str, Any]) -> dict[str, Any]:
     choice = body.get("tool_choice")
     if choice is not None:
         if not isinstance(choice, str) or not choice:
-            raise ApiError(400, "invalid_request", "'tool_choice' must be auto, none, required or a tool's name")
+            raise ApiError(
+                400, "invalid_request", "'tool_choice' must be auto, none, required or a tool's name"
+            )
         options["tool_choice"] = choice
     approvals = body.get("approvals", "ask")
     if approvals not in ("ask", "deny"):

@@ -1,0 +1,51 @@
+"""`hermitcrab bench prompt`, run in-process: the first request really is recorded whole."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from hermitcrab.cli import bench_prompt
+
+
+def _embedded_loads() -> bool:
+    try:
+        import llama_cpp  # noqa: F401
+
+        from hermitcrab.inference.model_file import resolve_model_path
+
+        resolve_model_path(None)
+    except Exception:
+        return False
+    return True
+
+
+def test_first_request_is_counted_whole(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The bench makes its own home: the caller's must be left as it was, unmade and unchanged.
+    callers = tmp_path / "callers-home"
+    monkeypatch.setenv("HERMITCRAB_HOME", str(callers))
+
+    body = bench_prompt.first_request()
+
+    assert os.environ["HERMITCRAB_HOME"] == str(callers)
+    assert not callers.exists()
+    request = json.loads(body)
+    assert {"role": "user", "content": bench_prompt.USER_MESSAGE} in request["messages"]
+    assert any(m["role"] == "system" and m["content"] for m in request["messages"])
+
+    results = bench_prompt.count(body)
+    assert results["tools_offered"] >= 8
+    assert results["tools_offered"] == len(results["tools"]) == len(request["tools"])
+    assert "exec" in results["tools"]
+    # Far more than the two messages alone could make: the tools' schemas are in the count.
+    assert results["bare_turn_prompt_tokens"] > 100
+    assert results["bare_turn_prompt_tokens"] > results["tools_tokens"] > 0
+    assert results["body_bytes"] == len(body)
+    if _embedded_loads():
+        assert isinstance(results["embedded_tokens"], int) and results["embedded_tokens"] > 100
+        assert "embedded_error" not in results
+    else:
+        assert results["embedded_tokens"] is None and results["embedded_error"]
