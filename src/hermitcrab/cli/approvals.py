@@ -26,7 +26,10 @@ def list_approvals(all_: bool, json_output: bool) -> None:
     now = time.time()
     for a in items:
         left = f"{max(a['expires_at'] - now, 0):.0f}s left" if a["state"] == "pending" else a["state"]
-        print(f"{a['id']:<14} {a['sandbox']:<16} {a['host']}:{a['port']:<6} rule={a['rule']:<16} {left}")
+        print(f"{a['id']:<14} {a['kind']:<8} {a['sandbox'] or '-':<16} {a['summary']}  ({left})")
+        if a["kind"] == "tool":
+            taint = f"; read untrusted content from {', '.join(a['taint'])}" if a.get("taint") else ""
+            print(f"{'':<14} why: {a['why']}{taint}")
     if any(a["state"] == "pending" for a in items):
         print("Decide with `hermitcrab approve ID [--always]` or `hermitcrab deny ID`.")
 
@@ -34,9 +37,11 @@ def list_approvals(all_: bool, json_output: bool) -> None:
 def decide(approval_id: str, allow: bool, always: bool) -> None:
     body = {"decision": "approve" if allow else "deny", "always": always, "actor": "cli"}
     approval = _client().request("POST", f"/api/approvals/{approval_id}", json=body)
-    what = f"{approval['host']}:{approval['port']} for sandbox {approval['sandbox']}"
+    what = f"{approval['summary']} for sandbox {approval['sandbox']}"
     if not allow:
         print(f"denied {what}")
+    elif approval["always"] and approval["kind"] == "tool":
+        print(f"approved {what}, and added it to tools.allow (a turn that read untrusted content still asks)")
     elif approval["always"]:
         print(f"approved {what}, and wrote a rule that allows it from now on")
     else:

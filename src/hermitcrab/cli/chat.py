@@ -15,14 +15,78 @@ from hermitcrab.errors import GatewayError
 ANSWER_KINDS = frozenset({"reply", "turn.failed"})
 
 
+class Activity:
+    """What a turn does besides its reply, shown on stderr (stdout carries the reply alone),
+    and a held call asked inline when a person is at the terminal."""
+
+    def __init__(self, client: GatewayClient, interactive: bool, quiet: bool) -> None:
+        self.client = client
+        self.interactive = interactive
+        self.quiet = quiet
+        self.events: list[dict[str, Any]] = []
+
+    def show(self, event: dict[str, Any]) -> None:
+        self.events.append(event)
+        data, kind = event["data"], event["kind"]
+        if kind == "tool.call":
+            self._say(f"· {data['name']} {_short(data['arguments'])}")
+        elif kind == "tool.result" and data.get("error"):
+            self._say(f"  ✗ {_short(data['content'])}")
+        elif kind == "agent.message":
+            self._say(f"[message] {data['text']}")
+        elif kind == "approval.asked":
+            self._ask(data)
+        elif kind == "approval.decided" and data.get("state") != "approved":
+            self._say(f"  held call {data['state']}: {data.get('reason') or 'a person said no'}")
+            if not self.interactive:
+                self._say(
+                    "  to allow it: run this in a terminal and answer y, or add the tool to tools.allow "
+                    "in policy.yaml (a turn that read untrusted content asks whatever the policy says)"
+                )
+
+    def _ask(self, data: dict[str, Any]) -> None:
+        self._say(f"? held for your approval: {data['summary']}\n  why: {data['why']}", force=True)
+        if not self.interactive:
+            return
+        sys.stderr.write("  allow? [y]es once / [a]lways / [N]o: ")
+        sys.stderr.flush()
+        try:
+            answer = input().strip().lower()
+        except EOFError:
+            answer = ""
+        decision = "approve" if answer in ("y", "yes", "a", "always") else "deny"
+        body = {"decision": decision, "always": answer in ("a", "always"), "actor": "cli"}
+        try:
+            self.client.request("POST", f"/api/approvals/{data['approval_id']}", json=body)
+        except GatewayError as exc:
+            self._say(f"  could not decide: {exc}", force=True)
+
+    def _say(self, text: str, force: bool = False) -> None:
+        if not self.quiet or force:
+            print(text, file=sys.stderr, flush=True)
+
+
+def _short(text: str, limit: int = 160) -> str:
+    line = " ".join(str(text).split())
+    return line if len(line) <= limit else line[: limit - 1] + "…"
+
+
 def _turn(
-    client: GatewayClient, session: str, text: str, agent: str | None, timeout: float, echo: bool
+    client: GatewayClient,
+    session: str,
+    text: str,
+    agent: str | None,
+    timeout: float,
+    echo: bool,
+    activity: Activity | None = None,
+    **options: Any,
 ) -> dict[str, Any]:
-    """Send one message and wait for its answer event, writing tokens as they stream."""
+    """Send one message and wait for its answer event, writing tokens as they stream
+    (when `echo`) and tool activity to `activity`."""
     # Listen before sending, so that no token of the reply can be missed.
     ws = client.websocket(session)
     try:
-        accepted = client.post_message(session, text, agent)
+        accepted = client.post_message(session, text, agent, **options)
         message_id = accepted["message_id"]
         deadline = time.monotonic() + timeout
         started = False
@@ -47,6 +111,11 @@ def _turn(
                     sys.stdout.write("\n")
                 event["streamed"] = started
                 return event
+            elif event["kind"] == "model.response" and echo and started:
+                sys.stdout.write("\n")  # a step's text, before its tool calls
+                started = False
+            elif activity is not None and event["kind"] != "token":
+                activity.show(event)
         raise GatewayError(
             f"no reply within {timeout:g} s (message {message_id} stays queued in '{session}')"
         )
@@ -67,9 +136,20 @@ def _poll_answer(client: GatewayClient, session: str, message_id: int, deadline:
     raise GatewayError(f"no reply to message {message_id} in time")
 
 
-def ask(message: str, session: str, agent: str | None, timeout: float, json_output: bool) -> None:
+def ask(
+    message: str, session: str, agent: str | None, timeout: float, json_output: bool, tool_choice: str | None
+) -> None:
+    """One turn. stdout gets the reply alone (streamed when it is a terminal); tool activity
+    goes to stderr. A held call is asked y/N inline when stdin is a terminal; otherwise no
+    person is present, and the gateway denies it at once."""
     client = GatewayClient(Paths.from_env())
-    answer = _turn(client, session, message, agent, timeout, echo=not json_output)
+    interactive = sys.stdin.isatty()
+    activity = Activity(client, interactive, quiet=json_output)
+    options: dict[str, Any] = {"approvals": "ask" if interactive else "deny"}
+    if tool_choice:
+        options["tool_choice"] = tool_choice
+    echo = not json_output and sys.stdout.isatty()
+    answer = _turn(client, session, message, agent, timeout, echo, activity, **options)
     if json_output:
         print_json(
             {
@@ -80,6 +160,7 @@ def ask(message: str, session: str, agent: str | None, timeout: float, json_outp
                 "error": answer["data"].get("error"),
                 "usage": answer["data"].get("usage"),
                 "duration_ms": answer["data"].get("duration_ms"),
+                "events": activity.events,
             }
         )
         if answer["kind"] != "reply":
@@ -112,7 +193,7 @@ def chat(session: str, agent: str | None) -> None:
         sys.stdout.write("crab> ")
         sys.stdout.flush()
         try:
-            answer = _turn(client, session, text, agent, 600.0, echo=True)
+            answer = _turn(client, session, text, agent, 600.0, True, Activity(client, True, quiet=False))
         except GatewayError as exc:
             print(f"\nerror: {exc}", file=sys.stderr)
             continue

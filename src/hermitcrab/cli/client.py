@@ -58,8 +58,8 @@ class GatewayClient:
             raise GatewayError(f"{method} {path}: HTTP {response.status_code}: {message}")
         return response.json()
 
-    def post_message(self, session_id: str, text: str, agent: str | None) -> dict[str, Any]:
-        body: dict[str, Any] = {"text": text, "source": "cli"}
+    def post_message(self, session_id: str, text: str, agent: str | None, **options: Any) -> dict[str, Any]:
+        body: dict[str, Any] = {"text": text, "source": "cli", **options}
         if agent:
             body["agent"] = agent
         return self.request("POST", f"/api/sessions/{session_id}/messages", json=body)

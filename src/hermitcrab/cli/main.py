@@ -69,12 +69,19 @@ def ask(
     session: str = typer.Option("cli", "--session", "-s", help="Session to continue."),
     agent: str | None = typer.Option(None, "--agent", help="Agent for a new session."),
     timeout: float = typer.Option(600.0, "--timeout", help="Seconds to wait for the reply."),
-    json_output: bool = typer.Option(False, "--json", help="Print one JSON object at the end."),
+    json_output: bool = typer.Option(
+        False, "--json", help="Print one JSON object at the end, the turn's events with it."
+    ),
+    tool_choice: str | None = typer.Option(
+        None, "--tool-choice", help="The first step must call this tool (or: auto, none, required)."
+    ),
 ) -> None:
-    """Run one turn through the gateway and print the reply (exit code 1 on failure)."""
+    """Run one turn through the gateway and print the reply on stdout (tool activity on
+    stderr; exit code 1 on failure). A held tool call is asked y/N when stdin is a terminal,
+    and denied at once when it is not."""
     from hermitcrab.cli.chat import ask as run
 
-    run(message, session, agent, timeout, json_output)
+    run(message, session, agent, timeout, json_output, tool_choice)
 
 
 @app.command()

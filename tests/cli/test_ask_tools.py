@@ -1,0 +1,93 @@
+"""`hermitcrab ask` with an agent that acts: the reply alone on stdout, tool activity on
+stderr, a held call asked y/N at a terminal and denied at once without one."""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+
+from hermitcrab.config.paths import Paths
+from tests.cli.conftest import hc
+from tests.conftest import free_port
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+ACTING = """\
+version: 1
+gateway:
+  port: {port}
+models:
+  embedded:
+    provider: scripted
+    replies:
+      - calls: [{{name: {tool}, arguments: {arguments}}}]
+      - "Done: {done}"
+agents:
+  main:
+    model: embedded
+"""
+
+
+@pytest.fixture
+def acting(home: Paths):
+    def configure(tool: str, arguments: dict, done: str) -> Paths:
+        text = ACTING.format(port=free_port(), tool=tool, arguments=json.dumps(arguments), done=done)
+        home.config.write_text(text)
+        assert hc(home, "up").returncode == 0
+        return home
+
+    yield configure
+    hc(home, "down")
+
+
+def test_ask_prints_only_the_reply_and_the_file_appears(acting) -> None:
+    home = acting("write_file", {"path": "notes.txt", "content": "crab"}, "notes.txt holds crab.")
+    asked = hc(home, "ask", "Create notes.txt containing crab, then tell me what is in it.")
+    assert asked.returncode == 0, asked.stderr
+    assert asked.stdout == "Done: notes.txt holds crab.\n"
+    assert "· write_file" in asked.stderr
+    assert (home.workspace / "notes.txt").read_text() == "crab"
+    events = json.loads(hc(home, "ask", "again", "--json").stdout)["events"]
+    assert [e["kind"] for e in events if e["kind"].startswith("tool.")] == ["tool.call", "tool.result"]
+
+
+def test_without_a_terminal_a_held_call_is_denied_at_once(acting) -> None:
+    home = acting("exec", {"command": "touch held"}, "ok")
+    home.policy.write_text(home.policy.read_text().replace("  ask: []", "  ask: [exec]"))
+    asked = hc(home, "ask", "touch it")
+    assert asked.returncode == 0 and asked.stdout == "Done: ok\n"
+    assert "held for your approval: exec: touch held" in asked.stderr
+    assert "no person is present" in asked.stderr and "tools.allow" in asked.stderr
+    assert not (home.workspace / "held").exists()
+
+
+def test_at_a_terminal_a_held_call_is_asked_and_runs_on_yes(acting) -> None:
+    home = acting("exec", {"command": "touch approved"}, "ok")
+    home.policy.write_text(home.policy.read_text().replace("  ask: []", "  ask: [exec]"))
+    leader, follower = os.openpty()  # stdin is a terminal: a person is there
+    env = {**os.environ, "HERMITCRAB_HOME": str(home.home)}
+    proc = subprocess.Popen([sys.executable, "-m", "hermitcrab", "ask", "touch it"], env=env, stdin=follower,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    os.close(follower)
+    try:
+        seen = ""
+        deadline = time.monotonic() + 60
+        while "allow?" not in seen and time.monotonic() < deadline:
+            ready, _, _ = select.select([proc.stderr], [], [], 1)
+            if ready:
+                seen += os.read(proc.stderr.fileno(), 4096).decode()
+        assert "allow?" in seen, seen
+        os.write(leader, b"y\n")
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(leader)
+        proc.kill()
+    assert out == "Done: ok\n", seen + err
+    assert (home.workspace / "approved").exists()
