@@ -159,3 +159,32 @@ def test_events_carry_parts_through_the_api(live_gateway) -> None:
     assert (
         call["kind"] == "tool_call" and call["name"] == "list_files" and json.loads(call["arguments"]) == {}
     )
+
+
+def test_spawn_agent_runs_a_narrower_sub_agent_and_returns_its_answer(live_gateway, home) -> None:
+    home.policy.write_text(home.policy.read_text().replace("allow: [exec,", "allow: [spawn_agent, exec,"))
+    provider = ScriptedProvider("embedded", [
+        Say(calls=(Call("spawn_agent", {"task": "List it.", "tools": ["list_files"], "max_steps": 2}),)),
+        "The workspace holds the persona files.",  # the sub-agent's answer
+        lambda request: f"My helper says: {last_result(request)}",
+    ])  # fmt: skip
+    gw = live_gateway({"embedded": provider})
+    answer = ask(gw, "boss", "What is in the workspace? Ask a helper.")
+    assert answer["data"]["text"] == "My helper says: The workspace holds the persona files."
+    (result,) = results(gw, "boss")
+    assert not result["error"]
+    with gw.client() as client:
+        sessions = client.get("/api/sessions").json()["sessions"]
+    child = next(s for s in sessions if s["id"].startswith("boss:sub"))
+    assert [t.name for t in provider.requests[1].tools] == ["list_files"]  # only what it was given
+    message = gw.events(child["id"])[0]
+    assert message["data"]["tools"] == ["list_files"] and message["data"]["token_budget"] == 20000
+
+
+def test_spawn_agent_refuses_tools_the_agent_does_not_have(live_gateway, home) -> None:
+    home.policy.write_text(home.policy.read_text().replace("allow: [exec,", "allow: [spawn_agent, exec,"))
+    spawn = Call("spawn_agent", {"task": "x", "tools": ["fly"]})
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", [Say(calls=(spawn,)), "ok"])})
+    ask(gw, "boss2", "go")
+    (refused,) = results(gw, "boss2")
+    assert refused["error"] and "no such tool for a sub-agent: ['fly']" in refused["content"]

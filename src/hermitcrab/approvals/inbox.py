@@ -54,7 +54,7 @@ class Approval:
     @property
     def summary(self) -> str:
         if self.kind == "network":
-            return f"connect to {self.subject['host']}:{self.subject['port']}"
+            return f"{self.subject['host']}:{self.subject['port']}"
         return str(self.subject.get("summary") or self.subject.get("tool"))
 
     def record(self) -> dict[str, Any]:
