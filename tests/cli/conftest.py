@@ -28,6 +28,29 @@ def hc(
     )
 
 
+# A scripted model that makes one tool call, then says `done`.
+ACTING_CONFIG = """\
+version: 1
+gateway:
+  port: {port}
+models:
+  embedded:
+    provider: scripted
+    replies:
+      - calls: [{{name: {tool}, arguments: {arguments}}}]
+      - "{done}"
+agents:
+  main:
+    model: embedded
+"""
+
+
+def acting_config(tool: str, arguments: dict[str, object], done: str) -> str:
+    import json
+
+    return ACTING_CONFIG.format(port=free_port(), tool=tool, arguments=json.dumps(arguments), done=done)
+
+
 @pytest.fixture
 def daemon_home(home: Paths) -> Iterator[Paths]:
     home.config.write_text(SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!", "Second answer."]'))

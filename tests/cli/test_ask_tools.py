@@ -14,32 +14,15 @@ import time
 import pytest
 
 from hermitcrab.config.paths import Paths
-from tests.cli.conftest import hc
-from tests.conftest import free_port
+from tests.cli.conftest import acting_config, hc
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
-
-ACTING = """\
-version: 1
-gateway:
-  port: {port}
-models:
-  embedded:
-    provider: scripted
-    replies:
-      - calls: [{{name: {tool}, arguments: {arguments}}}]
-      - "Done: {done}"
-agents:
-  main:
-    model: embedded
-"""
 
 
 @pytest.fixture
 def acting(home: Paths):
     def configure(tool: str, arguments: dict, done: str) -> Paths:
-        text = ACTING.format(port=free_port(), tool=tool, arguments=json.dumps(arguments), done=done)
-        home.config.write_text(text)
+        home.config.write_text(acting_config(tool, arguments, f"Done: {done}"))
         assert hc(home, "up").returncode == 0
         return home
 

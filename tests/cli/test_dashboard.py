@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hermitcrab.config.paths import Paths
-from tests.cli.conftest import hc
+from tests.cli.conftest import acting_config, hc
 from tests.cli.test_network_cli import ask_policy, background_curl, pending, web  # noqa: F401
 from tests.conftest import wait_for
 
@@ -77,3 +77,25 @@ def test_a_broken_policy_file_is_shown_until_fixed(page: playwright.Page, daemon
     daemon_home.policy.write_text(good)
     playwright.expect(banner).to_be_hidden()
     wait_for(lambda: not json.loads(hc(daemon_home, "status", "--json").stdout)["policy_error"])
+
+
+def test_a_held_tool_call_is_shown_and_allowed_from_the_page(daemon_home: Paths) -> None:
+    daemon_home.config.write_text(acting_config("exec", {"command": "touch from-the-page"}, "Done."))
+    daemon_home.policy.write_text(daemon_home.policy.read_text().replace("  ask: []", "  ask: [exec]"))
+    assert hc(daemon_home, "up").returncode == 0
+    url = hc(daemon_home, "dashboard").stdout.strip()
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        tab = browser.new_page()
+        tab.set_default_timeout(30_000)
+        tab.goto(url)
+        tab.fill("#text", "Touch it, please.")
+        tab.press("#text", "Enter")
+        card = tab.locator(".approval")
+        playwright.expect(card).to_contain_text("Agent main wants to run exec: touch from-the-page")
+        playwright.expect(card).to_contain_text("the policy asks a person first (tools.ask: exec)")
+        card.get_by_role("button", name="Allow once").click()
+        playwright.expect(tab.locator(".msg.reply")).to_have_text("Done.")
+        playwright.expect(tab.locator(".msg.tool").first).to_contain_text("→ exec")
+        browser.close()
+    assert (daemon_home.workspace / "from-the-page").exists()

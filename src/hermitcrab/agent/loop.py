@@ -11,6 +11,7 @@ waiting for a person, so never ran); otherwise the model is told it was interrup
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
@@ -144,17 +145,10 @@ async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str]) -> Ev
     async for chunk in turn.agent.provider.stream(request):
         if chunk.text:
             partial.append(chunk.text)
-            turn.services.emit(
-                {
-                    "id": None,
-                    "session_id": turn.session_id,
-                    "kind": "token",
-                    "reply_to": turn.message.id,
-                    "data": {"text": chunk.text},
-                }
-            )
+            turn.live("token", {"text": chunk.text})
         for delta in chunk.tool_calls:
             calls.add(delta)
+            turn.live("tool_call.delta", dataclasses.asdict(delta))
         finish = chunk.finish_reason or finish
         usage = chunk.usage or usage
     text = "".join(partial).strip()

@@ -97,6 +97,19 @@ class Turn:
         self.services.emit(event.to_json())
         return event
 
+    def live(self, kind: str, data: dict[str, Any]) -> None:
+        """Show something that is not an event of the log (a token, a tool-call delta): it is
+        re-derivable from the model.response that follows."""
+        self.services.emit(
+            {
+                "id": None,
+                "session_id": self.session_id,
+                "kind": kind,
+                "reply_to": self.message.id,
+                "data": data,
+            }
+        )
+
     async def post(self, text: str) -> None:
         await self.append(AGENT_MESSAGE, {"text": text})
 

@@ -101,17 +101,9 @@ class Approvals:
         """Hold a network request until decided; returns the approval in its final state."""
         return await self.hold("network", sandbox, {"host": host, "port": port, "rule": rule}, timeout)
 
-    async def hold(
-        self,
-        kind: Kind,
-        sandbox: str | None,
-        subject: dict[str, Any],
-        timeout: float,
-        *,
-        session_id: str | None = None,
-        present: bool = True,
-    ) -> Approval:
-        return await self.wait(self.open(kind, sandbox, subject, timeout, session_id=session_id), present)
+    async def hold(self, *args: Any, present: bool = True, **kwargs: Any) -> Approval:
+        """`open` then `wait`: held until decided, denied at once with no person present."""
+        return await self.wait(self.open(*args, **kwargs), present)
 
     def open(
         self,
