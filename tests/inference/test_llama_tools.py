@@ -152,3 +152,13 @@ def test_tools_whose_schemas_share_a_definition_name_keep_them_apart(provider: L
     grammar = provider._grammar((with_mode("a", ["append"]), with_mode("b", ["bold"])), "required")
     assert grammar is not None  # llama.cpp parsed it
     assert '"\\"append\\""' in grammar._grammar and '"\\"bold\\""' in grammar._grammar
+
+
+def test_llama_cpp_accepts_the_grammar_of_every_built_in_tool(provider: LlamaCppProvider) -> None:
+    """A long length bound (send_message's maxLength) once made a grammar llama.cpp refused
+    after seconds of parsing, and the embedded model decoded free."""
+    from hermitcrab.tools import builtin_tools
+
+    specs = tuple(tool.spec() for tool in builtin_tools().values())
+    for choice in ("auto", "required", *(s.name for s in specs)):
+        assert provider._grammar(specs, choice) is not None, choice

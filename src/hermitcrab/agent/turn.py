@@ -4,20 +4,21 @@ way to its agent's sandbox (created on first tool use, then kept warm)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hermitcrab.agent.context import Persona
-from hermitcrab.agent.guard import Taint
 from hermitcrab.config.schema import AgentConfig
 from hermitcrab.errors import SandboxError
 from hermitcrab.inference.base import Provider
 from hermitcrab.store.sessions import AGENT_MESSAGE, Event
 
 if TYPE_CHECKING:
+    from hermitcrab.agent.guard import Taint
     from hermitcrab.approvals import Approvals
     from hermitcrab.runtime import SandboxRuntime
     from hermitcrab.store import Store
@@ -32,7 +33,13 @@ class Agent:
     config: AgentConfig
     provider: Provider
     persona: Persona
-    tools: dict[str, Tool] = field(default_factory=dict)  # what it offers the model
+    # What it offers the model, built on first use: the tools' modules are not loaded
+    # before the gateway answers.
+    toolbox: Callable[[], dict[str, Tool]] = dict
+
+    @functools.cached_property
+    def tools(self) -> dict[str, Tool]:
+        return self.toolbox()
 
     @property
     def workspace(self) -> Path:

@@ -6,7 +6,6 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from hermitcrab.agent.loop import run_turn
 from hermitcrab.agent.turn import Agent, Services
 from hermitcrab.inference.queue import CALL_PARTY, CALL_SESSION
 from hermitcrab.store.sessions import Event
@@ -41,6 +40,8 @@ class TurnRunner:
                     CALL_SESSION.set(session_id)
                     CALL_PARTY.set(session_id)  # fair turns at the model queue are per session
                     agent = self._agent_for(agent_name)
+                    from hermitcrab.agent.loop import run_turn  # loaded with the first turn
+
                     answer = await run_turn(agent, self._services, message, self._timeout)
                 except Exception:  # the next message must still get its turn
                     log.exception("turn crashed", extra={"session": session_id, "message_id": message.id})

@@ -25,7 +25,6 @@ from hermitcrab.errors import HermitCrabError, SandboxNotFound
 from hermitcrab.gateway.http import ApiError, check_text_size, read_json
 from hermitcrab.gateway.service import Gateway
 from hermitcrab.inference import ChatMessage, ChatRequest, ToolCallPart, complete
-from hermitcrab.inference.openai_wire import choice_from_wire, deltas_to_wire, from_wire, tools_from_wire
 from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, CALL_SESSION, INTERACTIVE
 
 PRIORITY_HEADER = "X-HermitCrab-Priority"  # background: wait behind calls a person waits on
@@ -85,6 +84,8 @@ def routes(gw: Gateway) -> list[Route]:
             persona = agent.persona.system_prompt()
             if persona:
                 messages.insert(0, ChatMessage.of("system", persona))
+        from hermitcrab.inference.openai_wire import choice_from_wire, tools_from_wire
+
         try:  # the client's own tools: the model may call them; the client runs them
             tools, choice = tools_from_wire(body.get("tools")), choice_from_wire(body.get("tool_choice"))
         except ValueError as exc:
@@ -161,6 +162,8 @@ async def _sse(
             if chunk.text:
                 yield frame({"content": chunk.text}, None)
             if chunk.tool_calls:
+                from hermitcrab.inference.openai_wire import deltas_to_wire
+
                 yield frame({"tool_calls": deltas_to_wire(chunk.tool_calls)}, None)
     except HermitCrabError as exc:
         # Headers are already sent; an error object in the stream is what OpenAI clients read.
@@ -178,6 +181,8 @@ async def _sse(
 
 
 def _messages(raw: Any, max_bytes: int) -> list[ChatMessage]:
+    from hermitcrab.inference.openai_wire import from_wire
+
     try:
         messages = from_wire(raw)
     except ValueError as exc:

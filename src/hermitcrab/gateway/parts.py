@@ -3,25 +3,25 @@ fixtures all call these, so that what is measured and tested is what runs."""
 
 from __future__ import annotations
 
+import functools
 import ssl
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hermitcrab.agent import Agent, Persona, Services
-from hermitcrab.agent.subagents import SpawnAgentTool
-from hermitcrab.approvals import Approvals
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
 from hermitcrab.inference import Provider
-from hermitcrab.sandbox.base import Layers
 from hermitcrab.store import Store
-from hermitcrab.tools import builtin_tools
 
 if TYPE_CHECKING:
+    from hermitcrab.approvals import Approvals
     from hermitcrab.egress.proxy import InferenceRoute
     from hermitcrab.egress.secrets import SecretStore
     from hermitcrab.runtime import SandboxRuntime
+    from hermitcrab.sandbox.base import Layers
+    from hermitcrab.tools import Tool
 
 
 def build_runtime(
@@ -39,6 +39,7 @@ def build_runtime(
 ) -> SandboxRuntime:
     """The sandbox runtime over the local driver, with its egress proxy (unless `egress`
     is off, for benchmarks of the bare sandbox)."""
+    from hermitcrab.approvals import Approvals
     from hermitcrab.runtime import SandboxRuntime
     from hermitcrab.sandbox.local.driver import LocalDriver
 
@@ -64,11 +65,19 @@ def build_agents(
     agents = {}
     for name, agent in config.agents.items():
         workspace = Path(agent.workspace).expanduser() if agent.workspace else paths.workspace
-        tools = {**builtin_tools(), "spawn_agent": SpawnAgentTool(services, agent_for)}
-        if agent.tools is not None:
-            tools = {n: t for n, t in tools.items() if n in agent.tools}
-        agents[name] = Agent(name, agent, route(name, agent), Persona(workspace), tools)
+        toolbox = functools.partial(_toolbox, agent.tools, services, agent_for)
+        agents[name] = Agent(name, agent, route(name, agent), Persona(workspace), toolbox)
     return agents
+
+
+def _toolbox(
+    names: list[str] | None, services: Services, agent_for: Callable[[str], Agent]
+) -> dict[str, Tool]:
+    from hermitcrab.agent.subagents import SpawnAgentTool
+    from hermitcrab.tools import builtin_tools
+
+    tools = {**builtin_tools(), "spawn_agent": SpawnAgentTool(services, agent_for)}
+    return tools if names is None else {n: t for n, t in tools.items() if n in names}
 
 
 def tool_entry(subject: dict[str, Any]) -> str:

@@ -123,9 +123,6 @@ class Gateway:
         self.db = await asyncio.to_thread(Store, self.paths.state_db)
         self.store = self.db.sessions
         self.services.store = self.db
-        self.approvals = Approvals(
-            on_change=self._approval_changed, on_always=self._approved_always, records=self.db.approvals
-        )
         # The sandbox runtime and its egress proxy start just after the gateway answers:
         # their imports and sandbox recreation must not delay readiness. Whoever needs
         # them meanwhile waits (sandbox_runtime()).
@@ -144,12 +141,17 @@ class Gateway:
             self.runner.enqueue(message, session.agent if session else self.config.default_agent)
 
     def _start_runtime(self) -> None:
+        from hermitcrab.approvals import Approvals
         from hermitcrab.egress.proxy import InferenceRoute
         from hermitcrab.egress.secrets import SecretStore
         from hermitcrab.gateway.parts import build_runtime
 
         if self.db is None or self._stopping:
             return
+        # The inbox of held decisions: what a previous run left pending is closed here.
+        self.approvals = Approvals(
+            on_change=self._approval_changed, on_always=self._approved_always, records=self.db.approvals
+        )
         gateway = self.config.gateway
         here = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
         self.runtime = build_runtime(

@@ -330,12 +330,32 @@ def grammar_for(tools: tuple[ToolSpec, ...], choice: str) -> str:
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     # "name" first: the grammar then fixes which tool before the model writes arguments.
-    calls = json_schema_to_gbnf(json.dumps(call_schema(tools, choice)), ["name", "arguments"])
+    schema = _without_long_bounds(call_schema(tools, choice))
+    calls = json_schema_to_gbnf(json.dumps(schema), ["name", "arguments"])
     if choice != "auto":
         return calls
     # The converter names its start rule "root" and never refers to it, so it can be renamed.
     renamed = re.sub(r"^root ::= ", f"{_CALL_RULE} ::= ", calls, count=1, flags=re.MULTILINE)
     return f"{renamed}\n{_TEXT_RULES}\n"
+
+
+# The converter spells a length bound out as nested optional repeats: `maxLength: 16000`
+# becomes a grammar llama.cpp refuses after seconds of parsing. Bounds this long constrain
+# nothing a small model would write; the tool's own validation still enforces them.
+_GRAMMAR_MAX_BOUND = 64
+_LENGTH_BOUNDS = ("maxLength", "minLength", "maxItems", "minItems")
+
+
+def _without_long_bounds(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            k: _without_long_bounds(v)
+            for k, v in node.items()
+            if not (k in _LENGTH_BOUNDS and isinstance(v, int) and v > _GRAMMAR_MAX_BOUND)
+        }
+    if isinstance(node, list):
+        return [_without_long_bounds(v) for v in node]
+    return node
 
 
 def _hoist_defs(schema: dict[str, Any], prefix: str, defs: dict[str, Any]) -> dict[str, Any]:
