@@ -8,9 +8,15 @@ import subprocess
 import sys
 
 LATER = [
-    "hermitcrab.runtime.sandboxes", "hermitcrab.egress.proxy", "hermitcrab.agent.loop", "hermitcrab.tools.registry",
-    "h11", "llama_cpp", "openai", "anthropic",
-]  # fmt: skip
+    "hermitcrab.runtime.sandboxes",
+    "hermitcrab.egress.proxy",
+    "hermitcrab.agent.loop",
+    "hermitcrab.tools.registry",
+    "h11",
+    "llama_cpp",
+    "openai",
+    "anthropic",
+]
 
 
 def test_the_gateway_imports_no_heavy_part_before_it_is_ready() -> None:
