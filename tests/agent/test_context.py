@@ -39,3 +39,20 @@ def test_messages_in_order(tmp_path: Path) -> None:
         ("assistant", "a1"),
         ("user", "q2"),
     ]
+
+
+def test_the_persona_never_follows_a_link_out_of_the_workspace(tmp_path) -> None:
+    """The sandbox writes the workspace: `ln -s ../secrets.json USER.md` must not put a host
+    secret into the system prompt (which inference.local would hand back to the sandbox)."""
+    import os
+
+    workspace = tmp_path / "workspace"
+    workspace.mkdir()
+    (tmp_path / "secrets.json").write_text('{"github": "ghp_very_secret"}')
+    (workspace / "AGENTS.md").write_text("# Rules\n\nBe kind.\n")
+    (workspace / "USER.md").symlink_to("../secrets.json")
+    os.mkfifo(workspace / "SOUL.md")  # a reader that opened it would wait forever
+    (workspace / "MEMORY.md").write_text("x" * 200_000)
+    prompt = Persona(workspace).system_prompt()
+    assert "ghp_very_secret" not in prompt and "Be kind." in prompt
+    assert len(prompt) < 70_000  # a huge file is read only so far

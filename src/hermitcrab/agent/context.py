@@ -6,7 +6,9 @@ that llama.cpp can reuse the evaluated prefix of the previous turn.
 
 from __future__ import annotations
 
+import os
 import re
+import stat
 from pathlib import Path
 
 from hermitcrab.config.paths import WORKSPACE_FILES
@@ -15,6 +17,29 @@ from hermitcrab.store.sessions import MODEL_RESPONSE, TOOL_RESULT, Event
 
 # A line that is only "(...)" is a template placeholder; it costs tokens and says nothing.
 _PLACEHOLDER = re.compile(r"^\s*\(.*\)\s*$")
+
+
+# The workspace is the sandbox's to write: a persona file there may be a link to a secret
+# of the host's, or huge. The gateway reads only plain files, and only this much of each.
+MAX_PERSONA_BYTES = 64 * 1024
+
+
+def read_workspace_file(workspace: Path, name: str, limit: int) -> str | None:
+    """A plain file directly in the workspace, never through a symbolic link; None else."""
+    try:
+        folder = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return None
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
+    except OSError:
+        return None
+    finally:
+        os.close(folder)
+    with os.fdopen(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+            return None  # a fifo or a device would hang or flood the gateway
+        return handle.read(limit).decode(errors="replace")
 
 
 class Persona:
@@ -26,26 +51,26 @@ class Persona:
         self._prompt = ""
 
     def system_prompt(self) -> str:
-        stamp = tuple((name, _mtime_ns(self.workspace / name)) for name in WORKSPACE_FILES)
+        stamp = tuple((name, _identity(self.workspace / name)) for name in WORKSPACE_FILES)
         if stamp != self._stamp:
             self._prompt = "\n\n".join(
-                section for name in WORKSPACE_FILES if (section := _section(self.workspace / name))
+                section for name in WORKSPACE_FILES if (section := _section(self.workspace, name))
             )
             self._stamp = stamp
         return self._prompt
 
 
-def _mtime_ns(path: Path) -> int:
+def _identity(path: Path) -> tuple[int, int, int]:
     try:
-        return path.stat().st_mtime_ns
+        info = path.lstat()  # the link itself: its target may be anything on the host
     except OSError:
-        return -1
+        return (-1, -1, -1)
+    return (info.st_mtime_ns, info.st_size, info.st_ino)
 
 
-def _section(path: Path) -> str:
-    try:
-        text = path.read_text()
-    except OSError:
+def _section(workspace: Path, name: str) -> str:
+    text = read_workspace_file(workspace, name, MAX_PERSONA_BYTES)
+    if text is None:
         return ""
     lines = [line for line in text.strip().splitlines() if not _PLACEHOLDER.match(line)]
     if not any(line.strip() and not line.lstrip().startswith("#") for line in lines):
