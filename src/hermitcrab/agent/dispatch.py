@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from hermitcrab.agent.guard import PERSONA_FILES, hold_reason, workspace_path
+from hermitcrab.agent.guard import hold_reason
+from hermitcrab.agent.provenance import file_taint, record_write, workspace_taint
 from hermitcrab.inference.base import ToolCallPart
-from hermitcrab.policy import tool_decision
+from hermitcrab.policy import Policy, tool_decision
 from hermitcrab.store import AuditEntry
 from hermitcrab.store.sessions import APPROVAL_ASKED, APPROVAL_DECIDED, Event
 from hermitcrab.tools.base import Args, Tool, ToolContext, ToolResult
+from hermitcrab.tools.files import write_in_sandbox
+from hermitcrab.tools.shell import workspace_path
 
 if TYPE_CHECKING:
     from hermitcrab.agent.turn import Turn
@@ -177,19 +180,20 @@ async def _run(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolRes
     result = await tool.run(args, ctx)
     if result.error:
         return result
+    agent, workspace, store = turn.agent.name, turn.agent.workspace, turn.store
     if (written := tool.written_path(args)) is not None and (path := workspace_path(written)) is not None:
         # Taint outlives the turn: what a tainted turn wrote taints whoever reads it later.
-        source = turn.taint.describe() or None
-        await asyncio.to_thread(
-            turn.store.file_marks.mark, turn.agent.name, path, bool(turn.taint), source, turn.session_id
-        )
-    if (read := tool.read_path(args)) is not None and result.taint is None:
-        path = workspace_path(read)
-        mark = await asyncio.to_thread(turn.store.file_marks.get, turn.agent.name, path or read)
-        if mark is not None and mark.tainted:
-            result.taint = f"file {read} (written while reading {mark.source})"
-        elif mark is None and path not in PERSONA_FILES:
-            result.taint = f"file {read} (not written by the agent)"
+        taint = turn.taint.describe() or None
+        await asyncio.to_thread(record_write, store, agent, workspace, path, taint, turn.session_id)
+    if result.taint is None and (read := tool.read_path(args)) is not None:
+        real = (result.data or {}).get("real_path") or read
+        path = workspace_path(real)
+        marks = await asyncio.to_thread(store.file_marks.all, agent)
+        shown = read if workspace_path(read) == path else f"{read} (a link to {real})"
+        result.taint = file_taint(marks.get(path or ""), workspace, path, shown)
+    if result.taint is None and tool.reads_workspace:
+        result.taint = _network_taint(runtime.get(turn.sandbox).policy) if tool.risk == "exec" else None
+        result.taint = result.taint or await asyncio.to_thread(workspace_taint, store, agent, workspace)
     return result
 
 
@@ -202,22 +206,16 @@ async def _fit(turn: Turn, result: ToolResult, call_event: Event) -> ToolResult:
     saved = f"; the whole result is in {path} (read parts of it with exec: sed -n, grep)"
     try:
         runtime = await turn.sandbox_runtime()
-        argv = [
-            "/bin/sh",
-            "-c",
-            'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"',
-            "save",
-            f"/workspace/{path}",
-        ]
-        written = await runtime.exec(turn.sandbox, argv, actor=turn.actor, stdin=whole.encode())
+        written = await write_in_sandbox(runtime, turn.sandbox, turn.actor, path, whole.encode())
         if written.exit_code != 0:
             saved = "; it could not be saved whole"
         else:
             await asyncio.to_thread(
-                turn.store.file_marks.mark,
+                record_write,
+                turn.store,
                 turn.agent.name,
+                turn.agent.workspace,
                 path,
-                result.taint is not None,
                 result.taint,
                 turn.session_id,
             )
@@ -225,6 +223,15 @@ async def _fit(turn: Turn, result: ToolResult, call_event: Event) -> ToolResult:
         saved = f"; it could not be saved whole ({exc})"
     result.content = f"{whole[:limit]}\n[cut at {limit} of {len(whole)} characters{saved}]"
     return result
+
+
+def _network_taint(policy: Policy) -> str | None:
+    """A command may fetch whatever the network policy lets it reach: its output is then
+    as untrusted as a web page."""
+    network = policy.network
+    if network.default == "ask" or any(rule.access != "deny" for rule in network.rules):
+        return "command output (the network policy lets commands reach the network)"
+    return None
 
 
 def _audit(turn: Turn, tool: Tool, summary: str, outcome: str, rule: str, detail: str | None) -> None:

@@ -9,11 +9,11 @@ the policy allows. Read-only tools and other workspace writes still run.
 
 from __future__ import annotations
 
-import posixpath
 from dataclasses import dataclass, field
 
 from hermitcrab.config.paths import WORKSPACE_FILES
 from hermitcrab.tools.base import HIGH_RISK, Args, Tool
+from hermitcrab.tools.shell import workspace_path
 
 PERSONA_FILES = frozenset({*WORKSPACE_FILES, "HEARTBEAT.md"})
 GUARDED_FOLDERS = ("skills",)
@@ -34,17 +34,6 @@ class Taint:
         return ", ".join(self.sources)
 
 
-def workspace_path(path: str) -> str | None:
-    """A path as the workspace names it (`notes/a.md`), or None when it is outside."""
-    text = path.strip()
-    if text.startswith("/workspace/") or text == "/workspace":
-        text = text[len("/workspace") :]
-    elif text.startswith("/"):
-        return None
-    normal = posixpath.normpath("/" + text).lstrip("/")
-    return normal or "."
-
-
 def is_guarded_path(path: str | None) -> bool:
     if path is None:
         return False
@@ -55,14 +44,17 @@ def hold_reason(tool: Tool, args: Args, taint: Taint, offered: set[str]) -> str 
     """Why the guard holds this call for a person, or None to let the policy decide."""
     if not taint:
         return None
+    read = f"this turn read untrusted content ({taint.describe()})"
     if tool.risk in HIGH_RISK:
-        return (
-            f"this turn read untrusted content ({taint.describe()}), and '{tool.name}' is a {tool.risk} tool"
-        )
+        return f"{read}, and '{tool.name}' is a {tool.risk} tool"
     written = tool.written_path(args)
-    if written is not None and is_guarded_path(workspace_path(written)):
-        return f"this turn read untrusted content ({taint.describe()}), and {written} shapes the agent itself"
+    if written is not None:
+        path = workspace_path(written)
+        if path is None:
+            return f"{read}, and {written} is outside the workspace"
+        if is_guarded_path(path):
+            return f"{read}, and {written} shapes the agent itself"
     escalates = getattr(tool, "escalates", None)
     if escalates is not None and escalates(args, offered):
-        return f"this turn read untrusted content ({taint.describe()}), and the sub-agent asks for more tools"
+        return f"{read}, and the sub-agent asks for more tools"
     return None

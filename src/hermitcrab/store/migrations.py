@@ -95,6 +95,7 @@ MIGRATIONS: tuple[str, ...] = (
         tainted    INTEGER NOT NULL,
         source     TEXT,
         session_id TEXT,
+        mtime_ns   INTEGER NOT NULL,
         updated_at REAL NOT NULL,
         PRIMARY KEY (agent, path)
     );

@@ -65,6 +65,9 @@ class Tool:
     description: ClassVar[str]  # one line: long guidance lives in the tool's errors and docs
     risk: ClassVar[Risk]
     Args: ClassVar[type[Args]]
+    # Its output shows workspace content it does not name (a command's output, a listing):
+    # untrusted unless everything in the workspace is the agent's own, untainted work.
+    reads_workspace: ClassVar[bool] = False
 
     @property
     def read_only(self) -> bool:

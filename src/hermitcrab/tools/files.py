@@ -3,10 +3,15 @@ inside the sandbox, so the binds and Landlock decide what is reachable, never th
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from pydantic import Field
 
 from hermitcrab.tools.base import Args, Risk, Tool, ToolContext, ToolResult
 from hermitcrab.tools.shell import inside
+
+if TYPE_CHECKING:
+    from hermitcrab.runtime import ExecResult, SandboxRuntime
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_LISTED = 500
@@ -29,27 +34,48 @@ class ListArgs(Args):
     path: str = Field(".", description="folder, relative to the workspace")
 
 
-async def _read(ctx: ToolContext, path: str) -> tuple[bool, str]:
-    argv = ["head", "-c", str(MAX_FILE_BYTES + 1), "--", inside(path) or ""]
+# The file's real path on the first line, then its bytes: a read through a link reads
+# another file than the one named, and its taint is that other file's.
+READ_SCRIPT = 'realpath -m -- "$1" && exec head -c "$2" -- "$1"'
+
+
+async def _read(ctx: ToolContext, path: str) -> tuple[bool, str, str]:
+    """(ok, text or error, the real path inside the sandbox)."""
+    named = inside(path) or ""
+    argv = ["/bin/sh", "-c", READ_SCRIPT, "read_file", named, str(MAX_FILE_BYTES + 1)]
     result = await ctx.runtime.exec(ctx.sandbox, argv, actor=ctx.actor)
+    real, _, data = result.stdout.partition(b"\n")
     if result.exit_code != 0:
-        return False, result.stderr.decode(errors="replace").strip() or f"cannot read {path}"
-    data = result.stdout
+        return False, result.stderr.decode(errors="replace").strip() or f"cannot read {path}", named
     if len(data) > MAX_FILE_BYTES:
-        return False, f"{path} is larger than {MAX_FILE_BYTES} bytes; read a part with exec (head, sed -n)"
-    return True, data.decode(errors="replace")
+        return (
+            False,
+            f"{path} is larger than {MAX_FILE_BYTES} bytes; read a part with exec (head, sed -n)",
+            named,
+        )
+    return True, data.decode(errors="replace"), real.decode(errors="replace")
+
+
+# Never through a symbolic link: the guard and the taint marks judge a file by its name, so
+# the name written must be the file written (`docs -> ..` would turn docs/AGENTS.md into
+# AGENTS.md). `realpath -m` of a normalised path is itself unless a link is on the way.
+WRITE_SCRIPT = (
+    'case "$(realpath -m -- "$1")" in "$1") ;; *) echo "refusing to write through a symbolic link: $1" >&2;'
+    ' exit 3;; esac; mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
+)
+
+
+async def write_in_sandbox(
+    runtime: SandboxRuntime, sandbox: str, actor: str, path: str, data: bytes
+) -> ExecResult:
+    """Write `data` to `path` (made absolute and normal) from inside the sandbox."""
+    argv = ["/bin/sh", "-c", WRITE_SCRIPT, "write_file", inside(path) or ""]
+    return await runtime.exec(sandbox, argv, actor=actor, stdin=data)
 
 
 async def _write(ctx: ToolContext, path: str, content: str) -> ToolResult:
-    argv = [
-        "/bin/sh",
-        "-c",
-        'mkdir -p -- "$(dirname -- "$1")" && cat > "$1"',
-        "write_file",
-        inside(path) or "",
-    ]
     data = content.encode()
-    result = await ctx.runtime.exec(ctx.sandbox, argv, actor=ctx.actor, stdin=data)
+    result = await write_in_sandbox(ctx.runtime, ctx.sandbox, ctx.actor, path, data)
     if result.exit_code != 0:
         return ToolResult((result.stderr.decode(errors="replace") or "write failed").strip(), error=True)
     return ToolResult(f"wrote {len(data)} bytes to {path}")
@@ -65,8 +91,8 @@ class ReadFileTool(Tool):
         return args.path
 
     async def run(self, args: PathArgs, ctx: ToolContext) -> ToolResult:
-        ok, text = await _read(ctx, args.path)
-        return ToolResult(text, error=not ok)
+        ok, text, real = await _read(ctx, args.path)
+        return ToolResult(text, error=not ok, data={"real_path": real})
 
 
 class WriteFileTool(Tool):
@@ -98,7 +124,7 @@ class EditFileTool(Tool):
         return f"edit_file: {args.path}"
 
     async def run(self, args: EditArgs, ctx: ToolContext) -> ToolResult:
-        ok, text = await _read(ctx, args.path)
+        ok, text, _ = await _read(ctx, args.path)
         if not ok:
             return ToolResult(text, error=True)
         count = text.count(args.old) if args.old else 0
@@ -118,6 +144,7 @@ class ListFilesTool(Tool):
     description = "List files under a folder."
     risk: Risk = "read"
     Args = ListArgs
+    reads_workspace = True  # file names are content too
 
     async def run(self, args: ListArgs, ctx: ToolContext) -> ToolResult:
         # find prints one path a line, folders marked with a slash; relative to the folder asked.

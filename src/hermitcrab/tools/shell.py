@@ -25,6 +25,7 @@ class ExecTool(Tool):
     description = "Run a shell command in the workspace, inside the sandbox."
     risk: Risk = "exec"
     Args = ExecArgs
+    reads_workspace = True
 
     def command(self, args: ExecArgs) -> str:
         return args.command
@@ -48,10 +49,23 @@ class ExecTool(Tool):
 
 
 def inside(path: str | None) -> str | None:
-    """A path as the sandbox sees it: relative ones are in the workspace."""
+    """A path as the sandbox sees it, normalised: relative ones are in the workspace. The
+    guard and the taint marks name files by this same path (see `workspace_path`)."""
     if path is None:
         return None
-    return posixpath.normpath(path if path.startswith("/") else f"{WORKSPACE_MOUNT}/{path}")
+    normal = posixpath.normpath(path if path.startswith("/") else f"{WORKSPACE_MOUNT}/{path}")
+    return "/" + normal.lstrip("/")  # POSIX keeps a leading '//': one name, one spelling
+
+
+def workspace_path(path: str) -> str | None:
+    """The file as the workspace names it (`notes/a.md`, or `.` for the workspace itself),
+    or None when the path is outside the workspace."""
+    full = inside(path) or ""
+    if full == WORKSPACE_MOUNT:
+        return "."
+    if full.startswith(WORKSPACE_MOUNT + "/"):
+        return full[len(WORKSPACE_MOUNT) + 1 :]
+    return None
 
 
 def describe(result: ExecResult) -> str:
