@@ -99,6 +99,7 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
     for event in events:  # what an earlier run of this turn already learnt
         if event.kind == TOOL_RESULT and event.data.get("taint"):
             turn.taint.add(event.data["taint"])
+    history = await _history(turn)
     steps = [e for e in events if e.kind in (MODEL_RESPONSE, TOOL_RESULT)]
     responses = [e for e in events if e.kind == MODEL_RESPONSE]
     budget = turn.message.data.get("token_budget")
@@ -115,7 +116,7 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
         out_of_steps = count >= agent.config.max_tool_steps
         choice = turn.message.data.get("tool_choice") if count == 0 else None
         request = ChatRequest(
-            build_messages(agent.persona.system_prompt(), await _history(turn), turn.message, steps),
+            build_messages(agent.persona.system_prompt(), history, turn.message, steps),
             tools=tuple(t.spec() for t in turn.tools.values()),
             tool_choice="none" if out_of_steps else choice,
         )
@@ -134,8 +135,18 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
 
 
 async def _history(turn: Turn) -> list[tuple[Event, Event]]:
+    """The earlier exchanges the model will see again. What tainted them taints this turn:
+    a reply that quoted a web page brings the page's words back into the context."""
     limit = turn.agent.config.max_history_messages // 2
-    return await asyncio.to_thread(turn.store.sessions.conversation, turn.session_id, turn.message.id, limit)
+    history = await asyncio.to_thread(
+        turn.store.sessions.conversation, turn.session_id, turn.message.id, limit
+    )
+    for asked, answered in history:
+        if asked.data.get("sender", OWNER) != OWNER:
+            turn.taint.add(f"an earlier message from {asked.data['sender']}")
+        for source in answered.data.get("taint") or ():
+            turn.taint.add(f"an earlier turn that read {source}")
+    return history
 
 
 async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str]) -> Event:
