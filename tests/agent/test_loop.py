@@ -188,3 +188,39 @@ def test_spawn_agent_refuses_tools_the_agent_does_not_have(live_gateway, home) -
     ask(gw, "boss2", "go")
     (refused,) = results(gw, "boss2")
     assert refused["error"] and "no such tool for a sub-agent: ['fly']" in refused["content"]
+
+
+def test_call_ids_are_the_loops_own_whatever_the_model_sends(live_gateway, home) -> None:
+    """A server that repeats an id (here: 'x' twice) must not make two calls one."""
+    from hermitcrab.inference.base import Chunk, ToolCallDelta
+
+    class SameIds(ScriptedProvider):
+        async def stream(self, request):  # type: ignore[override]
+            self.requests.append(request)
+            if len(self.requests) > 1:
+                yield Chunk("done", finish_reason="stop")
+                return
+            for index, name in enumerate(("write_file", "read_file")):
+                arguments = {"path": "x.txt", "content": "1"} if name == "write_file" else {"path": "x.txt"}
+                yield Chunk(tool_calls=(ToolCallDelta(index, "x", name, json.dumps(arguments)),))
+            yield Chunk(finish_reason="tool_calls")
+
+    gw = live_gateway({"embedded": SameIds("embedded")})
+    ask(gw, "ids", "go")
+    wrote, read = results(gw, "ids")
+    assert wrote["call_id"] != read["call_id"] and read["content"] == "1"
+
+
+def test_hostile_arguments_become_results_not_crashes(live_gateway) -> None:
+    deep = "[" * 100_000 + "]" * 100_000
+    huge = '{"path": "' + "a" * 300_000 + '"}'
+    unterminated = '{"path": "' + "b" * 20_000
+    provider = ScriptedProvider("embedded", [
+        Say(calls=(Call("read_file", deep), Call("read_file", huge), Call("read_file", unterminated))), "ok",
+    ])  # fmt: skip
+    gw = live_gateway({"embedded": provider})
+    assert ask(gw, "hostile", "go")["kind"] == "reply"
+    deep_result, huge_result, unterminated_result = results(gw, "hostile")
+    assert deep_result["error"] and "nest too deeply" in deep_result["content"]
+    assert huge_result["error"] and "more than 262144" in huge_result["content"]
+    assert unterminated_result["error"] and "not valid JSON" in unterminated_result["content"]

@@ -49,3 +49,22 @@ def test_no_person_present_denies_at_once_and_a_hold_times_out(tmp_path) -> None
     assert (absent, late) == ("denied", "expired") and reason and "no one decided" in reason
     assert [r["state"] for r in store.approvals.recent()] == ["denied", "expired"]
     store.close()
+
+
+def test_a_wait_that_is_cancelled_closes_the_approval(tmp_path) -> None:
+    store = Store(tmp_path / "state.db")
+    inbox = Approvals(records=store.approvals)
+
+    async def cancelled() -> str:
+        approval = inbox.open("tool", None, {"tool": "exec"}, 60)
+        waiting = asyncio.ensure_future(inbox.wait(approval))
+        await asyncio.sleep(0.01)
+        waiting.cancel()
+        await asyncio.gather(waiting, return_exceptions=True)
+        return approval.id
+
+    approval_id = asyncio.run(cancelled())
+    assert inbox.pending() == []
+    with pytest.raises(ApprovalError, match="already expired"):
+        inbox.decide(approval_id, allow=True)
+    store.close()

@@ -33,15 +33,32 @@ log = logging.getLogger("hermitcrab.agent")
 OUTPUT_FOLDER = ".hermitcrab/tool-output"  # in the workspace: where cut results are kept whole
 
 
+# Arguments longer than this are refused unread: parsing (and above all repairing) them
+# would hold a worker for seconds, and no tool of ours takes that much in one call.
+MAX_ARGUMENT_CHARS = 256 * 1024
+# Repairing is slower than parsing: only this much malformed JSON is worth the attempt.
+MAX_REPAIRED_CHARS = 16 * 1024
+
+
 def parse_arguments(raw: str) -> tuple[dict[str, Any] | None, str | None]:
-    """The call's arguments as a dict; a repair note, or an error the model can act on."""
+    """The call's arguments as a dict; a repair note, or an error the model can act on.
+    Runs on a worker thread: a hostile argument may be slow to read."""
     text = raw.strip() or "{}"
+    if len(text) > MAX_ARGUMENT_CHARS:
+        return None, f"the arguments are {len(text)} characters, more than {MAX_ARGUMENT_CHARS}; send less"
     try:
         value = json.loads(text)
+    except RecursionError:
+        return None, "the arguments nest too deeply to read; send a flat JSON object"
     except ValueError as exc:
+        if len(text) > MAX_REPAIRED_CHARS:
+            return None, f"the arguments are not valid JSON ({exc}); send one JSON object"
         from json_repair import repair_json
 
-        repaired = repair_json(text, return_objects=True)
+        try:
+            repaired = repair_json(text, return_objects=True)
+        except Exception:  # the repairer has its own limits (nesting); then it is just invalid
+            repaired = None
         if isinstance(repaired, dict) and repaired:
             return repaired, f"repaired malformed JSON ({exc})"
         return None, f"the arguments are not valid JSON ({exc}); send one JSON object"
@@ -64,7 +81,7 @@ async def run_call(turn: Turn, call: ToolCallPart, call_event: Event) -> ToolRes
     if tool is None:
         known = ", ".join(sorted(turn.tools)) or "none"
         return ToolResult(f"unknown tool '{call.name}'. available: {known}", error=True)
-    values, note = parse_arguments(call.arguments)
+    values, note = await asyncio.to_thread(parse_arguments, call.arguments)
     if values is None:
         return ToolResult(f"{call.name}: {note}", error=True)
     try:
@@ -72,14 +89,7 @@ async def run_call(turn: Turn, call: ToolCallPart, call_event: Event) -> ToolRes
     except ValidationError as exc:
         return ToolResult(explain(exc, tool), error=True)
     try:
-        async with asyncio.timeout(turn.agent.config.tool_timeout_seconds):
-            result = await _decide_and_run(turn, tool, args, call_event)
-    except TimeoutError:
-        result = ToolResult(
-            f"{call.name} did not finish within {turn.agent.config.tool_timeout_seconds:g} s "
-            f"(agents.{turn.agent.name}.tool_timeout_seconds); it was stopped",
-            error=True,
-        )
+        result = await _decide_and_run(turn, tool, args, call_event)
     except Exception as exc:  # a broken tool must fail the call, not the turn
         log.exception("tool crashed", extra={"tool": call.name, "session": turn.session_id})
         result = ToolResult(f"{call.name} failed: {type(exc).__name__}: {exc}", error=True)
@@ -163,6 +173,20 @@ async def _ask(
 
 
 async def _run(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolResult:
+    """Run the call under its time limit (a wait for a person has the approval's own)."""
+    limit = turn.agent.config.tool_timeout_seconds
+    try:
+        async with asyncio.timeout(limit):
+            return await _run_unlimited(turn, tool, args, call_event)
+    except TimeoutError:
+        return ToolResult(
+            f"{tool.name} did not finish within {limit:g} s (agents.{turn.agent.name}.tool_timeout_seconds); "
+            "it was stopped",
+            error=True,
+        )
+
+
+async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolResult:
     runtime = await turn.sandbox_runtime()
     ctx = ToolContext(
         agent=turn.agent.name,

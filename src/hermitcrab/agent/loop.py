@@ -120,7 +120,7 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
             tools=tuple(t.spec() for t in turn.tools.values()),
             tool_choice="none" if out_of_steps else choice,
         )
-        response = await _ask_model(turn, request, partial)
+        response = await _ask_model(turn, request, partial, count)
         spent += sum((response.data.get("usage") or {}).values())
         steps.append(response)
         if not _calls(response):
@@ -149,7 +149,7 @@ async def _history(turn: Turn) -> list[tuple[Event, Event]]:
     return history
 
 
-async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str]) -> Event:
+async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str], step: int) -> Event:
     calls = CallAssembler()
     usage: dict[str, int] = {}
     finish: str | None = None
@@ -163,7 +163,13 @@ async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str]) -> Ev
         finish = chunk.finish_reason or finish
         usage = chunk.usage or usage
     text = "".join(partial).strip()
-    parts = ([TextPart(text)] if text else []) + calls.calls(f"call_{turn.message.id}")
+    # Ids of our own, unique in the turn: a model or server that repeats an id must not make
+    # one call look like another (a resume skips a call whose id already has a result).
+    ours = [
+        dataclasses.replace(call, id=f"call_{turn.message.id}_{step}_{index}")
+        for index, call in enumerate(calls.calls())
+    ]
+    parts = ([TextPart(text)] if text else []) + ours
     return await turn.append(
         MODEL_RESPONSE,
         {

@@ -149,6 +149,12 @@ class Approvals:
                     "expired",
                     f"no one decided within {approval.expires_at - approval.created_at:g} s",
                 )
+        except asyncio.CancelledError:
+            # The turn that asked is gone (its watchdog, a shutdown): a later "approve" of a
+            # call that will never run must not look like it let something through.
+            if approval.state == "pending":
+                self._end(approval, "expired", "the turn that asked stopped waiting")
+            raise
         return approval
 
     def pending(self) -> list[Approval]:
