@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 from hermitcrab.agent import Agent, Persona, Services
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
+from hermitcrab.errors import PolicyError
 from hermitcrab.inference import Provider
+from hermitcrab.policy.rules import allows_command
 from hermitcrab.store import Store
 
 if TYPE_CHECKING:
@@ -82,8 +84,14 @@ def _toolbox(
 
 def tool_entry(subject: dict[str, Any]) -> str:
     """What `approve --always` adds to tools.allow for a held call: the tool, or for exec
-    the command's first word as a prefix (`exec:git`), never exec as a whole."""
-    command = subject.get("command")
-    if subject.get("tool") == "exec" and command:
-        return f"exec:{command.split()[0]}"
-    return str(subject["tool"])
+    the very command the person saw (`exec:git status`), never exec as a whole."""
+    tool = str(subject["tool"])
+    if tool != "exec":
+        return tool
+    command = " ".join(str(subject.get("command") or "").split())
+    if not command or not allows_command(command):
+        raise PolicyError(
+            f"'always' allows one plain command, and {command or 'an empty command'!r} is not one (it has "
+            "shell operators, quotes or globs). fix: approve it once, or write the rule into policy.yaml"
+        )
+    return f"exec:{command}"

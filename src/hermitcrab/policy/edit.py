@@ -22,7 +22,8 @@ def _dump(yaml: Any, data: Any) -> str:
 
 
 def add_tool_allow(text: str, entry: str) -> str:
-    """The policy text with `entry` (a tool, or `tool:prefix`) in tools.allow, once."""
+    """The policy text with `entry` (a tool, or `tool:prefix`) in tools.allow, once. A whole
+    tool leaves tools.ask too (ask would beat it); `exec:PREFIX` beats an ask for exec."""
     from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
     yaml = _yaml()
@@ -34,6 +35,9 @@ def add_tool_allow(text: str, entry: str) -> str:
         allow.fa.set_flow_style()
     if entry not in allow:
         allow.append(entry)
+    asked = tools.get("ask")
+    if asked is not None and entry in asked:
+        asked.remove(entry)
     return _dump(yaml, data)
 
 
