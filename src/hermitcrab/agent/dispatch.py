@@ -139,6 +139,7 @@ async def _ask(
         "why": why,
         "taint": list(turn.taint.sources),
         "command": tool.command(args),
+        "details": tool.details(args),
         "agent": turn.agent.name,
     }
     timeout = runtime.get(turn.sandbox).policy.tools.approval_timeout_seconds

@@ -36,6 +36,9 @@ class SpawnAgentTool(Tool):
     def summary(self, args: SpawnArgs) -> str:
         return f"spawn_agent with tools {args.tools or 'none'}: {args.task[:160]}"
 
+    def details(self, args: SpawnArgs) -> str:
+        return args.task
+
     def escalates(self, args: SpawnArgs, offered: set[str]) -> bool:
         return any(name not in offered for name in args.tools)
 

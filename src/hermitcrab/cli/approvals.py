@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 
 from hermitcrab.cli.client import GatewayClient
-from hermitcrab.cli.output import fail, print_json
+from hermitcrab.cli.output import fail, print_json, shown
 from hermitcrab.config.paths import Paths
 
 
@@ -26,10 +26,12 @@ def list_approvals(all_: bool, json_output: bool) -> None:
     now = time.time()
     for a in items:
         left = f"{max(a['expires_at'] - now, 0):.0f}s left" if a["state"] == "pending" else a["state"]
-        print(f"{a['id']:<14} {a['kind']:<8} {a['sandbox'] or '-':<16} {a['summary']}  ({left})")
+        print(f"{a['id']:<14} {a['kind']:<8} {a['sandbox'] or '-':<16} {shown(a['summary'], True)}  ({left})")
         if a["kind"] == "tool":
             taint = f"; read untrusted content from {', '.join(a['taint'])}" if a.get("taint") else ""
-            print(f"{'':<14} why: {a['why']}{taint}")
+            print(f"{'':<14} why: {shown(a['why'] + taint, True)}")
+            if a.get("details"):
+                print(f"{'':<14} {shown(a['details'], True)}")
     if any(a["state"] == "pending" for a in items):
         print("Decide with `hermitcrab approve ID [--always]` or `hermitcrab deny ID`.")
 
@@ -37,7 +39,7 @@ def list_approvals(all_: bool, json_output: bool) -> None:
 def decide(approval_id: str, allow: bool, always: bool) -> None:
     body = {"decision": "approve" if allow else "deny", "always": always, "actor": "cli"}
     approval = _client().request("POST", f"/api/approvals/{approval_id}", json=body)
-    what = f"{approval['summary']} for sandbox {approval['sandbox']}"
+    what = f"{shown(approval['summary'], True)} for sandbox {approval['sandbox']}"
     if not allow:
         print(f"denied {what}")
     elif approval["always"] and approval["kind"] == "tool":

@@ -8,7 +8,7 @@ import time
 from typing import Any
 
 from hermitcrab.cli.client import GatewayClient
-from hermitcrab.cli.output import fail, print_json
+from hermitcrab.cli.output import fail, print_json, shown
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import GatewayError
 
@@ -45,7 +45,13 @@ class Activity:
                 )
 
     def _ask(self, data: dict[str, Any]) -> None:
-        self._say(f"? held for your approval: {data['summary']}\n  why: {data['why']}", force=True)
+        lines = [
+            f"? held for your approval: {shown(data['summary'], one_line=True)}",
+            f"  why: {shown(data['why'])}",
+        ]
+        if data.get("details"):
+            lines.append("  " + shown(data["details"]).replace("\n", "\n  | ").join(["| ", ""]))
+        self._say("\n".join(lines), force=True)
         if not self.interactive:
             return
         sys.stderr.write("  allow? [y]es once / [a]lways / [N]o: ")
@@ -63,11 +69,11 @@ class Activity:
 
     def _say(self, text: str, force: bool = False) -> None:
         if not self.quiet or force:
-            print(text, file=sys.stderr, flush=True)
+            print(shown(text), file=sys.stderr, flush=True)
 
 
 def _short(text: str, limit: int = 160) -> str:
-    line = " ".join(str(text).split())
+    line = " ".join(shown(text).split())
     return line if len(line) <= limit else line[: limit - 1] + "…"
 
 

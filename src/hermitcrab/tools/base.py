@@ -82,6 +82,10 @@ class Tool:
         shown = ", ".join(f"{k}={_short(v)}" for k, v in args.model_dump(exclude_defaults=True).items())
         return f"{self.name}({shown})"
 
+    def details(self, args: Args) -> str | None:
+        """What a person deciding on the call must see beyond the summary (what it writes)."""
+        return None
+
     def command(self, args: Args) -> str | None:
         """The command line a prefix rule in the policy matches (exec), else None."""
         return None

@@ -17,6 +17,13 @@ MAX_FILE_BYTES = 1024 * 1024
 MAX_LISTED = 500
 
 
+PREVIEW_CHARS = 600
+
+
+def preview(text: str) -> str:
+    return text if len(text) <= PREVIEW_CHARS else f"{text[:PREVIEW_CHARS]}… [{len(text)} characters in all]"
+
+
 class PathArgs(Args):
     path: str = Field(description="relative to the workspace")
 
@@ -107,6 +114,9 @@ class WriteFileTool(Tool):
     def summary(self, args: WriteArgs) -> str:
         return f"write_file: {args.path} ({len(args.content.encode())} bytes)"
 
+    def details(self, args: WriteArgs) -> str:
+        return preview(args.content)
+
     async def run(self, args: WriteArgs, ctx: ToolContext) -> ToolResult:
         return await _write(ctx, args.path, args.content)
 
@@ -122,6 +132,9 @@ class EditFileTool(Tool):
 
     def summary(self, args: EditArgs) -> str:
         return f"edit_file: {args.path}"
+
+    def details(self, args: EditArgs) -> str:
+        return f"replace:\n{preview(args.old)}\nwith:\n{preview(args.new)}"
 
     async def run(self, args: EditArgs, ctx: ToolContext) -> ToolResult:
         ok, text, _ = await _read(ctx, args.path)
