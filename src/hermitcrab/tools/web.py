@@ -5,9 +5,14 @@ readable text here; its content is untrusted and taints the turn that reads it."
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import http.client
+import re
 import socket
 import ssl
+import sys
+import threading
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -16,6 +21,16 @@ from pydantic import Field
 from hermitcrab.tools.base import Args, Risk, Tool, ToolContext, ToolResult
 
 MAX_BODY_BYTES = 2 * 1024 * 1024  # read from the server at most; the rest is never fetched
+MAX_HTML_CHARS = 512 * 1024  # converted at most
+HTML_SECONDS = 10.0  # for the conversion
+FETCH_THREADS = 4
+HTML_TO_TEXT = """
+import sys, html2text
+converter = html2text.HTML2Text()
+converter.body_width = 0  # no hard wrapping: the model reads lines, not a terminal
+converter.ignore_images = True
+sys.stdout.write(converter.handle(sys.stdin.read()))
+"""
 MAX_REDIRECTS = 5
 TIMEOUT_SECONDS = 30.0
 USER_AGENT = "HermitCrab-web_fetch/1"
@@ -32,8 +47,28 @@ class WebFetchTool(Tool):
     risk: Risk = "network"
     Args = FetchArgs
 
+    def __init__(self) -> None:
+        # Its own few threads: a server that trickles bytes must not take the threads the
+        # gateway's store and sandboxes run on.
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None
+
     def summary(self, args: FetchArgs) -> str:
         return f"web_fetch: {args.url}"
+
+    async def _fetch(self, door: socket.socket, url: str, bundle: Any, timeout: float) -> Fetched:
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(FETCH_THREADS, thread_name_prefix="web_fetch")
+        # The whole exchange has a deadline (a socket timeout counts per read, which a slow
+        # server resets forever); at it, or when the call is stopped, the socket is shut.
+        timer = threading.Timer(timeout, _shut, (door,))
+        timer.start()
+        try:
+            return await asyncio.get_running_loop().run_in_executor(
+                self._pool, _get, door, url, bundle, timeout
+            )
+        finally:
+            timer.cancel()
+            _shut(door)
 
     async def run(self, args: FetchArgs, ctx: ToolContext) -> ToolResult:
         parts = urlsplit(args.url)
@@ -49,7 +84,7 @@ class WebFetchTool(Tool):
         url = args.url
         for _ in range(MAX_REDIRECTS + 1):
             door = await egress.knock(ctx.sandbox)
-            status, headers, body, truncated = await asyncio.to_thread(_get, door, url, bundle, timeout)
+            status, headers, body, truncated = await self._fetch(door, url, bundle, timeout)
             location = headers.get("location")
             if status in (301, 302, 303, 307, 308) and location:
                 url = urljoin(url, location)
@@ -57,7 +92,7 @@ class WebFetchTool(Tool):
             break
         else:
             return ToolResult(f"web_fetch: more than {MAX_REDIRECTS} redirects from {args.url}", error=True)
-        text = to_text(body, headers.get("content-type", ""))
+        text = await to_text(body, headers.get("content-type", ""))
         if len(text) > args.max_chars:
             text, truncated = text[: args.max_chars], True
         note = f"[cut at {args.max_chars} characters]" if truncated else ""
@@ -66,9 +101,15 @@ class WebFetchTool(Tool):
         return ToolResult(f"{text}\n{note}".strip(), taint=url, data={"url": url, "status": status})
 
 
-def _get(
-    door: socket.socket, url: str, bundle: Any, timeout: float
-) -> tuple[int, dict[str, str], bytes, bool]:
+Fetched = tuple[int, dict[str, str], bytes, bool]  # status, headers, body, truncated
+
+
+def _shut(door: socket.socket) -> None:
+    with contextlib.suppress(OSError):
+        door.shutdown(socket.SHUT_RDWR)
+
+
+def _get(door: socket.socket, url: str, bundle: Any, timeout: float) -> Fetched:
     """One GET over a connection into the proxy (blocking; runs on a worker thread)."""
     parts = urlsplit(url)
     host = parts.hostname or ""
@@ -111,7 +152,9 @@ def _read_head(sock: socket.socket) -> bytes:
     return data
 
 
-def to_text(body: bytes, content_type: str) -> str:
+async def to_text(body: bytes, content_type: str) -> str:
+    """The body as readable text. HTML is converted by html2text in a child process with a
+    time limit: some pages (deeply nested lists) take it minutes, and a page is hostile."""
     charset = "utf-8"
     for item in content_type.split(";")[1:]:
         key, _, value = item.strip().partition("=")
@@ -121,11 +164,35 @@ def to_text(body: bytes, content_type: str) -> str:
         text = body.decode(charset, errors="replace")
     except LookupError:
         text = body.decode("utf-8", errors="replace")
-    if "html" in content_type.lower() or text.lstrip()[:15].lower().startswith(("<!doctype html", "<html")):
-        import html2text
+    if "html" not in content_type.lower() and not text.lstrip()[:15].lower().startswith(
+        ("<!doctype html", "<html")
+    ):
+        return text.strip()
+    html = text[:MAX_HTML_CHARS]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        HTML_TO_TEXT,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        out, _ = await asyncio.wait_for(child.communicate(html.encode()), HTML_SECONDS)
+    except TimeoutError:
+        child.kill()
+        await child.wait()
+        return (
+            strip_tags(html)
+            + f"\n[the page was too complex to convert within {HTML_SECONDS:g} s; tags stripped]"
+        )
+    if child.returncode != 0:
+        return strip_tags(html)
+    return out.decode(errors="replace").strip()
 
-        converter = html2text.HTML2Text()
-        converter.body_width = 0  # no hard wrapping: the model reads lines, not a terminal
-        converter.ignore_images = True
-        text = converter.handle(text)
-    return text.strip()
+
+def strip_tags(html: str) -> str:
+    """The text of a page without its markup: crude, but linear in the page's size."""
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1\s*>", " ", html)
+    text = re.sub(r"(?s)<[^>]*>", " ", text)
+    return re.sub(r"[ \t]+", " ", text).strip()
