@@ -27,7 +27,12 @@ def kinds(gw: LiveGateway, session: str) -> list[str]:
 
 
 def results(gw: LiveGateway, session: str) -> list[dict]:
-    return [e["data"] for e in gw.events(session) if e["kind"] == "tool.result"]
+    """The tool results, in the order of their calls (read-only calls run side by side, and
+    their results are logged as they finish)."""
+    events = gw.events(session)
+    order = {e["data"]["call_id"]: e["id"] for e in events if e["kind"] == "tool.call"}
+    found = [e["data"] for e in events if e["kind"] == "tool.result"]
+    return sorted(found, key=lambda r: order.get(r["call_id"], 0))
 
 
 def last_result(request: ChatRequest) -> str:
