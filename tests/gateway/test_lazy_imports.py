@@ -12,6 +12,7 @@ LATER = [
     "hermitcrab.egress.proxy",
     "hermitcrab.agent.loop",
     "hermitcrab.tools.registry",
+    "hermitcrab.policy.schema",
     "h11",
     "llama_cpp",
     "openai",

@@ -14,7 +14,6 @@ from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
 from hermitcrab.errors import PolicyError
 from hermitcrab.inference import Provider
-from hermitcrab.policy.rules import allows_command
 from hermitcrab.store import Store
 
 if TYPE_CHECKING:
@@ -85,6 +84,8 @@ def _toolbox(
 def tool_entry(subject: dict[str, Any]) -> str:
     """What `approve --always` adds to tools.allow for a held call: the tool, or for exec
     the very command the person saw (`exec:git status`), never exec as a whole."""
+    from hermitcrab.policy.rules import allows_command
+
     tool = str(subject["tool"])
     if tool != "exec":
         return tool
