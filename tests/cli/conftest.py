@@ -28,27 +28,12 @@ def hc(
     )
 
 
-# A scripted model that makes one tool call, then says `done`.
-ACTING_CONFIG = """\
-version: 1
-gateway:
-  port: {port}
-models:
-  embedded:
-    provider: scripted
-    replies:
-      - calls: [{{name: {tool}, arguments: {arguments}}}]
-      - "{done}"
-agents:
-  main:
-    model: embedded
-"""
-
-
 def acting_config(tool: str, arguments: dict[str, object], done: str) -> str:
+    """A scripted model that makes one tool call, then says `done` (JSON is YAML too)."""
     import json
 
-    return ACTING_CONFIG.format(port=free_port(), tool=tool, arguments=json.dumps(arguments), done=done)
+    replies = json.dumps([{"calls": [{"name": tool, "arguments": arguments}]}, done])
+    return SCRIPTED_CONFIG.format(port=free_port(), replies=replies)
 
 
 @pytest.fixture
