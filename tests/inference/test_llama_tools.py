@@ -96,7 +96,7 @@ def test_auto_greeting_is_text_or_a_valid_call(provider: LlamaCppProvider) -> No
         assert result.text == ""
         assert_valid_call(result.tool_calls[0])
     else:
-        # Under "auto" the grammar lets text begin with anything but "{" or white space.
+        # Under "auto" a reply that opens with "{" is written again as a call.
         assert result.text.strip() and not result.text.lstrip().startswith("{")
 
 
@@ -160,5 +160,28 @@ def test_llama_cpp_accepts_the_grammar_of_every_built_in_tool(provider: LlamaCpp
     from hermitcrab.tools import builtin_tools
 
     specs = tuple(tool.spec() for tool in builtin_tools().values())
-    for choice in ("auto", "required", *(s.name for s in specs)):
+    for choice in ("required", *(s.name for s in specs)):
         assert provider._grammar(specs, choice) is not None, choice
+
+
+def test_under_auto_a_reply_that_opens_a_call_is_written_again_as_a_valid_one(
+    provider: LlamaCppProvider, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Free decoding first; the model's own first attempt here is a broken call (as a small
+    model's often is), so the reply is decoded again under the grammar of every tool."""
+    real = provider._complete
+    asked: list[str | None] = []
+
+    def broken_start() -> Any:
+        for piece in (" ", '{"nam', 'e": write'):
+            yield {"choices": [{"delta": {"content": piece}, "finish_reason": None}]}
+
+    def complete(request: ChatRequest, grammar_choice: str | None) -> Any:
+        asked.append(grammar_choice)
+        return broken_start() if grammar_choice is None else real(request, grammar_choice)
+
+    monkeypatch.setattr(provider, "_complete", complete)
+    result = ask(provider, [SYSTEM, WRITE_CRAB], "auto")
+    assert asked == [None, "required"]
+    assert len(result.tool_calls) == 1 and result.text == ""
+    assert_valid_call(result.tool_calls[0])

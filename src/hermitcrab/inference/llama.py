@@ -39,10 +39,6 @@ from hermitcrab.inference.model_file import resolve_model_path
 
 log = logging.getLogger("hermitcrab.llama")
 
-# Under "auto" the reply is a call or plain text; text must not open with "{" (that is a
-# call) nor with white space (which could hide one), so the first character decides.
-_CALL_RULE = "hermitcrab-call"
-_TEXT_RULES = f"root ::= {_CALL_RULE} | hermitcrab-text\nhermitcrab-text ::= [^{{ \\t\\r\\n] .*"
 # The start of a call as the grammar writes it (name first), for a reply cut by max_tokens.
 _CALL_HEAD = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")\s*,\s*"arguments"\s*:\s*', re.DOTALL)
 _GRAMMAR_CACHE_SIZE = 32
@@ -135,25 +131,34 @@ class LlamaCppProvider:
         llama_sampler_free(sampler)
         return LlamaGrammar.from_string(text, verbose=False)
 
-    def _generate(
-        self, request: ChatRequest, choice: str, cancelled: threading.Event, put: Callable[[Event], None]
-    ) -> None:
-        """The worker thread's side: text as it comes, a call whole once it is complete."""
-        produced = 0
-        calls = choice != "none"  # with tools offered, a reply may be a call
-        parts = self._llm.create_chat_completion(
+    def _complete(self, request: ChatRequest, grammar_choice: str | None) -> Any:
+        return self._llm.create_chat_completion(
             messages=to_llama_messages(request.messages, request.tools),
             max_tokens=request.max_tokens or self.config.max_tokens,
             temperature=self.config.temperature if request.temperature is None else request.temperature,
             stop=request.stop,
             stream=True,
-            grammar=self._grammar(request.tools, choice) if calls else None,
+            grammar=self._grammar(request.tools, grammar_choice) if grammar_choice else None,
         )
+
+    def _generate(
+        self, request: ChatRequest, choice: str, cancelled: threading.Event, put: Callable[[Event], None]
+    ) -> None:
+        """The worker thread's side: text as it comes, a call whole once it is complete.
+
+        Under "auto" the model decodes free (most replies are text, and a grammar costs time
+        and tens of megabytes); a reply that opens with "{" is a call, and is then written
+        again under the call grammar, so that it is schema-valid. A forced choice decodes
+        under its grammar from the start."""
+        produced = 0
+        calls = choice != "none"  # with tools offered, a reply may be a call
+        parts = self._complete(request, choice if calls and choice != "auto" else None)
         # Until its first visible character a reply may be a call, so it is held back; a
         # call stays held to the end, to be parsed whole rather than streamed as JSON text.
         mode = "undecided" if calls else "text"
         held: list[str] = []
         finish: str | None = None
+        again = False
         for part in parts:
             if cancelled.is_set():
                 break
@@ -173,9 +178,23 @@ class LlamaCppProvider:
                     continue
                 mode = "call" if start.startswith("{") else "text"
                 if mode == "call":
+                    again = choice == "auto"
+                    if again:
+                        break
                     continue
                 text, held = "".join(held), []
             put(("text", text, None))
+        if again:
+            parts.close()  # the free attempt ends here; the prompt stays evaluated for the next
+            held, finish = [], None
+            for part in self._complete(request, "required"):
+                if cancelled.is_set():
+                    break
+                choice_ = part["choices"][0]
+                finish = choice_.get("finish_reason") or finish
+                text = choice_["delta"].get("content") or ""
+                produced += bool(text)
+                held.append(text)
         if held:  # a call, or a reply of white space only
             written = "".join(held)
             call = parse_call(written) if mode == "call" else None
@@ -326,17 +345,12 @@ def call_schema(tools: tuple[ToolSpec, ...], choice: str) -> dict[str, Any]:
 
 
 def grammar_for(tools: tuple[ToolSpec, ...], choice: str) -> str:
-    """GBNF for a reply under this choice: a call object, or under "auto" a call or text."""
+    """GBNF for a reply that is a call: of this tool, or ("required") of any offered."""
     from llama_cpp.llama_grammar import json_schema_to_gbnf
 
     # "name" first: the grammar then fixes which tool before the model writes arguments.
     schema = _without_long_bounds(call_schema(tools, choice))
-    calls = json_schema_to_gbnf(json.dumps(schema), ["name", "arguments"])
-    if choice != "auto":
-        return calls
-    # The converter names its start rule "root" and never refers to it, so it can be renamed.
-    renamed = re.sub(r"^root ::= ", f"{_CALL_RULE} ::= ", calls, count=1, flags=re.MULTILINE)
-    return f"{renamed}\n{_TEXT_RULES}\n"
+    return json_schema_to_gbnf(json.dumps(schema), ["name", "arguments"])
 
 
 # The converter spells a length bound out as nested optional repeats: `maxLength: 16000`
