@@ -50,3 +50,12 @@ def test_always_allows_the_very_command_seen_and_takes_a_whole_tool_out_of_ask()
     assert tool_decision(policy, "exec", "git status").verdict == "allow"
     assert tool_decision(policy, "exec", "git push").verdict == "ask"
     assert "# reads" in edited  # comments kept
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["/usr/bin/c[u]rl x", "/usr/bin/cur? x", "git -c alias.c=!curl c x", "tar xf a --to-command=curl",
+     "awk 'BEGIN{system(\"cu\" \"rl x\")}'", "busybox wget x"],
+)  # fmt: skip
+def test_a_deny_prefix_fails_closed_on_globs_options_and_interpreters(command: str) -> None:
+    assert tool_decision(parse_policy(STRICT), "exec", command).verdict == "deny"

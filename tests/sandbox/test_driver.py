@@ -26,7 +26,7 @@ def test_runs_as_the_policy_uid_with_a_clean_environment(make_sandbox, run, monk
     driver, box, _ = make_sandbox(process={"run_as_uid": 1234})
     result = run(driver.exec(box, ["sh", "-c", "id -u; echo $HOME; env"]))
     lines = result.stdout.decode().splitlines()
-    assert lines[0] == "1234" and lines[1] == "/workspace"
+    assert lines[0] == "1234" and lines[1] == "/tmp"  # not the workspace: what is found in HOME runs
     assert "s3cr3t" not in result.stdout.decode() and "HOST_ONLY_SECRET" not in result.stdout.decode()
 
 

@@ -203,13 +203,17 @@ async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) 
         post=turn.post,
     )
     result = await tool.run(args, ctx)
-    if result.error:
-        return result
     agent, workspace, store = turn.agent.name, turn.agent.workspace, turn.store
-    if (written := tool.written_path(args)) is not None and (path := workspace_path(written)) is not None:
+    if (
+        not result.error
+        and (written := tool.written_path(args)) is not None
+        and (path := workspace_path(written)) is not None
+    ):
         # Taint outlives the turn: what a tainted turn wrote taints whoever reads it later.
         taint = turn.taint.describe() or None
         await asyncio.to_thread(record_write, store, agent, workspace, path, taint, turn.session_id)
+    # What a call read taints the turn even when the call failed: a failing command's output
+    # (a test run, a diff, a traceback) is as untrusted as any other.
     if result.taint is None and (read := tool.read_path(args)) is not None:
         real = (result.data or {}).get("real_path") or read
         path = workspace_path(real)

@@ -35,9 +35,13 @@ class Taint:
 
 
 def is_guarded_path(path: str | None) -> bool:
+    """The persona, skills/, and hidden files and folders (.git/config, .bashrc, a .pth):
+    what programs and the agent itself read as instructions."""
     if path is None:
         return False
-    return path in PERSONA_FILES or any(path == f or path.startswith(f + "/") for f in GUARDED_FOLDERS)
+    if path in PERSONA_FILES or any(path == f or path.startswith(f + "/") for f in GUARDED_FOLDERS):
+        return True
+    return any(part.startswith(".") and part not in (".", "..") for part in path.split("/"))
 
 
 def hold_reason(tool: Tool, args: Args, taint: Taint, offered: set[str]) -> str | None:
@@ -53,7 +57,7 @@ def hold_reason(tool: Tool, args: Args, taint: Taint, offered: set[str]) -> str 
         if path is None:
             return f"{read}, and {written} is outside the workspace"
         if is_guarded_path(path):
-            return f"{read}, and {written} shapes the agent itself"
+            return f"{read}, and {written} shapes the agent itself or the programs it runs"
     escalates = getattr(tool, "escalates", None)
     if escalates is not None and escalates(args, offered):
         return f"{read}, and the sub-agent asks for more tools"

@@ -46,14 +46,22 @@ def record_write(
 def workspace_taint(store: Store, agent: str, workspace: Path) -> str | None:
     """Why a command's output (or a listing) in this workspace is untrusted, or None."""
     marks = store.file_marks.all(agent)
-    checked = 0
-    for folder, dirs, files in os.walk(workspace):
-        dirs.sort()
-        for name in sorted(files) + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            checked += 1
-            if checked > MAX_CHECKED_FILES:
-                return f"a workspace of more than {MAX_CHECKED_FILES} files, not all written by the agent"
-            path = os.path.relpath(os.path.join(folder, name), workspace)
+    folders = [""]  # a stack, not recursion: a tree a thousand folders deep is one a turn can make
+    seen = 0
+    while folders:
+        folder = folders.pop()
+        try:
+            entries = sorted(os.scandir(workspace / folder), key=lambda e: e.name)
+        except OSError as exc:
+            return f"a workspace that could not be checked ({exc.strerror}: {folder or '.'})"
+        for entry in entries:
+            seen += 1
+            if seen > MAX_CHECKED_FILES:
+                return f"a workspace of more than {MAX_CHECKED_FILES} entries, not all checked"
+            path = f"{folder}/{entry.name}" if folder else entry.name
+            if entry.is_dir(follow_symlinks=False):
+                folders.append(path)
+                continue
             why = file_taint(marks.get(path), workspace, path, path)
             if why is not None:
                 return f"the workspace holds {why.removeprefix('file ')}"

@@ -110,7 +110,7 @@ def _turn(
                 chunk = event["data"]["text"]
                 if not started:
                     chunk, started = chunk.lstrip(), True
-                sys.stdout.write(chunk)
+                sys.stdout.write(shown(chunk))
                 sys.stdout.flush()
             elif event["kind"] in ANSWER_KINDS:
                 if echo and started:
@@ -176,7 +176,7 @@ def ask(
         fail(answer["data"].get("error", "the turn failed"))
     text = answer["data"].get("text", "")
     if not answer["streamed"]:
-        print(text)
+        print(shown(text))
     if not text:
         fail("the model returned an empty reply")
 
@@ -207,6 +207,6 @@ def chat(session: str, agent: str | None) -> None:
             print("\n(stopped waiting; the reply will still be saved in the session)")
             continue
         if answer["kind"] != "reply":
-            print(f"\nerror: {answer['data'].get('error')}", file=sys.stderr)
+            print(f"\nerror: {shown(answer['data'].get('error'))}", file=sys.stderr)
         elif not answer["streamed"]:
-            print(answer["data"].get("text", ""))
+            print(shown(answer["data"].get("text", "")))

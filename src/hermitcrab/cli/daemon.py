@@ -51,7 +51,10 @@ def up(foreground: bool) -> None:
     paths.logs.mkdir(parents=True, exist_ok=True)
     out = (paths.logs / "gateway.out").open("ab")
     child = subprocess.Popen(
-        [sys.executable, "-m", "hermitcrab.gateway", "--quiet"],
+        # -P: the folder `up` was run from is not on the import path (it may be a workspace,
+        # where a sandbox can write a module named like one the gateway imports).
+        [sys.executable, "-P", "-m", "hermitcrab.gateway", "--quiet"],
+        cwd=paths.home,
         stdin=subprocess.DEVNULL,
         stdout=out,
         stderr=out,

@@ -24,13 +24,13 @@ class Decision:
 # A prefix rule allows a command only when nothing can follow the prefix but arguments.
 _SHELL_OPERATORS = re.compile(r"[;&|`$<>(){}\n\\'\"*?\[\]~!#]")
 # What splits a command line into words, for deny and ask: operators and blanks.
-_SEPARATORS = re.compile(r"[\s;&|()<>{}]+")
+_SEPARATORS = re.compile(r"[\s;&|()<>{}=,!:]+")
 # A command that runs code it builds (a variable, a substitution, an interpreter) may run
 # anything: deny and ask prefix entries count it as a match, failing closed.
 _OPAQUE = re.compile(
-    r"[$`]|\b(eval|source|sh|bash|dash|zsh|ksh|python[0-9.]*|perl|ruby|node|php|lua|xargs|find)\b"
+    r"[$`*?\[]|\b(eval|source|sh|ash|bash|dash|zsh|ksh|busybox|python[0-9.]*|perl|ruby|node|php|lua"
+    r"|awk|gawk|mawk|nawk|xargs|find|parallel)\b"
 )
-_ASSIGNMENT = re.compile(r"^\w+=")
 _NOT_THE_COMMAND = frozenset(
     {"env", "command", "builtin", "exec", "nohup", "nice", "time", "timeout", "stdbuf"}
 )
@@ -54,7 +54,7 @@ def _mentions(prefix: list[str], command: str) -> bool:
     words = []
     for raw in _SEPARATORS.split(command):
         word = raw.replace("'", "").replace('"', "").replace("\\", "")
-        if word and word not in _NOT_THE_COMMAND and not _ASSIGNMENT.match(word):
+        if word and word not in _NOT_THE_COMMAND:
             words.append(word.rsplit("/", 1)[-1])  # /usr/bin/curl is curl
     return any(words[i : i + len(prefix)] == prefix for i in range(len(words)))
 

@@ -3,9 +3,10 @@ inside the sandbox, so the binds and Landlock decide what is reachable, never th
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from hermitcrab.tools.base import Args, Risk, Tool, ToolContext, ToolResult
 from hermitcrab.tools.shell import inside
@@ -15,9 +16,17 @@ if TYPE_CHECKING:
 
 MAX_FILE_BYTES = 1024 * 1024
 MAX_LISTED = 500
+# What a person deciding on a held write sees of it: enough for any persona file.
+PREVIEW_CHARS = 8000
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
-PREVIEW_CHARS = 600
+def _plain_path(path: str) -> str:
+    # A newline in a name would split what the sandbox reports about the file (its real
+    # path) into two; no file the agent needs has one.
+    if _CONTROL.search(path):
+        raise ValueError("a path must not contain control characters (newlines, tabs...)")
+    return path
 
 
 def preview(text: str) -> str:
@@ -26,6 +35,8 @@ def preview(text: str) -> str:
 
 class PathArgs(Args):
     path: str = Field(description="relative to the workspace")
+
+    _plain = field_validator("path")(_plain_path)
 
 
 class WriteArgs(PathArgs):
@@ -39,6 +50,8 @@ class EditArgs(PathArgs):
 
 class ListArgs(Args):
     path: str = Field(".", description="folder, relative to the workspace")
+
+    _plain = field_validator("path")(_plain_path)
 
 
 # The file's real path on the first line, then its bytes: a read through a link reads
@@ -63,13 +76,21 @@ async def _read(ctx: ToolContext, path: str) -> tuple[bool, str, str]:
     return True, data.decode(errors="replace"), real.decode(errors="replace")
 
 
-# Never through a symbolic link: the guard and the taint marks judge a file by its name, so
-# the name written must be the file written (`docs -> ..` would turn docs/AGENTS.md into
-# AGENTS.md). `realpath -m` of a normalised path is itself unless a link is on the way.
-WRITE_SCRIPT = (
-    'case "$(realpath -m -- "$1")" in "$1") ;; *) echo "refusing to write through a symbolic link: $1" >&2;'
-    ' exit 3;; esac; mkdir -p -- "$(dirname -- "$1")" && cat > "$1"'
-)
+# Never through a link. A symbolic one: the guard and the taint marks judge a file by its
+# name, so the name written must be the file written (`docs -> ..` would make docs/AGENTS.md
+# the persona); `realpath -m` of a normalised path is itself unless a link is on the way.
+# A hard one (an unpacked archive can link notes.txt to AGENTS.md): the new text goes to a
+# new file renamed into place, which replaces the name and leaves the other file alone.
+WRITE_SCRIPT = """
+case "$(realpath -m -- "$1")" in
+  "$1") ;;
+  *) echo "refusing to write through a symbolic link: $1" >&2; exit 3 ;;
+esac
+dir=$(dirname -- "$1") && mkdir -p -- "$dir" || exit 1
+tmp=$(mktemp -- "$dir/.hermitcrab-write.XXXXXX") || exit 1
+if [ -e "$1" ]; then chmod --reference="$1" -- "$tmp"; else chmod 644 -- "$tmp"; fi
+cat > "$tmp" && mv -f -- "$tmp" "$1" || { rm -f -- "$tmp"; exit 1; }
+"""
 
 
 async def write_in_sandbox(

@@ -169,13 +169,18 @@ async def to_text(body: bytes, content_type: str) -> str:
     ):
         return text.strip()
     html = text[:MAX_HTML_CHARS]
+    # Isolated (-I: no current folder, no user site, no PYTHON* variables), from '/', with
+    # no environment: what converts a hostile page must not find a module planted for it.
     child = await asyncio.create_subprocess_exec(
         sys.executable,
+        "-I",
         "-c",
         HTML_TO_TEXT,
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.DEVNULL,
+        cwd="/",
+        env={},
     )
     try:
         out, _ = await asyncio.wait_for(child.communicate(html.encode()), HTML_SECONDS)

@@ -54,7 +54,12 @@ def sandbox_env(spec: SandboxSpec) -> dict[str, str]:
     return {
         **proxy,
         "PATH": SANDBOX_PATH,
-        "HOME": WORKSPACE_MOUNT,
+        # Not the workspace: programs run what they find in $HOME (a Python .pth file, a
+        # .gitconfig alias), and the workspace is where untrusted content is written.
+        "HOME": "/tmp",
+        "PYTHONNOUSERSITE": "1",
+        "GIT_CONFIG_GLOBAL": "/dev/null",
+        "GIT_CONFIG_NOSYSTEM": "1",
         "USER": "sandbox",
         "LOGNAME": "sandbox",
         "SHELL": "/bin/sh",
