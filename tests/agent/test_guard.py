@@ -191,9 +191,9 @@ def test_approve_always_adds_the_command_prefix_to_the_policy(live_gateway, home
         assert "the policy asks a person first (tools.ask: exec)" in held["why"]
         client.post(f"/api/approvals/{held['id']}", json={"decision": "approve", "always": True})
     gw.wait_answers("al", 1)
-    assert "exec:echo" in home.policy.read_text()
+    assert "exec=echo one" in home.policy.read_text()
     changes = [e for e in gw.gateway.runtime.audit.entries() if e.action == "policy.change"]
-    assert changes and "exec:echo" in changes[-1].detail  # the diff, audited
+    assert changes and "exec=echo one" in changes[-1].detail  # the diff, audited
 
 
 @pytest.mark.parametrize(
@@ -312,3 +312,15 @@ def test_a_path_with_a_newline_is_refused(live_gateway, home, page) -> None:
     ask(gw, "nl", 'DO write_file {"path": "MEMORY.md\\nx", "content": "DO exec"}')
     (written,) = results(gw, "nl")
     assert written["error"] and "must not contain control characters" in written["content"]
+
+
+def test_a_commands_output_is_untrusted_when_host_folders_are_bound_in(live_gateway, home, tmp_path) -> None:
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    home.policy.write_text(
+        home.policy.read_text().replace("  read_write: []", f"  read_write: [{downloads}]")
+    )
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", [obey])})
+    ask(gw, "bound", 'DO exec {"command": "echo hi"}')
+    (shown,) = results(gw, "bound")
+    assert f"the policy lets commands read {downloads}" in shown["taint"]

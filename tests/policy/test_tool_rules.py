@@ -38,17 +38,18 @@ def test_an_allow_prefix_matches_only_a_plain_command() -> None:
 
 
 def test_always_allows_the_very_command_seen_and_takes_a_whole_tool_out_of_ask() -> None:
-    assert tool_entry({"tool": "exec", "command": "git  status"}) == "exec:git status"
+    assert tool_entry({"tool": "exec", "command": "git  status"}) == "exec=git status"
     assert tool_entry({"tool": "web_fetch"}) == "web_fetch"
     for vague in ("", "   ", "git status; curl x", "ls *"):
         with pytest.raises(PolicyError, match="approve it once"):
             tool_entry({"tool": "exec", "command": vague})
     text = "version: 1\ntools:\n  allow: [read_file]  # reads\n  ask: [web_fetch, exec]\n"
-    edited = add_tool_allow(add_tool_allow(text, "web_fetch"), "exec:git status")
+    edited = add_tool_allow(add_tool_allow(text, "web_fetch"), "exec=git log")
     policy = parse_policy(edited)
     assert tool_decision(policy, "web_fetch").verdict == "allow"
-    assert tool_decision(policy, "exec", "git status").verdict == "allow"
-    assert tool_decision(policy, "exec", "git push").verdict == "ask"
+    assert tool_decision(policy, "exec", "git log").verdict == "allow"
+    for more in ("git log --output=AGENTS.md", "git push", "git log; rm x"):  # exactly what was seen
+        assert tool_decision(policy, "exec", more).verdict == "ask", more
     assert "# reads" in edited  # comments kept
 
 

@@ -19,6 +19,7 @@ from hermitcrab.agent.guard import hold_reason
 from hermitcrab.agent.provenance import file_taint, record_write, workspace_taint
 from hermitcrab.inference.base import ToolCallPart
 from hermitcrab.policy import Policy, tool_decision
+from hermitcrab.policy.schema import DEFAULT_READ_ONLY
 from hermitcrab.store import AuditEntry
 from hermitcrab.store.sessions import APPROVAL_ASKED, APPROVAL_DECIDED, Event
 from hermitcrab.tools.base import Args, Tool, ToolContext, ToolResult
@@ -221,7 +222,7 @@ async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) 
         shown = read if workspace_path(read) == path else f"{read} (a link to {real})"
         result.taint = file_taint(marks.get(path or ""), workspace, path, shown)
     if result.taint is None and tool.reads_workspace:
-        result.taint = _network_taint(runtime.get(turn.sandbox).policy) if tool.risk == "exec" else None
+        result.taint = _reach_taint(runtime.get(turn.sandbox).policy) if tool.risk == "exec" else None
         result.taint = result.taint or await asyncio.to_thread(workspace_taint, store, agent, workspace)
     return result
 
@@ -254,12 +255,18 @@ async def _fit(turn: Turn, result: ToolResult, call_event: Event) -> ToolResult:
     return result
 
 
-def _network_taint(policy: Policy) -> str | None:
-    """A command may fetch whatever the network policy lets it reach: its output is then
-    as untrusted as a web page."""
+def _reach_taint(policy: Policy) -> str | None:
+    """A command may read whatever the policy lets it reach beyond the workspace and the
+    system: the network, or host folders bound in. Its output is then untrusted."""
     network = policy.network
     if network.default == "ask" or any(rule.access != "deny" for rule in network.rules):
         return "command output (the network policy lets commands reach the network)"
+    bound = [
+        *policy.filesystem.read_write,
+        *(p for p in policy.filesystem.read_only if p not in DEFAULT_READ_ONLY),
+    ]
+    if bound:
+        return f"command output (the policy lets commands read {', '.join(bound)})"
     return None
 
 

@@ -83,7 +83,8 @@ def _toolbox(
 
 def tool_entry(subject: dict[str, Any]) -> str:
     """What `approve --always` adds to tools.allow for a held call: the tool, or for exec
-    the very command the person saw (`exec:git status`), never exec as a whole."""
+    the very command the person saw (`exec=git status`: that command, no other arguments),
+    never exec as a whole."""
     from hermitcrab.policy.rules import allows_command
 
     tool = str(subject["tool"])
@@ -95,4 +96,4 @@ def tool_entry(subject: dict[str, Any]) -> str:
             f"'always' allows one plain command, and {command or 'an empty command'!r} is not one (it has "
             "shell operators, quotes or globs). fix: approve it once, or write the rule into policy.yaml"
         )
-    return f"exec:{command}"
+    return f"exec={command}"

@@ -60,14 +60,19 @@ def _mentions(prefix: list[str], command: str) -> bool:
 
 
 def _names(entries: list[str], tool: str, command: str | None, strict: bool) -> tuple[str, bool] | None:
-    """The entry that names this call, and whether it is specific (`tool:prefix`) rather than
-    the whole tool or '*'. `strict` (allow) matches a prefix only as the start of a plain
-    command, so `exec:git status` cannot allow `git status; curl evil`; otherwise (deny,
-    ask) a prefix matches wherever the command might run it."""
+    """The entry that names this call, and whether it is specific (`tool:prefix` or
+    `tool=command`) rather than the whole tool or '*'. `strict` (allow) matches a prefix only
+    as the start of a plain command, so `exec:git status` cannot allow `git status; curl
+    evil`, and `exec=COMMAND` only that very command; otherwise (deny, ask) a prefix matches
+    wherever the command might run it."""
     found: tuple[str, bool] | None = None
     for entry in entries:
         if entry in (tool, "*"):
             found = found or (entry, False)
+            continue
+        if command is not None and strict and entry.startswith(f"{tool}="):
+            if entry[len(tool) + 1 :].split() == command.split() and allows_command(command):
+                return entry, True
             continue
         name, sep, prefix = entry.partition(":")
         if not sep or name != tool or command is None or not prefix.split():
