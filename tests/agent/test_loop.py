@@ -97,12 +97,23 @@ def test_bad_calls_become_results_the_model_can_act_on(live_gateway, home) -> No
 
 def test_the_step_cap_ends_a_turn_that_never_stops_calling(live_gateway, home) -> None:
     home.config.write_text(home.config.read_text() + "    max_tool_steps: 3\n")
-    provider = ScriptedProvider("embedded", [Say(calls=(Call("list_files", {}),))])
+    provider = ScriptedProvider(
+        "embedded", [lambda r: Say(calls=(Call("list_files", {"path": f"d{len(r.messages)}"}),))]
+    )
     gw = live_gateway({"embedded": provider})
     answer = ask(gw, "cap", "loop forever")
     assert answer["kind"] == "turn.failed" and "max_tool_steps" in answer["data"]["error"]
     assert len(provider.requests) == 4 and provider.requests[-1].tool_choice == "none"
     assert kinds(gw, "cap").count("tool.result") == 3
+
+
+def test_a_model_that_repeats_its_call_is_made_to_answer(live_gateway) -> None:
+    same = Say(calls=(Call("list_files", {}),))
+    provider = ScriptedProvider("embedded", [same, same, "Here is what I found."])
+    gw = live_gateway({"embedded": provider})
+    answer = ask(gw, "loop", "what is here?")
+    assert answer["data"]["text"] == "Here is what I found."
+    assert [r.tool_choice for r in provider.requests] == [None, None, "none"]
 
 
 def test_a_huge_result_is_cut_and_kept_whole_in_the_workspace(live_gateway, home) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import logging
 import time
 from typing import Any
@@ -110,21 +111,27 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
     elif last is not None:
         return REPLY, _reply(agent, last, len(responses))
     while True:
-        count = sum(1 for e in steps if e.kind == MODEL_RESPONSE)
+        answered = [e for e in steps if e.kind == MODEL_RESPONSE]
+        count = len(answered)
         if budget is not None and spent >= budget:
             raise TurnFailed(f"the turn spent its token budget ({spent} of {budget} tokens)")
         out_of_steps = count >= agent.config.max_tool_steps
         choice = turn.message.data.get("tool_choice") if count == 0 else None
+        # A model that asks again for exactly what it already had (small ones loop so) has
+        # its answer: the next step must reply.
+        stuck = count >= 2 and _repeats(answered[-1], answered[:-1])
         request = ChatRequest(
             build_messages(agent.persona.system_prompt(), history, turn.message, steps),
             tools=tuple(t.spec() for t in turn.tools.values()),
-            tool_choice="none" if out_of_steps else choice,
+            tool_choice="none" if out_of_steps or stuck else choice,
         )
         response = await _ask_model(turn, request, partial, count)
         spent += sum((response.data.get("usage") or {}).values())
         steps.append(response)
         if not _calls(response):
             return REPLY, _reply(agent, response, count + 1)
+        if stuck:
+            raise TurnFailed("the agent asked again and again for the same tool call and gave no answer")
         if out_of_steps:
             raise TurnFailed(
                 f"the agent used its {agent.config.max_tool_steps} tool steps "
@@ -179,6 +186,20 @@ async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str], step:
             "model": turn.agent.config.model,
         },
     )
+
+
+def _repeats(response: Event, earlier: list[Event]) -> bool:
+    """Whether every call of `response` was already made, with the same arguments."""
+    made = {_call_key(c) for e in earlier for c in _calls(e)}
+    calls = _calls(response)
+    return bool(calls) and all(_call_key(c) in made for c in calls)
+
+
+def _call_key(call: ToolCallPart) -> tuple[str, str]:
+    try:
+        return call.name, json.dumps(json.loads(call.arguments or "{}"), sort_keys=True)
+    except ValueError:
+        return call.name, call.arguments
 
 
 def _calls(response: Event) -> list[ToolCallPart]:
