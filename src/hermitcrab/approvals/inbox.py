@@ -163,9 +163,6 @@ class Approvals:
     def all(self) -> list[Approval]:
         return list(self._items.values())
 
-    def get(self, approval_id: str) -> Approval | None:
-        return self._items.get(approval_id)
-
     def decide(self, approval_id: str, allow: bool, always: bool = False, by: str = "api") -> Approval:
         approval = self._items.get(approval_id)
         if approval is None:

@@ -96,9 +96,6 @@ class ChatMessage:
     def tool_results(self) -> list[ToolResultPart]:
         return [p for p in self.parts if isinstance(p, ToolResultPart)]
 
-    def to_json(self) -> dict[str, Any]:
-        return {"role": self.role, "parts": [part_to_json(p) for p in self.parts]}
-
 
 @dataclass(frozen=True)
 class ToolSpec:
