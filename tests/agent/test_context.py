@@ -56,3 +56,19 @@ def test_the_persona_never_follows_a_link_out_of_the_workspace(tmp_path) -> None
     prompt = Persona(workspace).system_prompt()
     assert "ghp_very_secret" not in prompt and "Be kind." in prompt
     assert len(prompt) < 70_000  # a huge file is read only so far
+
+
+def test_results_reach_the_model_in_the_order_of_its_calls() -> None:
+    from hermitcrab.store.sessions import MODEL_RESPONSE, TOOL_RESULT
+
+    def event(kind: str, data: dict, id_: int) -> Event:
+        return Event(id_, "s", kind, data, 0.0, 1)
+
+    calls = [{"kind": "tool_call", "id": f"c{i}", "name": "read_file", "arguments": "{}"} for i in range(3)]
+    finished = [
+        {"call_id": f"c{i}", "content": str(i), "error": False, "name": "read_file"} for i in (2, 0, 1)
+    ]
+    steps = [event(MODEL_RESPONSE, {"parts": calls}, 2)]
+    steps += [event(TOOL_RESULT, data, 3 + n) for n, data in enumerate(finished)]  # not in the order asked
+    messages = build_messages("", [], event("message", {"text": "go"}, 1), steps)
+    assert [r.call_id for r in messages[-1].tool_results] == ["c0", "c1", "c2"]

@@ -12,7 +12,7 @@ import stat
 from pathlib import Path
 
 from hermitcrab.config.paths import WORKSPACE_FILES
-from hermitcrab.inference.base import ChatMessage, Part, ToolResultPart, part_from_json
+from hermitcrab.inference.base import ChatMessage, ToolCallPart, ToolResultPart, part_from_json
 from hermitcrab.store.sessions import MODEL_RESPONSE, TOOL_RESULT, Event
 
 # A line that is only "(...)" is a template placeholder; it costs tokens and says nothing.
@@ -89,19 +89,24 @@ def build_messages(
         messages.append(ChatMessage.of("user", asked.data["text"]))
         messages.append(ChatMessage.of("assistant", answered.data["text"]))
     messages.append(ChatMessage.of("user", message.data["text"]))
-    results: list[Part] = []
+    results: list[ToolResultPart] = []
+    order: dict[str, int] = {}  # the calls of the last response, in the order it made them
+
+    def flush() -> None:
+        # Calls run side by side finish in any order; the model reads them in its own.
+        if results:
+            results.sort(key=lambda r: order.get(r.call_id, len(order)))
+            messages.append(ChatMessage("tool", tuple(results)))
+            results.clear()
+
     for event in steps:
         if event.kind == MODEL_RESPONSE:
-            if results:
-                messages.append(ChatMessage("tool", tuple(results)))
-                results = []
-            messages.append(ChatMessage("assistant", tuple(part_from_json(p) for p in event.data["parts"])))
+            flush()
+            parts = tuple(part_from_json(p) for p in event.data["parts"])
+            order = {p.id: i for i, p in enumerate(q for q in parts if isinstance(q, ToolCallPart))}
+            messages.append(ChatMessage("assistant", parts))
         elif event.kind == TOOL_RESULT:
-            results.append(
-                ToolResultPart(
-                    event.data["call_id"], event.data["content"], event.data["error"], event.data["name"]
-                )
-            )
-    if results:
-        messages.append(ChatMessage("tool", tuple(results)))
+            data = event.data
+            results.append(ToolResultPart(data["call_id"], data["content"], data["error"], data["name"]))
+    flush()
     return messages
