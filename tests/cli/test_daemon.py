@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -172,3 +173,25 @@ def test_logs_show_refused_requests(daemon_home: Paths) -> None:
     assert "unauthorized request refused path=/api/sessions" in logs.stdout
     raw = hc(daemon_home, "logs", "--raw", "-n", "200").stdout.splitlines()
     assert all(json.loads(line)["level"] for line in raw)
+
+
+def test_no_token_reaches_the_logs_and_only_the_owner_reads_them(daemon_home: Paths) -> None:
+    """uvicorn logs each WebSocket path it accepts, query and all; the dashboard's sockets
+    carry the token there."""
+    from websockets.sync.client import connect
+
+    assert hc(daemon_home, "up").returncode == 0
+    token = daemon_home.read_token()
+    url = json.loads(hc(daemon_home, "status", "--json").stdout)["url"].replace("http", "ws")
+    with connect(f"{url}/api/approvals/ws?token={token}", open_timeout=10):
+        pass
+    with (
+        contextlib.suppress(Exception),
+        connect(f"{url}/api/approvals/ws?token=wrong-{token}", open_timeout=10),
+    ):
+        pass
+    assert hc(daemon_home, "down").returncode == 0
+    for name in ("gateway.log", "gateway.out"):
+        path = daemon_home.logs / name
+        assert token not in path.read_text(), name
+        assert path.stat().st_mode & 0o077 == 0, name

@@ -135,3 +135,10 @@ def test_bench_egress_prints_the_contract_keys(home: Paths) -> None:
         figures["proxied_p50_ms"] - figures["direct_p50_ms"], abs=0.002
     )
     assert figures["requests"] == 24  # one turn of 25, its warm-up left out
+
+
+def test_audit_prints_what_a_sandbox_ran_with_its_control_characters_escaped(running: Paths) -> None:
+    assert hc(running, "sandbox", "create", "esc").returncode == 0
+    hc(running, "sandbox", "exec", "esc", "--", "echo", "\x1b[2K\rall fine")
+    shown = hc(running, "audit", "--sandbox", "esc").stdout
+    assert "\x1b" not in shown and "\r" not in shown and "echo \\x1b[2K\\x0dall fine" in shown

@@ -49,7 +49,8 @@ def up(foreground: bool) -> None:
         serve(paths, foreground=True)
         return
     paths.logs.mkdir(parents=True, exist_ok=True)
-    out = (paths.logs / "gateway.out").open("ab")
+    out = os.fdopen(os.open(paths.logs / "gateway.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    os.chmod(paths.logs / "gateway.out", 0o600)
     child = subprocess.Popen(
         # -P: the folder `up` was run from is not on the import path (it may be a workspace,
         # where a sandbox can write a module named like one the gateway imports).

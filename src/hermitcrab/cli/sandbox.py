@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from hermitcrab.cli.client import GatewayClient
-from hermitcrab.cli.output import fail, print_json
+from hermitcrab.cli.output import fail, print_json, shown
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import GatewayError
 
@@ -178,7 +178,8 @@ def audit(sandbox: str | None, limit: int, json_output: bool) -> None:
                 extra.append(f"{key}={e[key]}")
         if e["detail"]:
             extra.append(e["detail"])
-        print(f"{when} {e['actor']:<8} {e['sandbox'] or '-':<14} {e['action']:<16} {e['outcome']:<7} {what} "
-              f"{' '.join(extra)}".rstrip())  # fmt: skip
+        line = f"{when} {e['actor']:<8} {e['sandbox'] or '-':<14} {e['action']:<16} {e['outcome']:<7} {what} "
+        # argv and details come from a sandbox: printed raw, they could rewrite their own line.
+        print(shown(line + " ".join(extra), one_line=True).rstrip())
     if not entries:
         print("The audit log is empty.")

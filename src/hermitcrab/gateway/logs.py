@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import re
 import time
 from pathlib import Path
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+# A path's query string may carry a token (the WebSocket's ?token=): no query is logged,
+# whoever logs it (uvicorn logs each WebSocket path it accepts or refuses).
+_QUERY = re.compile(r"(/[^\s?\"']*)\?[^\s\"']*")
+
+
+def without_queries(text: str) -> str:
+    return _QUERY.sub(r"\1?…", text)
 
 
 class JsonFormatter(logging.Formatter):
@@ -17,7 +28,7 @@ class JsonFormatter(logging.Formatter):
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": without_queries(record.getMessage()),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         if record.exc_info:
@@ -27,6 +38,8 @@ class JsonFormatter(logging.Formatter):
 
 def setup_logging(log_file: Path, also_stderr: bool) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
+    os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
+    os.chmod(log_file, 0o600)  # only the owner reads what the gateway did
     handlers: list[logging.Handler] = [logging.FileHandler(log_file)]
     if also_stderr:
         handlers.append(logging.StreamHandler())
