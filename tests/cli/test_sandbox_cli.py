@@ -142,3 +142,19 @@ def test_audit_prints_what_a_sandbox_ran_with_its_control_characters_escaped(run
     hc(running, "sandbox", "exec", "esc", "--", "echo", "\x1b[2K\rall fine")
     shown = hc(running, "audit", "--sandbox", "esc").stdout
     assert "\x1b" not in shown and "\r" not in shown and "echo \\x1b[2K\\x0dall fine" in shown
+
+
+def test_restore_applies_the_current_policy_not_the_archives(running: Paths, tmp_path: Path) -> None:
+    """Whoever made the archive chose its policy: the uid, host binds, where secrets go."""
+    chosen = tmp_path / "chosen.yaml"
+    chosen.write_text("version: 1\nprocess:\n  run_as_uid: 4242\n")
+    assert hc(running, "sandbox", "create", "made", "--policy", str(chosen)).returncode == 0
+    archive = tmp_path / "made.tar.gz"
+    assert hc(running, "sandbox", "snapshot", "made", str(archive)).returncode == 0
+    restored = hc(running, "sandbox", "restore", str(archive), "mine")
+    assert restored.returncode == 0, restored.stderr
+    assert "not applied" in restored.stdout and "+  run_as_uid: 4242" in restored.stdout
+    assert hc(running, "sandbox", "exec", "mine", "--", "id", "-u").stdout == "1000\n"
+    asked = hc(running, "sandbox", "restore", str(archive), "theirs", "--archive-policy")
+    assert asked.returncode == 0 and "Under the archive's own policy" in asked.stdout
+    assert hc(running, "sandbox", "exec", "theirs", "--", "id", "-u").stdout == "4242\n"

@@ -222,11 +222,18 @@ def sandbox_snapshot(name: str, file: str = typer.Argument(..., help="Archive to
 
 
 @sandbox_app.command("restore")
-def sandbox_restore(file: str, name: str) -> None:
-    """Create sandbox NAME from a snapshot archive, after verifying its checksums."""
+def sandbox_restore(
+    file: str,
+    name: str,
+    archive_policy: bool = typer.Option(
+        False, "--archive-policy", help="Use the policy packed in the archive, not the current file."
+    ),
+) -> None:
+    """Create sandbox NAME from a snapshot archive, after verifying its checksums, under the
+    current policy file (the archive's policy is shown when it differs)."""
     from hermitcrab.cli import sandbox
 
-    sandbox.restore(file, name)
+    sandbox.restore(file, name, archive_policy)
 
 
 @app.command()

@@ -145,14 +145,28 @@ def snapshot(name: str, file: str) -> None:
     print(f"wrote {path} ({answer['files']} files, checksums in manifest.json)")
 
 
-def restore(file: str, name: str) -> None:
+def restore(file: str, name: str, archive_policy: bool) -> None:
     path = Path(file).absolute()
     if not path.is_file():
         fail(f"{path}: no such file")
-    info = _client().request(
-        "POST", "/api/sandboxes/restore", json={"path": str(path), "name": name, "actor": "cli"}
-    )
+    body = {
+        "path": str(path),
+        "name": name,
+        "actor": "cli",
+        "policy": "archive" if archive_policy else "current",
+    }
+    info = _client().request("POST", "/api/sandboxes/restore", json=body)
     print(f"restored {_row(info)}")
+    diff = info.get("archive_policy_diff")
+    if diff and not archive_policy:
+        print("The archive carries another policy, not applied (the current policy file is):")
+        print(shown(diff))
+        print(
+            "To use the archive's policy instead: destroy this sandbox, then restore with --archive-policy."
+        )
+    elif diff:
+        print("Under the archive's own policy, which differs from the current file:")
+        print(shown(diff))
 
 
 def audit(sandbox: str | None, limit: int, json_output: bool) -> None:

@@ -103,9 +103,13 @@ def routes(gw: Gateway) -> list[Route]:
     async def restore(request: Request) -> JSONResponse:
         data = await body(request)
         name = _string(data, "name")
+        policy = data.get("policy", "current")
+        if policy not in ("current", "archive"):
+            raise ApiError(400, "invalid_request", "'policy' must be current (the default) or archive")
         info = await (await runtime()).restore(
-            Path(_string(data, "path")), name, actor=_actor(data), agent=agent_for(name, data)
-        )
+            Path(_string(data, "path")), name, actor=_actor(data), agent=agent_for(name, data),
+            archive_policy=policy == "archive",
+        )  # fmt: skip
         return JSONResponse(info, status_code=201)
 
     async def audit(request: Request) -> JSONResponse:

@@ -9,6 +9,7 @@ and audited; there is no other path to a shell.
 from __future__ import annotations
 
 import asyncio
+import difflib
 import logging
 import shutil
 import time
@@ -318,8 +319,6 @@ class SandboxRuntime:
         self._change_policy(sandbox, add_network_rule, rule, actor)
 
     def _change_policy(self, sandbox: str, edit: Callable[[str, Any], str], change: Any, actor: str) -> None:
-        import difflib
-
         managed = self.get(sandbox)
         old = self.default_policy_text() if managed.follows_file else managed.policy_text
         new = edit(old, change)
@@ -391,8 +390,17 @@ class SandboxRuntime:
         return manifest
 
     async def restore(
-        self, archive: Path, name: str, actor: str = "api", agent: str | None = None
+        self,
+        archive: Path,
+        name: str,
+        actor: str = "api",
+        agent: str | None = None,
+        archive_policy: bool = False,
     ) -> dict[str, Any]:
+        """A new sandbox with the archive's workspace, under the current policy file. The
+        archive's own policy (whoever made the archive chose it: the uid, host binds, where
+        credentials go) applies only when `archive_policy` says so; its difference from the
+        current one is returned for a person to read either way."""
         check_name(name)
         if name in self.boxes or await asyncio.to_thread(self.records.get, name) is not None:
             raise SandboxError(
@@ -401,10 +409,19 @@ class SandboxRuntime:
         folder = self.workspaces / name
         if folder.exists() and any(folder.iterdir()):
             raise SandboxError(f"{folder} is not empty. fix: move it aside or pick another name")
-        policy_text = await asyncio.to_thread(snapshots.read, archive, folder)
-        info = await self.create(name, policy_text, folder, actor=actor, agent=agent)
-        self._audit(actor, "sandbox.restore", "ok", name, detail=str(archive))
-        return info
+        packed = await asyncio.to_thread(snapshots.read, archive, folder)
+        current = self.default_policy_text()
+        info = await self.create(name, packed if archive_policy else None, folder, actor=actor, agent=agent)
+        source = "the archive's policy" if archive_policy else "the current policy file"
+        self._audit(actor, "sandbox.restore", "ok", name, detail=f"{archive}, under {source}")
+        diff = "".join(
+            difflib.unified_diff(current.splitlines(True), packed.splitlines(True), "current", "archive")
+        )
+        return {
+            **info,
+            "policy_from": "archive" if archive_policy else "current",
+            "archive_policy_diff": diff,
+        }
 
     def _audit(self, actor: str, action: str, outcome: str, sandbox: str | None, **fields: Any) -> None:
         self.audit.record(AuditEntry(actor=actor, action=action, outcome=outcome, sandbox=sandbox, **fields))
