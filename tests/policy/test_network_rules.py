@@ -200,3 +200,20 @@ def test_rule_names_are_unique() -> None:
     )
     with pytest.raises(PolicyError, match="repeated: a"):
         parse_policy(text)
+
+
+@pytest.mark.parametrize(
+    "ip",
+    ["100.64.0.1", "168.63.129.16", "192.0.0.8", "198.18.0.1", "2001:db8::1", "fc00::1",
+     "2002:7f00:1::", "64:ff9b::7f00:1", "2001:0:4136:e378:8000:63bf:80ff:fffe", "::ffff:10.0.0.1"],
+)  # fmt: skip
+def test_special_purpose_addresses_and_ipv6_that_carry_them_are_refused(ip: str) -> None:
+    from hermitcrab.policy.network import address_problem
+
+    assert address_problem(ip, None) is not None
+
+
+def test_public_addresses_pass_the_address_filter() -> None:
+    from hermitcrab.policy.network import address_problem
+
+    assert address_problem("8.8.8.8", None) is None and address_problem("2606:4700::1111", None) is None

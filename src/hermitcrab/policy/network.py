@@ -18,7 +18,9 @@ from hermitcrab.policy.schema import HttpRule, NetworkPolicy, NetworkRule
 
 PRECEDENCE = {"deny": 0, "allow": 1, "ask": 2}
 # Cloud metadata endpoints are link-local or private already; named here for the message.
-METADATA_IPS = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200"})
+# Azure's wire server (168.63.129.16) is a public address that answers only from inside.
+METADATA_IPS = frozenset({"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "168.63.129.16"})
+NAT64 = ipaddress.ip_network("64:ff9b::/96")
 
 
 @dataclass(frozen=True)
@@ -135,27 +137,52 @@ def request_decision(rule: NetworkRule, method: str, path: str, query: dict[str,
 
 
 def address_problem(ip: str, rule: NetworkRule | None) -> str | None:
-    """Why the proxy must not connect to `ip`, or None. Loopback, private, link-local and
-    metadata addresses are refused unless the rule names them in allowed_ips."""
+    """Why the proxy must not connect to `ip`, or None. Loopback, private, link-local,
+    metadata and every other special-purpose address of IANA's registries (netaddr keeps
+    them) are refused unless the rule names them in allowed_ips; so is an IPv6 address that
+    carries one of those inside it (mapped, 6to4, Teredo, NAT64)."""
     address = ipaddress.ip_address(ip)
     if address.version == 6 and address.ipv4_mapped is not None:
         address = address.ipv4_mapped  # ::ffff:127.0.0.1 is 127.0.0.1
         ip = str(address)
     if rule is not None and any(address in ipaddress.ip_network(n, strict=False) for n in rule.allowed_ips):
         return None
-    if ip in METADATA_IPS:
-        kind = "a cloud metadata address"
-    elif address.is_loopback:
-        kind = "a loopback address"
-    elif address.is_link_local:
-        kind = "a link-local address"
-    elif address.is_private:
-        kind = "a private address"
-    elif address.is_multicast or address.is_reserved or address.is_unspecified:
-        kind = "a reserved address"
-    else:
-        return None
-    return f"{ip} is {kind}; only a rule listing it in allowed_ips may reach it"
+    for candidate in (address, *_carried(address)):
+        kind = _special(candidate)
+        if kind is not None:
+            inside = "" if candidate == address else f", which carries {candidate}"
+            return f"{ip} is {kind}{inside}; only a rule listing it in allowed_ips may reach it"
+    return None
+
+
+def _carried(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 one leads to: 6to4, Teredo (server and client), NAT64."""
+    if address.version != 6:
+        return []
+    carried = [address.sixtofour] if address.sixtofour else []
+    if address.teredo:
+        carried += list(address.teredo)
+    if address in NAT64:
+        carried.append(ipaddress.IPv4Address(int(address) & 0xFFFFFFFF))
+    return carried
+
+
+def _special(address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> str | None:
+    import netaddr
+
+    if str(address) in METADATA_IPS:
+        return "a cloud metadata address"
+    if address.is_loopback:
+        return "a loopback address"
+    if address.is_link_local:
+        return "a link-local address"
+    if address.is_private:
+        return "a private address"
+    if address.is_multicast or address.is_reserved or address.is_unspecified:
+        return "a reserved address"
+    if not netaddr.IPAddress(str(address)).is_global():
+        return "a special-purpose address (IANA registry)"
+    return None
 
 
 def credential_placeholder(name: str) -> str:
