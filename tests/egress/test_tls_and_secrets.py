@@ -154,3 +154,33 @@ def test_no_secret_rides_out_in_a_prompt(net, run, api) -> None:
     assert curl(net, run, "-d", '{"messages": "hi"}', url).stdout == BODY
     leak = curl(net, run, "-d", f'{{"messages": "remember {TOKEN}"}}', url)
     assert b"carries the secret 'github'" in leak.stdout, leak
+
+
+def test_a_big_body_is_screened_off_the_event_loop_and_a_huge_one_refused(net, run, api, monkeypatch) -> None:
+    """16 MiB of '%' to inference.local once stalled the gateway for 18 s: percent-decoding
+    it ran on the event loop. A big body is now screened on a worker thread, and one larger
+    than the gateway's API takes is refused before any screen."""
+    import threading
+
+    from hermitcrab.egress import proxy
+    from hermitcrab.egress.proxy import InferenceRoute
+
+    net.runtime.egress.inference = InferenceRoute("127.0.0.1", api.http_port, lambda: "t", 512 * 1024)
+    screened_on: list[int] = []
+    real = proxy.find_secret
+
+    def watched(values, *texts):  # type: ignore[no-untyped-def]
+        screened_on.append(threading.get_ident())
+        return real(values, *texts)
+
+    monkeypatch.setattr(proxy, "find_secret", watched)
+    loop_thread = threading.get_ident()  # the test's loop runs the proxy, on this thread
+    url = "http://inference.local/v1/chat/completions"
+    run(net.runtime.exec("box", ["sh", "-c", "head -c 300000 /dev/zero | tr '\\\\0' % > /tmp/big"]))
+    assert curl(net, run, "--data-binary", "@/tmp/big", url).stdout == BODY
+    assert screened_on and screened_on[-1] != loop_thread
+    small = curl(net, run, "-d", '{"messages": "hi"}', url)
+    assert small.stdout == BODY and screened_on[-1] == loop_thread  # a small one stays cheap inline
+    run(net.runtime.exec("box", ["sh", "-c", "head -c 600000 /dev/zero > /tmp/huge"]))
+    refused = curl(net, run, "-w", "%{http_code}", "--data-binary", "@/tmp/huge", url)
+    assert refused.stdout.endswith(b"413") and b"at most 524288 bytes" in refused.stdout

@@ -45,6 +45,9 @@ MAX_HEAD = http1.MAX_HEAD
 CHUNK = http1.CHUNK
 CONNECT_TIMEOUT_S = 10.0
 HEAD_TIMEOUT_S = 30.0
+# Requests up to this size are screened for secrets on the event loop (it takes
+# microseconds); larger ones on a worker thread.
+SCREEN_ON_LOOP_BYTES = 64 * 1024
 # Dials block (name resolution, connect): their own threads, not the loop's default pool,
 # which the rest of the gateway shares.
 _DIALS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="egress-dial")
@@ -64,6 +67,9 @@ class InferenceRoute:
     host: str
     port: int
     token: Callable[[], str]
+    # What the gateway's API would take (gateway.max_request_bytes); larger is refused here,
+    # before it costs a screen.
+    max_body_bytes: int = 1024 * 1024
 
 
 Release = Callable[[], None]
@@ -519,7 +525,7 @@ class EgressProxy:
                 )
             what = f"{request.method} https://{host}:{port}{url.path or '/'}"
             current = self._still_allowed(sandbox, network(), decision, host, port, what)
-            path, headers = self._screen(sandbox, current, request, url.path or "/", url.query, what)
+            path, headers = await self._screen(sandbox, current, request, url.path or "/", url.query, what)
             headers = _with_host(headers, host, port, 443)
             return Hop((host, port, True), what, current, _origin(path, url.query), headers)
 
@@ -538,10 +544,10 @@ class EgressProxy:
             path = url.path or "/"
             what = f"{request.method} http://{host}:{port}{path}"
             if host == INFERENCE_HOST:
-                return self._inference_hop(sandbox, request, path, url.query, what)
+                return await self._inference_hop(sandbox, request, path, url.query, what)
             decision = await self._decide(sandbox, network(), host, port, what)
             self._screen_host(sandbox, decision, what, host)
-            path, headers = self._screen(sandbox, decision, request, path, url.query, what)
+            path, headers = await self._screen(sandbox, decision, request, path, url.query, what)
             headers = _with_host(headers, host, port, 80)
             return Hop((host, port, False), what, decision, _origin(path, url.query), headers)
 
@@ -560,7 +566,9 @@ class EgressProxy:
             raise Refused(403, reason, now.rule_name)
         return NetDecision("allow", rule, decided.reason)  # an approval, once given, holds here
 
-    def _inference_hop(self, sandbox: str, request: http1.Request, path: str, query: str, what: str) -> Hop:
+    async def _inference_hop(
+        self, sandbox: str, request: http1.Request, path: str, query: str, what: str
+    ) -> Hop:
         """http://inference.local/v1/... goes to the gateway's model router, with the
         gateway's key added here: the sandbox holds no key, and reaches nothing else of
         the gateway (its control API stays out of reach)."""
@@ -572,11 +580,16 @@ class EgressProxy:
             raise Refused(
                 403, f"inference.local serves only {', '.join(sorted(INFERENCE_PATHS))}", INFERENCE_HOST
             )
+        if len(request.body) > route.max_body_bytes:
+            self._audit(sandbox, "denied", INFERENCE_HOST, what, f"a body of {len(request.body)} bytes")
+            raise Refused(
+                413, f"inference.local takes bodies of at most {route.max_body_bytes} bytes", INFERENCE_HOST
+            )
         dropped = {"authorization", "host", SANDBOX_HEADER.lower()}
         headers = [(k, v) for k, v in request.headers if k.lower() not in dropped]
         # The model may be a remote provider's: no secret rides out in a prompt either.
         inference = NetDecision("allow", None, "the gateway's model router")
-        self._screen_request(sandbox, inference, what, request, headers)
+        await self._screen_request(sandbox, inference, what, request, headers)
         headers += [
             ("Host", f"{route.host}:{route.port}"),
             ("Authorization", f"Bearer {route.token()}"),
@@ -662,7 +675,7 @@ class EgressProxy:
         reason = f"{hop.decision.reason}; {detail}" if hop.decision is not None else detail
         self._audit(sandbox, "allowed", rule, hop.what, reason)
 
-    def _screen(
+    async def _screen(
         self,
         sandbox: str,
         decision: NetDecision,
@@ -687,7 +700,7 @@ class EgressProxy:
         headers = request.headers
         if self.secrets is None:
             return path, headers
-        self._screen_request(sandbox, decision, what, request, headers)
+        await self._screen_request(sandbox, decision, what, request, headers)
         if rule is not None and rule.credentials:
             try:
                 secret = self.secrets.get(rule.credentials)
@@ -717,7 +730,7 @@ class EgressProxy:
         if self._in_host_name(host):  # then refuse, and say why
             self._screen_target(sandbox, decision, what, host.encode(), fold_case=True)
 
-    def _screen_request(
+    async def _screen_request(
         self,
         sandbox: str,
         decision: NetDecision,
@@ -725,26 +738,43 @@ class EgressProxy:
         request: http1.Request,
         headers: list[tuple[str, str]],
     ) -> None:
-        """No known secret in the target, the headers that go on, or the body."""
+        """No known secret in the target, the headers that go on, or the body. A big request
+        is read on a worker thread: decoding megabytes of '%' takes seconds, which on the
+        event loop would stall every sandbox and the gateway's API with it."""
         header_text = "\n".join(f"{k}: {v}" for k, v in headers).encode("latin-1")
-        self._screen_target(
-            sandbox, decision, what, request.target.encode("latin-1"), header_text, request.body
-        )
+        texts = (request.target.encode("latin-1"), header_text, request.body)
+        if sum(map(len, texts)) <= SCREEN_ON_LOOP_BYTES:
+            self._screen_target(sandbox, decision, what, *texts)
+            return
+        leaked = await asyncio.to_thread(self._leak, texts, False)
+        self._refuse_leak(sandbox, decision, what, leaked)
 
     def _screen_target(
         self, sandbox: str, decision: NetDecision, what: str, *texts: bytes, fold_case: bool = False
     ) -> None:
         """Refuse (and audit) a request whose target, headers or body carry a known secret."""
+        self._refuse_leak(sandbox, decision, what, self._leak(texts, fold_case))
+
+    def _leak(self, texts: tuple[bytes, ...], fold_case: bool) -> str | Exception | None:
+        """The secret the texts carry, the error that kept them from being read, or None."""
         if self.secrets is None:
-            return
+            return None
         try:
             values = self.secrets.values()
             if fold_case:
                 values = {name: value.lower() for name, value in values.items()}
-            leaked = find_secret(values, *texts)
+            return find_secret(values, *texts)
         except (SecretError, OSError, ValueError) as exc:
-            self._audit(sandbox, "failed", decision.rule_name, what, f"the secret store is unreadable: {exc}")
-            raise Refused(502, f"the secret store is unreadable: {exc}", decision.rule_name) from None
+            return exc
+
+    def _refuse_leak(
+        self, sandbox: str, decision: NetDecision, what: str, leaked: str | Exception | None
+    ) -> None:
+        if isinstance(leaked, Exception):
+            self._audit(
+                sandbox, "failed", decision.rule_name, what, f"the secret store is unreadable: {leaked}"
+            )
+            raise Refused(502, f"the secret store is unreadable: {leaked}", decision.rule_name)
         if leaked is not None:
             reason = f"the request carries the secret '{leaked}', which this endpoint is not bound to"
             self._audit(sandbox, "denied", decision.rule_name, what, f"exfiltration blocked: {reason}")

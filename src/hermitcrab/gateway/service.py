@@ -161,7 +161,7 @@ class Gateway:
             state_root=self.paths.sandboxes,
             approvals=self.approvals,
             secrets=SecretStore(self.paths.secrets),
-            inference=InferenceRoute(here, gateway.port, lambda: self.token),
+            inference=InferenceRoute(here, gateway.port, lambda: self.token, gateway.max_request_bytes),
         )
         self.egress = self.runtime.egress
         self._preload.append(asyncio.create_task(self.runtime.watch_policy_file(POLICY_POLL_SECONDS)))
