@@ -221,3 +221,20 @@ def test_an_approved_tunnel_carries_tls_end_to_end(net, run) -> None:
 
     assert run(approved()) == BODY
     assert [o for o, _, _ in net.network_audit()] == ["asked", "approved", "allowed"]
+
+
+def test_a_request_host_is_a_literal_name_never_a_pattern(net, run) -> None:
+    """A plain-HTTP request to '*.example.org' once matched an ask rule, and approving it
+    'always' wrote the wildcard into the policy."""
+    net.write_policy(
+        "    - name: ask-any\n      hosts: ['*.example.org']\n      ports: [80]\n      access: ask\n"
+    )
+    run(net.runtime.create("box"))
+    raw = (
+        "import http.client; c = http.client.HTTPConnection('127.0.0.1', 3128); "
+        "c.putrequest('GET', 'http://*.example.org/', skip_host=True); c.putheader('Host', 'x.example.org'); "
+        "c.endheaders(); r = c.getresponse(); print(r.status, r.read().decode())"
+    )
+    answer = run(net.runtime.exec("box", ["python3", "-c", raw])).stdout
+    assert answer.startswith(b"400") and b"is not a host name" in answer
+    assert net.approvals.pending() == [] and net.approvals.all() == []

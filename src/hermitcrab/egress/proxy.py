@@ -541,6 +541,8 @@ class EgressProxy:
                     400, f"the proxy forwards absolute http:// URLs (and CONNECT), not {request.target!r}"
                 )
             host, port = url.hostname.lower(), url.port or 80
+            if not HOST_NAME.fullmatch(host):  # literal names only, as a CONNECT's: no '*.example.org'
+                raise Refused(400, f"{url.hostname[:200]!r} is not a host name")
             path = url.path or "/"
             what = f"{request.method} http://{host}:{port}{path}"
             if host == INFERENCE_HOST:

@@ -14,7 +14,7 @@ from hermitcrab.agent.turns import TurnRunner
 from hermitcrab.approvals import Approval, Approvals
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
-from hermitcrab.errors import GatewayError
+from hermitcrab.errors import GatewayError, PolicyError
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.parts import build_agents, tool_entry
 from hermitcrab.inference import Provider, build_provider
@@ -196,8 +196,12 @@ class Gateway:
                 approval.sandbox, tool_entry(approval.subject), actor=approval.decided_by or "api"
             )
             return
+        if "*" in approval.host:  # a rule for more than the one host a person was shown: never
+            raise PolicyError(
+                f"'{approval.host}' is not one host; approve it once, or write the rule yourself"
+            )
         rule: dict[str, Any] = {
-            "name": f"approved-{approval.host.replace('*', 'any')}-{approval.port}",
+            "name": f"approved-{approval.host}-{approval.port}",
             "hosts": [approval.host],
             "ports": [approval.port],
             "access": "allow",
