@@ -158,3 +158,15 @@ def test_restore_applies_the_current_policy_not_the_archives(running: Paths, tmp
     asked = hc(running, "sandbox", "restore", str(archive), "theirs", "--archive-policy")
     assert asked.returncode == 0 and "Under the archive's own policy" in asked.stdout
     assert hc(running, "sandbox", "exec", "theirs", "--", "id", "-u").stdout == "4242\n"
+
+
+def test_create_refuses_a_workspace_folder_with_someone_elses_files(running: Paths, tmp_path: Path) -> None:
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "cat.jpg").write_bytes(b"meow")
+    owner = mine.stat().st_uid
+    refused = hc(running, "sandbox", "create", "grab", "--workspace", str(mine))
+    assert refused.returncode == 1 and "is not empty" in refused.stderr
+    assert (mine / "cat.jpg").stat().st_uid == owner == mine.stat().st_uid  # nothing was chowned
+    fresh = tmp_path / "fresh"
+    assert hc(running, "sandbox", "create", "ok", "--workspace", str(fresh)).returncode == 0

@@ -59,6 +59,15 @@ def routes(gw: Gateway) -> list[Route]:
         data = await body(request)
         name = _string(data, "name")
         workspace = data.get("workspace")
+        if workspace and _has_entries(Path(workspace)):
+            # The sandbox's uid takes over its workspace (chown): never a tree of someone's
+            # that HermitCrab did not make, whose owners would not come back.
+            raise ApiError(
+                400,
+                "workspace_not_empty",
+                f"{workspace} is not empty, and a sandbox's workspace becomes the sandbox user's. "
+                "fix: name an empty or new folder, or copy what the sandbox needs into one",
+            )
         info = await (await runtime()).create(
             name,
             policy_text=data.get("policy"),
@@ -251,3 +260,10 @@ def _string(data: dict[str, Any], key: str) -> str:
 def _actor(data: dict[str, Any]) -> str:
     actor = data.get("actor", "api")
     return actor if isinstance(actor, str) and actor else "api"
+
+
+def _has_entries(folder: Path) -> bool:
+    try:
+        return any(folder.iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return False
