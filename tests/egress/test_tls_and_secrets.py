@@ -184,3 +184,16 @@ def test_a_big_body_is_screened_off_the_event_loop_and_a_huge_one_refused(net, r
     run(net.runtime.exec("box", ["sh", "-c", "head -c 600000 /dev/zero > /tmp/huge"]))
     refused = curl(net, run, "-w", "%{http_code}", "--data-binary", "@/tmp/huge", url)
     assert refused.stdout.endswith(b"413") and b"at most 524288 bytes" in refused.stdout
+
+
+def test_a_credential_never_goes_out_in_clear_text(net, run, api) -> None:
+    """A plain http:// request to the port of a rule that binds a credential once went out
+    over plain TCP with the secret in it."""
+    net.write_policy(
+        f"    - name: bound\n      hosts: [localhost]\n      ports: [{api.http_port}]\n"
+        "      allowed_ips: [127.0.0.1]\n      tls: terminate\n      credentials: github\n"
+    )
+    assert net.runtime.reload_policy()["applied"]
+    result = curl(net, run, "-w", "%{http_code}", f"http://localhost:{api.http_port}/headers")
+    assert result.stdout.endswith(b"403") and b"never in clear text" in result.stdout
+    assert TOKEN.encode() not in result.stdout

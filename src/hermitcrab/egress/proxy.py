@@ -525,7 +525,9 @@ class EgressProxy:
                 )
             what = f"{request.method} https://{host}:{port}{url.path or '/'}"
             current = self._still_allowed(sandbox, network(), decision, host, port, what)
-            path, headers = await self._screen(sandbox, current, request, url.path or "/", url.query, what)
+            path, headers = await self._screen(
+                sandbox, current, request, url.path or "/", url.query, what, encrypted=True
+            )
             headers = _with_host(headers, host, port, 443)
             return Hop((host, port, True), what, current, _origin(path, url.query), headers)
 
@@ -549,7 +551,9 @@ class EgressProxy:
                 return await self._inference_hop(sandbox, request, path, url.query, what)
             decision = await self._decide(sandbox, network(), host, port, what)
             self._screen_host(sandbox, decision, what, host)
-            path, headers = await self._screen(sandbox, decision, request, path, url.query, what)
+            path, headers = await self._screen(
+                sandbox, decision, request, path, url.query, what, encrypted=False
+            )
             headers = _with_host(headers, host, port, 80)
             return Hop((host, port, False), what, decision, _origin(path, url.query), headers)
 
@@ -685,9 +689,11 @@ class EgressProxy:
         path: str,
         query: str,
         what: str,
+        encrypted: bool,
     ) -> tuple[str, list[tuple[str, str]]]:
         """L7 rules, then secrets: none may leave except the one this rule binds, which the
-        proxy itself adds. Returns the path (normalised) and the headers to send on."""
+        proxy itself adds, and only over TLS it verifies (`encrypted`). Returns the path
+        (normalised) and the headers to send on."""
         rule = decision.rule
         path, problem = normalise_path(path)
         if rule is not None and (rule.allow or rule.deny):
@@ -704,6 +710,13 @@ class EgressProxy:
             return path, headers
         await self._screen_request(sandbox, decision, what, request, headers)
         if rule is not None and rule.credentials:
+            if not encrypted:
+                reason = (
+                    f"rule '{rule.name}' binds the credential '{rule.credentials}', which goes only over TLS "
+                    "the proxy verifies, never in clear text. fix: use https://"
+                )
+                self._audit(sandbox, "denied", decision.rule_name, what, reason)
+                raise Refused(403, reason, decision.rule_name)
             try:
                 secret = self.secrets.get(rule.credentials)
             except SecretError as exc:
