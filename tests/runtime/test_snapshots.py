@@ -128,3 +128,50 @@ def test_not_an_archive(runtime, run, env) -> None:
     junk.write_bytes(b"not a tarball")
     with pytest.raises(SandboxError, match="not a readable snapshot"):
         run(runtime.restore(junk, "copy"))
+
+
+def test_links_the_sandbox_made_come_back_as_links(runtime, run, env) -> None:
+    """An absolute link (as the sandbox sees paths) and a hard link once made restore fail
+    halfway, leaving part of the workspace behind."""
+    run(runtime.create("links"))
+    script = "echo one > a && ln a hard && ln -s /workspace/a abs && mkdir d && ln -s ../a d/rel"
+    run(runtime.exec("links", ["sh", "-c", script]))
+    archive = env.root / "links.tar.gz"
+    run(runtime.snapshot("links", archive))
+    run(runtime.restore(archive, "back"))
+    result = run(runtime.exec("back", ["sh", "-c", "cat a hard abs d/rel; readlink abs"]))
+    assert result.stdout == b"one\none\none\none\n/workspace/a\n"
+
+
+def test_a_restore_that_is_refused_leaves_nothing_behind(runtime, run, env) -> None:
+    import hashlib
+
+    run(runtime.create("half"))
+    run(runtime.exec("half", ["sh", "-c", "echo one > a"]))
+    archive = env.root / "half.tar.gz"
+    run(runtime.snapshot("half", archive))
+    # An archive whose second file would be written through a link out of the workspace.
+    with tarfile.open(archive) as tar:
+        members = [(m, tar.extractfile(m).read() if m.isfile() else b"") for m in tar.getmembers()]
+    out = env.root / "outside"
+    out.mkdir()
+    link = tarfile.TarInfo("workspace/l")
+    link.type, link.linkname = tarfile.SYMTYPE, str(out)
+    payload = b"written through the link"
+    through = tarfile.TarInfo("workspace/l/x")
+    through.size = len(payload)
+    manifest = json.loads(next(d for m, d in members if m.name == "manifest.json"))
+    manifest["files"]["workspace/l/x"] = hashlib.sha256(payload).hexdigest()
+    body = json.dumps(manifest).encode()
+    hostile = env.root / "hostile.tar.gz"
+    with tarfile.open(hostile, "w:gz") as tar:
+        for member, data in members:
+            if member.name == "manifest.json":
+                member.size, data = len(body), body
+            tar.addfile(member, io.BytesIO(data) if member.isfile() else None)
+        tar.addfile(link)
+        tar.addfile(through, io.BytesIO(payload))
+    with pytest.raises(SandboxError, match="restored nothing"):
+        run(runtime.restore(hostile, "copy"))
+    assert not (out / "x").exists()
+    assert not (env.root / "w" / "copy").exists() or not any((env.root / "w" / "copy").iterdir())

@@ -3,10 +3,12 @@ manifest of SHA-256 checksums that `read` verifies before anything is restored."
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import io
 import json
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -51,8 +53,13 @@ def write(archive: Path, name: str, workspace: Path, policy_text: str, version: 
                 if path.is_symlink() or path.is_dir():
                     tar.add(path, arcname=rel, recursive=False)
                 elif path.is_file():
-                    data = path.read_bytes()
                     info = tar.gettarinfo(path, arcname=rel)
+                    if info.islnk():  # another name of a file already in: kept as a hard link
+                        info.uid = info.gid = 0
+                        info.uname = info.gname = ""
+                        tar.addfile(info)
+                        continue
+                    data = path.read_bytes()
                     info.uid = info.gid = 0
                     info.uname = info.gname = ""
                     tar.addfile(info, io.BytesIO(data))
@@ -100,19 +107,39 @@ def read(archive: Path, workspace: Path) -> str:
         missing = set(expected) - seen
         if missing:
             raise SandboxError(f"{archive}: missing {', '.join(sorted(missing))}; the archive is incomplete")
-        workspace.mkdir(parents=True, exist_ok=True)
         prefix = f"{WORKSPACE}/"
         members = []
         for member in tar.getmembers():
             if member.name.startswith(prefix):
                 member.name = member.name[len(prefix) :]
+                if member.islnk() and member.linkname.startswith(prefix):
+                    member.linkname = member.linkname[len(prefix) :]  # hard links name members
                 members.append(member)
-        # The 'data' filter refuses absolute paths, '..', device files and links leaving the folder.
+        # All or nothing: unpacked beside the workspace, then renamed into place.
+        workspace.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".restore-", dir=workspace.parent))
         try:
-            tar.extractall(workspace, members=members, filter="data")
+            tar.extractall(staging, members=members, filter=_keep_links)
+            if workspace.exists():
+                workspace.rmdir()  # empty (the runtime checked): the staged one takes its place
+            staging.rename(workspace)
         except tarfile.FilterError as exc:
-            raise SandboxError(f"{archive}: refused to unpack: {exc}") from None
+            raise SandboxError(f"{archive}: refused to unpack, and restored nothing: {exc}") from None
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
         return _member_bytes(tar, POLICY).decode()
+
+
+def _keep_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
+    """tarfile's 'data' filter (no absolute paths, no '..', no devices, nothing written
+    through a link out of the folder), except that a symbolic link is kept as the sandbox
+    made it: its target is read inside the sandbox, where /workspace is the workspace."""
+    if member.issym():
+        probe = copy.copy(member)  # the link's own name must stay in the folder
+        probe.type, probe.linkname = tarfile.REGTYPE, ""
+        tarfile.data_filter(probe, dest)
+        return member.replace(uid=None, gid=None, uname=None, gname=None, deep=False)
+    return tarfile.data_filter(member, dest)
 
 
 def _member_bytes(tar: tarfile.TarFile, name: str) -> bytes:
