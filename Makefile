@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HC := $(BIN)/hermitcrab
 HELLO := Say hello in one short sentence.
 
-.PHONY: up test install bwrap lint down bench clean
+.PHONY: up test install install-dev bwrap lint down bench clean
 .DEFAULT_GOAL := help
 
 help:
@@ -16,11 +16,17 @@ help:
 	@echo "make bench  measure start-up, memory and turn latency"
 	@echo "make down   stop the assistant"
 
+# The assistant's own dependencies; the test tools (pytest, ruff, Playwright) only for `make test`.
 install: $(VENV)/.installed
+install-dev: $(VENV)/.installed-dev
 
 $(VENV)/.installed: pyproject.toml scripts/install.sh
 	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/install.sh
 	@touch $@
+
+$(VENV)/.installed-dev: pyproject.toml scripts/install.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) EXTRAS=dev scripts/install.sh
+	@touch $@ $(VENV)/.installed
 
 bwrap:
 	@scripts/ensure-bwrap.sh
@@ -40,11 +46,11 @@ up: install bwrap
 down:
 	@$(HC) down
 
-test: install
+test: install-dev
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
-bench: install
+bench: install-dev
 	$(BIN)/python bench/startup.py
 
 clean:

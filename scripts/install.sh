@@ -5,6 +5,8 @@
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
+# `make up` installs what the assistant runs on; `make test` adds the test tools (dev).
+EXTRAS=${EXTRAS:-}
 say() { printf '==> %s\n' "$*"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -23,8 +25,10 @@ if ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
         | sed -u -E 's/^\s*(\[ *[0-9]+%\]).*\/([^/ ]+\.(c|cpp|o))$/   \1 \2/'
 fi
 
-say "installing HermitCrab and its dependencies"
-"${PIP[@]}" install --progress-bar on -e '.[dev]' 2>&1 \
+TARGET="."
+[ -n "$EXTRAS" ] && TARGET=".[$EXTRAS]"
+say "installing HermitCrab and its dependencies${EXTRAS:+ (with $EXTRAS)}"
+"${PIP[@]}" install --progress-bar on -e "$TARGET" 2>&1 \
     | { grep -v -E '^\s*(Requirement already satisfied|Obtaining|Checking if build|WARNING: Location)' || true; }
 "$VENV/bin/python" -c 'import hermitcrab, llama_cpp' || { echo "install failed: see the output above" >&2; exit 1; }
 say "installed: $("$VENV/bin/hermitcrab" --help >/dev/null && echo "$VENV/bin/hermitcrab")"
