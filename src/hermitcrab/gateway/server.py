@@ -94,7 +94,7 @@ def serve(paths: Paths, foreground: bool) -> None:
 
         gateway = Gateway(paths, config)
         log.info("gateway starting", extra={"url": gateway.url, "pid": os.getpid()})
-        server = uvicorn.Server(
+        server = _idle_server_class(uvicorn.Server)(
             uvicorn.Config(
                 build_app(gateway),
                 host=gateway_config.host,
@@ -102,6 +102,7 @@ def serve(paths: Paths, foreground: bool) -> None:
                 log_config=None,
                 access_log=False,
                 lifespan="on",
+                date_header=False,  # it would be refreshed by a tick the idle server does not run
                 timeout_graceful_shutdown=int(gateway_config.shutdown_timeout_seconds),
             )
         )
@@ -111,3 +112,26 @@ def serve(paths: Paths, foreground: bool) -> None:
         log.info("gateway stopped", extra={"pid": os.getpid()})
     finally:
         pidfile.release()
+
+
+def _idle_server_class(base: type) -> type:
+    """uvicorn's server wakes ten times a second to look for a shutdown request; this one
+    sleeps until a signal asks for it, so that an idle gateway is idle."""
+    import asyncio
+
+    class IdleServer(base):  # type: ignore[misc, valid-type]
+        _stop: asyncio.Event | None = None
+        _loop: asyncio.AbstractEventLoop | None = None
+
+        async def main_loop(self) -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            if not self.should_exit:
+                await self._stop.wait()
+
+        def handle_exit(self, sig: int, frame: object) -> None:
+            super().handle_exit(sig, frame)
+            if self._loop is not None and self._stop is not None:
+                self._loop.call_soon_threadsafe(self._stop.set)
+
+    return IdleServer

@@ -31,7 +31,7 @@ log = logging.getLogger("hermitcrab.gateway")
 
 APPROVALS_CHANNEL = "_approvals"  # not a valid session id: no session stream can receive these
 RUNTIME_DELAY_SECONDS = 0.05  # after the lifespan start-up: the server is listening by then
-POLICY_POLL_SECONDS = 0.05  # a policy file change applies within this (plus a parse)
+POLICY_POLL_SECONDS = 0.5  # where inotify is missing: a policy file change applies within this
 
 
 class Gateway:

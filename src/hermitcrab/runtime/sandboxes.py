@@ -70,7 +70,6 @@ class SandboxRuntime:
         self._locks: dict[str, asyncio.Lock] = {}
         self.egress = egress
         self.policy_error: str | None = None  # the last reload's error; the last good policy stays
-        self._policy_stamp: tuple[int, int, int] | None = None
 
     def _lock(self, name: str) -> asyncio.Lock:
         return self._locks.setdefault(name, asyncio.Lock())
@@ -298,18 +297,13 @@ class SandboxRuntime:
         in_force = sorted(name for name, m in self.boxes.items() if m.follows_file and m.version == version)
         return {"applied": True, "version": version, "sandboxes": in_force, "needs_recreate": needs_recreate}
 
-    async def watch_policy_file(self, interval: float) -> None:
-        """Poll the file's identity; a change applies to new connections at once."""
-        while True:
-            try:
-                info = self.policy_file.stat()
-                stamp: tuple[int, int, int] | None = (info.st_mtime_ns, info.st_size, info.st_ino)
-            except FileNotFoundError:
-                stamp = None
-            if stamp != self._policy_stamp:
-                self.reload_policy()  # the first pass too: a file broken at start-up is reported
-                self._policy_stamp = stamp
-            await asyncio.sleep(interval)
+    async def watch_policy_file(self, poll_seconds: float) -> None:
+        """Apply the policy file whenever it changes (inotify: no wake-up while it does
+        not; polled every `poll_seconds` where inotify is missing). The first pass reports
+        a file broken at start-up."""
+        from hermitcrab.runtime.watch import watch
+
+        await watch(self.policy_file, self.reload_policy, poll_seconds)
 
     def add_network_rule(self, sandbox: str, rule: dict[str, Any], actor: str) -> None:
         """Write a rule into the sandbox's policy (the file, keeping its comments, or the
