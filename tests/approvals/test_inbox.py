@@ -68,3 +68,22 @@ def test_a_wait_that_is_cancelled_closes_the_approval(tmp_path) -> None:
     with pytest.raises(ApprovalError, match="already expired"):
         inbox.decide(approval_id, allow=True)
     store.close()
+
+
+def test_a_sandbox_cannot_flood_the_inbox_and_decided_ones_are_let_go(tmp_path) -> None:
+    store = Store(tmp_path / "state.db")
+    inbox = Approvals(records=store.approvals, max_pending=3, keep_decided=2)
+
+    async def flood() -> list[str]:
+        asked = [
+            inbox.open("network", "noisy", {"host": f"h{i}", "port": 80, "rule": "r"}, 60) for i in range(5)
+        ]
+        inbox.open("network", "quiet", {"host": "q", "port": 80, "rule": "r"}, 60)  # another sandbox: its own
+        return [a.state for a in asked]
+
+    states = asyncio.run(flood())
+    assert states == ["pending", "pending", "pending", "denied", "denied"]
+    assert len(inbox.pending()) == 4
+    assert len([a for a in inbox.all() if a.state != "pending"]) == 2  # only the newest decided stay
+    assert len(store.approvals.recent()) == 6  # the store keeps every one
+    store.close()

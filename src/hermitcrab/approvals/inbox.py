@@ -84,7 +84,14 @@ class Approvals:
         on_change: Callable[[Approval], None] | None = None,
         on_always: Callable[[Approval], None] | None = None,
         records: ApprovalRecords | None = None,
+        max_pending: int = 32,
+        keep_decided: int = 500,
     ) -> None:
+        # A sandbox can ask faster than a person reads: past `max_pending` of its own, a new
+        # question is denied at once. Decided ones are kept (in memory) up to `keep_decided`;
+        # the store keeps them all.
+        self.max_pending = max_pending
+        self.keep_decided = keep_decided
         self._items: dict[str, Approval] = {}
         self._ids = itertools.count(1)
         self._on_change = on_change or (lambda approval: None)
@@ -126,7 +133,11 @@ class Approvals:
             session_id=session_id,
         )
         approval._future = asyncio.get_running_loop().create_future()
+        waiting = sum(1 for a in self._items.values() if a.state == "pending" and a.sandbox == sandbox)
         self._items[approval.id] = approval
+        if waiting >= self.max_pending:
+            self._end(approval, "denied", f"{waiting} requests of this sandbox already wait for a person")
+            return approval
         self._save(approval)
         self._on_change(approval)
         return approval
@@ -185,6 +196,9 @@ class Approvals:
         approval.reason = reason
         self._save(approval)
         self._on_change(approval)
+        decided = [key for key, a in self._items.items() if a.state != "pending"]
+        for key in decided[: max(len(decided) - self.keep_decided, 0)]:  # oldest first
+            del self._items[key]
 
     def _save(self, approval: Approval) -> None:
         if self._records is not None:

@@ -20,6 +20,8 @@ class GatewayConfig(StrictModel):
     max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     turn_timeout_seconds: float = Field(600.0, gt=0)
     startup_timeout_seconds: float = Field(30.0, gt=0)
+    # Questions one sandbox may have waiting for a person at once; more are denied at once.
+    max_pending_approvals: int = Field(32, ge=1, le=10000)
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
 
 

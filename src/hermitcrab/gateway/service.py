@@ -150,7 +150,10 @@ class Gateway:
             return
         # The inbox of held decisions: what a previous run left pending is closed here.
         self.approvals = Approvals(
-            on_change=self._approval_changed, on_always=self._approved_always, records=self.db.approvals
+            on_change=self._approval_changed,
+            on_always=self._approved_always,
+            records=self.db.approvals,
+            max_pending=self.config.gateway.max_pending_approvals,
         )
         gateway = self.config.gateway
         here = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
