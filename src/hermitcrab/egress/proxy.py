@@ -45,6 +45,7 @@ MAX_HEAD = http1.MAX_HEAD
 CHUNK = http1.CHUNK
 CONNECT_TIMEOUT_S = 10.0
 HEAD_TIMEOUT_S = 30.0
+MAX_REFUSALS_PER_CONNECTION = 16  # then the connection is closed
 # Requests up to this size are screened for secrets on the event loop (it takes
 # microseconds); larger ones on a worker thread.
 SCREEN_ON_LOOP_BYTES = 64 * 1024
@@ -610,6 +611,7 @@ class EgressProxy:
         screened), sent on, and answered; a refused request is answered and the next one
         read. The server's connection is kept for the next request to the same place."""
         up: Upstream | None = None
+        refusals = 0
         try:
             while True:
                 try:
@@ -643,9 +645,15 @@ class EgressProxy:
                     await up.send(request.method, hop.origin, hop.headers, request.body)
                     status, reason, headers = await up.response()
                 except Refused as refused:
+                    # Refusals are answered and the connection kept, but not for ever: a
+                    # pipeline of refused requests would be a flood of audit entries.
+                    refusals += 1
+                    last = refusals >= MAX_REFUSALS_PER_CONNECTION
                     await down.refuse(
-                        refused.status, refused.reason, [(RULE_HEADER, refused.rule or "-")], False
+                        refused.status, refused.reason, [(RULE_HEADER, refused.rule or "-")], last
                     )
+                    if last:
+                        return
                     continue
                 except (ConnectionError, OSError) as exc:
                     if up is not None:

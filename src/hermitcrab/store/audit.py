@@ -46,9 +46,28 @@ BATCH_WINDOW_S = 0.05
 INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
 
+# What a sandbox controls (its argv, a request's target) is audited, but only so much of it:
+# one refused 60 KB request line a time, pipelined, once grew the store by 174 MB in 3 s.
+MAX_FIELD_CHARS = 2048
+MAX_DETAIL_CHARS = 16 * 1024  # a policy diff fits
+
+
+def _capped(text: str | None, limit: int) -> str | None:
+    if text is None or len(text) <= limit:
+        return text
+    return f"{text[:limit]}… [{len(text)} characters in all]"
+
+
 def _values(entry: AuditEntry) -> list[Any]:
     values = [getattr(entry, c) for c in COLUMNS]
-    values[COLUMNS.index("argv")] = json.dumps(entry.argv) if entry.argv is not None else None
+    for index, column in enumerate(COLUMNS):
+        if isinstance(values[index], str):
+            values[index] = _capped(
+                values[index], MAX_DETAIL_CHARS if column == "detail" else MAX_FIELD_CHARS
+            )
+    if entry.argv is not None:
+        argv = json.dumps([_capped(str(a), MAX_FIELD_CHARS) for a in entry.argv][:64])
+        values[COLUMNS.index("argv")] = argv
     return values
 
 
