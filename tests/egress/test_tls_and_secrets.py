@@ -197,3 +197,11 @@ def test_a_credential_never_goes_out_in_clear_text(net, run, api) -> None:
     result = curl(net, run, "-w", "%{http_code}", f"http://localhost:{api.http_port}/headers")
     assert result.stdout.endswith(b"403") and b"never in clear text" in result.stdout
     assert TOKEN.encode() not in result.stdout
+
+
+def test_a_method_override_header_never_reaches_a_server_under_l7_rules(net, run, api) -> None:
+    """A GET the rule allows, that a framework would run as DELETE."""
+    url = f"https://localhost:{api.https_port}/repos/kelp/reef"
+    result = curl(net, run, "-w", "%{http_code}", "-H", "X-HTTP-Method-Override: DELETE", url)
+    assert result.stdout.endswith(b"400") and b"another method than the rule saw" in result.stdout
+    assert curl(net, run, url).stdout == f"GET /repos/kelp/reef auth=Bearer {TOKEN}\n".encode()

@@ -45,6 +45,8 @@ MAX_HEAD = http1.MAX_HEAD
 CHUNK = http1.CHUNK
 CONNECT_TIMEOUT_S = 10.0
 HEAD_TIMEOUT_S = 30.0
+# Headers some frameworks read as the request's real method: under L7 rules, never passed.
+METHOD_OVERRIDES = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 MAX_REFUSALS_PER_CONNECTION = 16  # then the connection is closed
 # Requests up to this size are screened for secrets on the event loop (it takes
 # microseconds); larger ones on a worker thread.
@@ -705,6 +707,11 @@ class EgressProxy:
         rule = decision.rule
         path, problem = normalise_path(path)
         if rule is not None and (rule.allow or rule.deny):
+            override = next((k for k, _ in request.headers if k.lower() in METHOD_OVERRIDES), None)
+            if override is not None:
+                reason = f"{override} would make the server read another method than the rule saw"
+                self._audit(sandbox, "denied", decision.rule_name, what, reason)
+                raise Refused(400, reason, decision.rule_name)
             if problem:
                 reason = f"the path {path[:200]!r} is ambiguous ({problem}); send it normalised"
                 self._audit(sandbox, "denied", decision.rule_name, what, reason)

@@ -48,8 +48,17 @@ def connection_decision(network: NetworkPolicy, host: str, port: int) -> NetDeci
         return NetDecision(
             network.default, None, f"no rule matches {host}:{port}; network.default is {network.default}"
         )
-    rule = min(matching, key=lambda r: PRECEDENCE[r.access])
+    rule = min(matching, key=lambda r: _precedence(r, host))
     return NetDecision(rule.access, rule, f"rule '{rule.name}' says {rule.access} for {host}:{port}")
+
+
+def _precedence(rule: NetworkRule, host: str) -> tuple[int, bool, bool]:
+    """deny, then allow, then ask; between rules of one access the most specific wins: a host
+    named exactly over a wildcard, then a rule with L7 checks or a credential over a bare
+    one (a broad rule listed first must not switch a later rule's checks off); then order."""
+    exact = host in rule.hosts
+    constrained = bool(rule.allow or rule.deny or rule.credentials)
+    return PRECEDENCE[rule.access], not exact, not constrained
 
 
 @lru_cache(maxsize=512)
@@ -116,12 +125,17 @@ def normalise_path(path: str) -> tuple[str, str | None]:
     for encoded, meaning in (("%2F", "an encoded /"), ("%5C", "an encoded \\"), ("%25", "an encoded %")):
         if encoded in path:
             return path, f"it holds {meaning} ({encoded})"
+    if re.search(r"%(?:[01][0-9A-F]|7F)", path):
+        return path, "it holds an encoded control character"
+    if re.search(r"%20(?:/|$)|/%20", path):  # /admin%20 is /admin to a server that trims
+        return path, "a segment begins or ends with an encoded space (a server may trim it)"
     segments = path.split("/")[1:]
     for index, segment in enumerate(segments):
-        bare = segment.split(";", 1)[0]  # some servers drop ;parameters: /..;/ is /../
-        if bare in (".", ".."):
+        if ";" in segment:  # servers differ: some drop ;parameters (/admin;x is /admin), some keep them
+            return path, f"it holds a ';' parameter in '{segment}'"
+        if segment in (".", ".."):
             return path, f"it holds a '{segment}' segment"
-        if not bare and index < len(segments) - 1:
+        if not segment and index < len(segments) - 1:
             return path, "it holds an empty segment (//)"
     return path, None
 
