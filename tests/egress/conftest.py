@@ -26,6 +26,7 @@ from hermitcrab.store import Store
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 BODY = b"hello from the host\n"
+RECEIVED_AUTH: list[str | None] = []
 
 
 class Handler(http.server.BaseHTTPRequestHandler):
@@ -37,6 +38,7 @@ class Handler(http.server.BaseHTTPRequestHandler):
         self.connection_number = next(self.connections)  # one handler per connection
 
     def do_GET(self) -> None:
+        RECEIVED_AUTH.append(self.headers.get("Authorization"))  # what arrived, whatever went back
         length = int(self.headers.get("Content-Length") or 0)
         received = self.rfile.read(length) if length else b""
         # /echo shows what arrived, so tests can see what the proxy added or removed.

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from hermitcrab.egress.secrets import Secret
-from tests.egress.conftest import BODY, local_rule
+from tests.egress.conftest import BODY, RECEIVED_AUTH, local_rule
 
 TOKEN = "ghp_s3cr3tT0kenV4lue"
+MASKED = "*" * len(TOKEN)  # what the sandbox sees of it when a server echoes it back
 
 
 @pytest.fixture
@@ -34,21 +35,22 @@ def test_the_credential_is_injected_and_never_seen_inside(net, run, api) -> None
     # No -k: curl trusts the sandbox CA through CURL_CA_BUNDLE, as every TLS stack does.
     result = curl(net, run, f"https://localhost:{api.https_port}/repos/kelp/reef")
     assert result.exit_code == 0, result
-    assert result.stdout == f"GET /repos/kelp/reef auth=Bearer {TOKEN}\n".encode()
+    assert result.stdout == f"GET /repos/kelp/reef auth=Bearer {MASKED}\n".encode()
+    assert RECEIVED_AUTH[-1] == f"Bearer {TOKEN}"  # the server had the real one
     env = run(net.runtime.exec("box", ["sh", "-c", "env; cat /proc/self/environ"]))
     assert TOKEN.encode() not in env.stdout
     search = run(net.runtime.exec("box", ["grep", "-rl", TOKEN, "/workspace", "/tmp", "/etc", "/run"]))
     assert search.stdout == b""
     fetch = f"import urllib.request; print(urllib.request.urlopen('https://localhost:{api.https_port}/repos/a/b').read())"
     python = run(net.runtime.exec("box", ["python3", "-c", fetch]))
-    assert f"auth=Bearer {TOKEN}".encode() in python.stdout
+    assert f"auth=Bearer {MASKED}".encode() in python.stdout and RECEIVED_AUTH[-1] == f"Bearer {TOKEN}"
 
 
 def test_the_sandbox_cannot_choose_its_own_credential(net, run, api) -> None:
     forged = curl(
         net, run, "-H", "Authorization: Bearer forged", f"https://localhost:{api.https_port}/repos/a/b"
     )
-    assert forged.stdout == f"GET /repos/a/b auth=Bearer {TOKEN}\n".encode()
+    assert forged.stdout == f"GET /repos/a/b auth=Bearer {MASKED}\n".encode()
 
 
 def test_l7_rules_on_terminated_tls(net, run, api) -> None:
@@ -91,7 +93,7 @@ def test_the_sandbox_holds_a_placeholder_the_proxy_swaps(net, run, api) -> None:
     assert env.stdout == b"hermitcrab-placeholder-github\n"
     script = 'curl -sS -m 20 -H "Authorization: Bearer $HERMITCRAB_CREDENTIAL_GITHUB" "$0"'
     used = run(net.runtime.exec("box", ["sh", "-c", script, f"https://localhost:{api.https_port}/repos/a/b"]))
-    assert used.stdout == f"GET /repos/a/b auth=Bearer {TOKEN}\n".encode()
+    assert used.stdout == f"GET /repos/a/b auth=Bearer {MASKED}\n".encode()
 
 
 def test_a_secret_in_a_tunnels_host_name_never_leaves(net, run) -> None:
@@ -138,7 +140,8 @@ def test_the_host_and_credential_are_the_proxys_not_the_clients(net, run, api) -
         f"https://localhost:{s.https_port}/headers",
     ).stdout.decode()  # fmt: skip
     assert f"Host: localhost:{s.https_port}\n" in seen and "other-tenant" not in seen
-    assert f"Authorization: Bearer {TOKEN}\n" in seen  # Connection could not name it away
+    assert f"Authorization: Bearer {MASKED}\n" in seen and TOKEN not in seen  # echoed, masked
+    assert RECEIVED_AUTH[-1] == f"Bearer {TOKEN}"  # Connection could not name it away
     assert "X-Echo2: hermitcrab-placeholder-github\n" in seen  # a placeholder elsewhere stays one
     absolute = curl(net, run, "--request-target", "https://elsewhere.example/headers",
                     f"https://localhost:{s.https_port}/headers")  # fmt: skip
@@ -204,4 +207,27 @@ def test_a_method_override_header_never_reaches_a_server_under_l7_rules(net, run
     url = f"https://localhost:{api.https_port}/repos/kelp/reef"
     result = curl(net, run, "-w", "%{http_code}", "-H", "X-HTTP-Method-Override: DELETE", url)
     assert result.stdout.endswith(b"400") and b"another method than the rule saw" in result.stdout
-    assert curl(net, run, url).stdout == f"GET /repos/kelp/reef auth=Bearer {TOKEN}\n".encode()
+    assert curl(net, run, url).stdout == f"GET /repos/kelp/reef auth=Bearer {MASKED}\n".encode()
+
+
+def test_a_secret_split_between_chunks_is_masked_too() -> None:
+    import asyncio
+    import base64
+
+    from hermitcrab.egress.proxy import _masking
+
+    secrets = (TOKEN.encode(), base64.b64encode(TOKEN.encode()))
+    pieces = [b"echo: Bearer ghp_s3c", b"r3tT0k", b"enV4lue and ", base64.b64encode(TOKEN.encode())[:9],
+              base64.b64encode(TOKEN.encode())[9:] + b" end"]  # fmt: skip
+
+    async def stream():  # type: ignore[no-untyped-def]
+        for piece in pieces:
+            yield piece
+
+    async def read() -> bytes:
+        return b"".join([chunk async for chunk in _masking(stream(), secrets)])
+
+    out = asyncio.run(read())
+    assert len(out) == len(b"".join(pieces))  # lengths kept: a Content-Length stays true
+    assert TOKEN.encode() not in out and base64.b64encode(TOKEN.encode()) not in out
+    assert out.startswith(b"echo: Bearer ****") and out.endswith(b" end")

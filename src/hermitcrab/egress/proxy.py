@@ -9,6 +9,7 @@ the check and the connection, and no DNS ever leaves the sandbox.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import re
@@ -16,7 +17,7 @@ import socket
 import ssl
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -134,6 +135,9 @@ class Hop:
     decision: NetDecision | None  # None for inference.local
     origin: str  # path and query
     headers: list[tuple[str, str]]
+    # The credential the proxy added, in the forms a server could echo it back in: masked
+    # in the response, so that what the proxy injects never reaches the sandbox.
+    masked: tuple[bytes, ...] = ()
 
 
 @dataclass
@@ -532,7 +536,8 @@ class EgressProxy:
                 sandbox, current, request, url.path or "/", url.query, what, encrypted=True
             )
             headers = _with_host(headers, host, port, 443)
-            return Hop((host, port, True), what, current, _origin(path, url.query), headers)
+            masked = self._injected(current)
+            return Hop((host, port, True), what, current, _origin(path, url.query), headers, masked)
 
         await self._exchanges(sandbox, Downstream(reader, writer, self._budget(sandbox)), route)
 
@@ -663,7 +668,13 @@ class EgressProxy:
                         up = None
                     await down.refuse(502, f"the server failed: {exc}", [], close=True)
                     return
-                await down.respond(status, headers, up.body(), reason)
+                body = up.body()
+                if hop.masked:
+                    headers = [
+                        (k, _mask(v.encode("latin-1"), hop.masked).decode("latin-1")) for k, v in headers
+                    ]
+                    body = _masking(body, hop.masked)
+                await down.respond(status, headers, body, reason)
                 if not down.open:
                     return
         finally:
@@ -743,6 +754,16 @@ class EgressProxy:
             headers = [(k, v) for k, v in headers if k.lower() != secret.header.lower()]
             headers.append((secret.header, secret.header_value()))
         return path, headers
+
+    def _injected(self, decision: NetDecision) -> tuple[bytes, ...]:
+        rule = decision.rule
+        if rule is None or not rule.credentials or self.secrets is None:
+            return ()
+        try:
+            value = self.secrets.get(rule.credentials).value.encode()
+        except SecretError:
+            return ()
+        return (value, base64.b64encode(value))
 
     def _in_host_name(self, host: str) -> bool:
         """Whether a host name carries a known secret, in any case (names are resolved
@@ -877,6 +898,30 @@ def _split_host_port(target: str, default: int) -> tuple[str, int]:
     if not 0 < number < 65536 or not HOST_NAME.fullmatch(host):
         raise Refused(400, f"{target[:200]!r} is not a host:port")
     return host, number
+
+
+def _mask(data: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    """The same bytes with each secret overwritten by as many '*': lengths (and so a
+    Content-Length) stay right."""
+    for secret in secrets:
+        if secret:
+            data = data.replace(secret, b"*" * len(secret))
+    return data
+
+
+async def _masking(body: AsyncIterator[bytes], secrets: tuple[bytes, ...]) -> AsyncIterator[bytes]:
+    """A streamed body with the secrets masked, also where one is split between chunks: the
+    last len(longest) - 1 bytes wait for the next chunk."""
+    keep = max(len(s) for s in secrets) - 1
+    held = b""
+    async for chunk in body:
+        data = _mask(held + chunk, secrets)
+        cut = max(len(data) - keep, 0)
+        held = data[cut:]
+        if cut:
+            yield data[:cut]
+    if held:
+        yield _mask(held, secrets)
 
 
 def _refusal(refused: Refused) -> bytes:
