@@ -19,10 +19,11 @@ PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 if ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
     say "installing llama-cpp-python (the first time it compiles llama.cpp: about 5 minutes on 2 cores)"
     export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-    # -v shows cmake's "[ 42%] Building ..." lines; keep those and pip's own status lines.
+    # -v shows the build's "[ 42%] Building ..." (make) or "[12/143] Building ..." (Ninja) lines;
+    # keep those and pip's own status lines.
     "${PIP[@]}" install -v 'llama-cpp-python>=0.3' 2>&1 \
-        | { grep --line-buffered -E '^\s*\[ *[0-9]+%\]|^(Collecting|Downloading|Using cached|Building wheel|Created wheel|Successfully|ERROR)|error:' || true; } \
-        | sed -u -E 's/^\s*(\[ *[0-9]+%\]).*\/([^/ ]+\.(c|cpp|o))$/   \1 \2/'
+        | { grep --line-buffered -E '^\s*\[ *[0-9]+%\]|^\s*\[[0-9]+/[0-9]+\]|^(Collecting|Downloading|Using cached|Building wheel|Created wheel|Successfully|ERROR)|error:' || true; } \
+        | sed -u -E 's/^\s*(\[ *[0-9]+%\]|\[[0-9]+\/[0-9]+\]).*\/([^/ ]+\.(c|cpp|o))$/   \1 \2/'
 fi
 
 TARGET="."
