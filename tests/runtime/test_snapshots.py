@@ -175,3 +175,32 @@ def test_a_restore_that_is_refused_leaves_nothing_behind(runtime, run, env) -> N
         run(runtime.restore(hostile, "copy"))
     assert not (out / "x").exists()
     assert not (env.root / "w" / "copy").exists() or not any((env.root / "w" / "copy").iterdir())
+
+
+def test_a_folder_swapped_for_a_link_mid_snapshot_reads_nothing_of_the_host(tmp_path, monkeypatch) -> None:
+    """A process left in the sandbox waits for the snapshot, then swaps a folder for a link
+    to a host folder: root once archived what the link led to (the gateway token, secrets)."""
+    from hermitcrab.runtime import snapshots
+
+    workspace, host = tmp_path / "w", tmp_path / "host"
+    (workspace / "d").mkdir(parents=True)
+    (workspace / "b").write_text("mine")
+    (workspace / "d" / "a").write_text("mine too")
+    host.mkdir()
+    (host / "a").write_text("the host's secret")
+    real = tarfile.TarFile.addfile
+
+    def addfile(self, member, fileobj=None):  # type: ignore[no-untyped-def]
+        if member.name == "workspace/b":  # just after the workspace was first looked at
+            (workspace / "d").rename(workspace / "d.old")
+            (workspace / "d").symlink_to(host)
+        return real(self, member, fileobj)
+
+    monkeypatch.setattr(tarfile.TarFile, "addfile", addfile)
+    archive = tmp_path / "snap.tar.gz"
+    snapshots.write(archive, "x", workspace, "version: 1\n", "v")
+    with tarfile.open(archive) as tar:
+        contents = b"".join(tar.extractfile(m).read() for m in tar.getmembers() if m.isfile())
+        link = tar.getmember("workspace/d")
+    assert b"the host's secret" not in contents
+    assert link.issym() and link.linkname == str(host)

@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -48,22 +49,7 @@ def write(archive: Path, name: str, workspace: Path, policy_text: str, version: 
             add_bytes(POLICY, policy_text.encode())
             metadata = {"sandbox": name, "policy_version": version, "created_at": time.time()}
             add_bytes(METADATA, json.dumps(metadata, indent=2).encode())
-            for path in sorted(workspace.rglob("*")):
-                rel = f"{WORKSPACE}/{path.relative_to(workspace).as_posix()}"
-                if path.is_symlink() or path.is_dir():
-                    tar.add(path, arcname=rel, recursive=False)
-                elif path.is_file():
-                    info = tar.gettarinfo(path, arcname=rel)
-                    if info.islnk():  # another name of a file already in: kept as a hard link
-                        info.uid = info.gid = 0
-                        info.uname = info.gname = ""
-                        tar.addfile(info)
-                        continue
-                    data = path.read_bytes()
-                    info.uid = info.gid = 0
-                    info.uname = info.gname = ""
-                    tar.addfile(info, io.BytesIO(data))
-                    files[rel] = _sha256(data)
+            _add_workspace(tar, workspace, files)
             manifest = {"format": FORMAT, "version": VERSION, **metadata, "files": files}
             data = json.dumps(manifest, indent=2, sort_keys=True).encode()
             info = tarfile.TarInfo(MANIFEST)
@@ -128,6 +114,62 @@ def read(archive: Path, workspace: Path) -> str:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         return _member_bytes(tar, POLICY).decode()
+
+
+def _add_workspace(tar: tarfile.TarFile, workspace: Path, files: dict[str, str]) -> None:
+    """Every entry of the workspace, read through directory descriptors and never through a
+    link: the sandbox writes the workspace, and a folder it swaps for a link to a host folder
+    mid-snapshot must not make root read the host's files into the archive. Links are kept
+    as links, a second name of a file as a hard link; devices, fifos and sockets are left."""
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC
+    root = os.open(workspace, flags | os.O_DIRECTORY)
+    stack: list[tuple[int, str, list[str]]] = [(root, "", sorted(os.listdir(root), reverse=True))]
+    first_names: dict[tuple[int, int], str] = {}  # (device, inode) -> the member that holds it
+    try:
+        while stack:
+            folder, rel, names = stack[-1]
+            if not names:
+                os.close(folder)
+                stack.pop()
+                continue
+            name = names.pop()
+            arcname = f"{WORKSPACE}/{rel}{name}"
+            try:
+                info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+            except FileNotFoundError:
+                continue  # gone since it was listed
+            member = tarfile.TarInfo(arcname)
+            member.mode, member.mtime = stat.S_IMODE(info.st_mode), int(info.st_mtime)
+            if stat.S_ISLNK(info.st_mode):
+                member.type, member.linkname = tarfile.SYMTYPE, os.readlink(name, dir_fd=folder)
+                tar.addfile(member)
+            elif stat.S_ISDIR(info.st_mode):
+                child = os.open(name, flags | os.O_DIRECTORY, dir_fd=folder)  # ELOOP if swapped for a link
+                member.type = tarfile.DIRTYPE
+                tar.addfile(member)
+                stack.append((child, f"{rel}{name}/", sorted(os.listdir(child), reverse=True)))
+            elif stat.S_ISREG(info.st_mode):
+                key = (info.st_dev, info.st_ino)
+                if info.st_nlink > 1 and key in first_names:
+                    member.type, member.linkname = tarfile.LNKTYPE, first_names[key]
+                    tar.addfile(member)
+                    continue
+                handle = os.open(name, flags | os.O_NONBLOCK, dir_fd=folder)
+                with os.fdopen(handle, "rb") as opened:
+                    if not stat.S_ISREG(os.fstat(opened.fileno()).st_mode):
+                        continue  # swapped for something else since the stat
+                    data = opened.read()
+                member.size = len(data)
+                tar.addfile(member, io.BytesIO(data))
+                files[arcname] = _sha256(data)
+                first_names.setdefault(key, arcname)
+    except OSError as exc:
+        raise SandboxError(
+            f"the workspace changed under the snapshot ({exc}); nothing was written. fix: try again"
+        ) from None
+    finally:
+        for folder, _, _ in stack:
+            os.close(folder)
 
 
 def _keep_links(member: tarfile.TarInfo, dest: str) -> tarfile.TarInfo:
