@@ -83,17 +83,69 @@ class SecretStore:
         self._cache = None
 
 
+# A gzip'd body is screened unpacked, up to this much (a small bomb must not grow huge).
+MAX_UNPACKED_BYTES = 32 * 1024 * 1024
+
+
 def find_secret(values: dict[str, str], *texts: bytes) -> str | None:
     """The name of the first secret whose value appears in any of `texts`, as it is or in
-    the encodings a URL, a header or a body would carry it in."""
-    import base64
-    from urllib.parse import quote, quote_plus, unquote_to_bytes
-
-    # Percent-decoded too, so that '%67hp_...' is seen as 'ghp_...'.
-    haystacks = [*texts, *(unquote_to_bytes(t.replace(b"+", b" ")) for t in texts if b"%" in t)]
+    the encodings a URL, a header or a body would carry it in: percent-encoded, base64 (at
+    any of the three alignments a prefix gives it), hex, reversed, JSON \\u escapes, gzip'd,
+    in any letter case. What it cannot see: a secret cut into pieces sent apart, encrypted,
+    or encoded some other way; the README says so."""
+    haystacks = _haystacks(texts)
     for name, value in values.items():
-        raw = value.encode()
-        needles = {raw, quote(value, safe="").encode(), quote_plus(value).encode(), base64.b64encode(raw)}
-        if any(needle in text for text in haystacks for needle in needles):
+        if value and any(needle in text for text in haystacks for needle in _needles(value)):
             return name
     return None
+
+
+def _haystacks(texts: tuple[bytes, ...]) -> list[bytes]:
+    import json
+    from urllib.parse import unquote_to_bytes
+
+    out = list(texts)
+    out += [_gunzip(t[i:]) for t in texts for i in _gzip_starts(t)]  # a body, or a multipart's part
+    out += [unquote_to_bytes(t.replace(b"+", b" ")) for t in out if b"%" in t]  # '%67hp_...' is 'ghp_...'
+    for text in list(out):
+        if b"\\u" in text:  # JSON escapes: "\u0067hp_..."
+            try:
+                out.append(json.loads(b'"' + text.replace(b'"', b'\\"') + b'"').encode("utf-8", "replace"))
+            except (ValueError, UnicodeDecodeError):
+                pass
+    return out + [t.lower() for t in out]  # hex and base64 aside, case may not matter to the reader
+
+
+def _needles(value: str) -> set[bytes]:
+    import base64
+    from urllib.parse import quote, quote_plus
+
+    raw = value.encode()
+    needles = {raw, raw.lower(), raw[::-1], raw[::-1].lower(), quote(value, safe="").encode(),
+               quote_plus(value).encode(), raw.hex().encode(), raw.hex().upper().encode()}  # fmt: skip
+    for shift in range(3):  # base64 of the secret after 0, 1 or 2 bytes: its stable middle
+        encoded = base64.b64encode(b"\0" * shift + raw)
+        start = (shift * 4 + 2) // 3 + (1 if shift else 0)
+        middle = encoded[start : len(encoded) - 4]
+        if len(middle) >= 8:
+            needles.add(middle)
+        needles.add(base64.urlsafe_b64encode(b"\0" * shift + raw)[start : len(encoded) - 4] or encoded)
+    needles.add(base64.b64encode(raw))
+    return {n for n in needles if len(n) >= 6}
+
+
+def _gzip_starts(data: bytes, most: int = 8) -> list[int]:
+    starts, at = [], data.find(b"\x1f\x8b\x08")
+    while at >= 0 and len(starts) < most:
+        starts.append(at)
+        at = data.find(b"\x1f\x8b\x08", at + 1)
+    return starts
+
+
+def _gunzip(data: bytes) -> bytes:
+    import zlib
+
+    try:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(data, MAX_UNPACKED_BYTES)
+    except zlib.error:
+        return b""
