@@ -166,3 +166,25 @@ def test_a_websocket_handler_ends_when_its_client_goes(live_gateway) -> None:
         with connect(base + path, additional_headers=gw.headers, open_timeout=5):
             wait_for(lambda channel=channel: channel in gw.gateway.hub._listeners, what=f"{path} to listen")
         wait_for(lambda channel=channel: channel not in gw.gateway.hub._listeners, what=f"{path} to end")
+
+
+def test_only_models_an_agent_routes_to_are_loaded_and_they_are_warmed(live_gateway, home) -> None:
+    """A model defined but unused loaded at start (231 MB for the embedded one); a used
+    remote one built its client on the first turn (32x a warm one)."""
+
+    class Watched(ScriptedProvider):
+        def __init__(self, name: str) -> None:
+            super().__init__(name)
+            self.loaded = False
+
+        async def start(self) -> None:
+            self.loaded = True
+
+    home.config.write_text(
+        home.config.read_text().replace("models:\n", "models:\n  spare:\n    provider: scripted\n", 1)
+    )
+    used, spare = Watched("embedded"), Watched("spare")
+    live_gateway({"embedded": used, "spare": spare})
+    wait_for(lambda: used.loaded, what="the routed model to be warmed")
+    time.sleep(0.2)  # the spare would have been warmed in the same pass
+    assert not spare.loaded

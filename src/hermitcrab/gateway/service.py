@@ -129,10 +129,9 @@ class Gateway:
         self._runtime_started = asyncio.Event()
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._start_runtime)
         self.runner = TurnRunner(self.services, self.agent, self.config.gateway.turn_timeout_seconds)
-        # Models load after the gateway answers: health checks and the API must not wait.
-        for name, provider in self.providers.items():
-            if getattr(getattr(provider, "config", None), "preload", False):
-                self._preload.append(asyncio.create_task(self._load(name, provider)))
+        # Models load after the gateway answers (health checks and the API must not wait),
+        # and only those an agent routes to: a model defined but unused costs nothing.
+        asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._warm_routes)
         for message in await asyncio.to_thread(self.store.unanswered):
             session = self.store.get_session(message.session_id)
             log.info(
@@ -223,8 +222,24 @@ class Gateway:
         if restored:
             log.info("sandboxes recreated", extra={"sandboxes": restored})
 
+    def _warm_routes(self) -> None:
+        if self._stopping:
+            return
+        routed = {m for a in self.config.agents.values() for m in (a.model, *a.fallbacks)}
+        for name, provider in self.providers.items():
+            config = getattr(provider, "config", None)
+            if name in routed and getattr(config, "preload", True):
+                self._preload.append(asyncio.create_task(self._load(name, provider)))
+
     async def _load(self, name: str, provider: Provider) -> None:
+        """Load a local model, or, for a remote one, import its SDK (on a worker thread) and
+        build its client, so that the first turn does not pay for either."""
+        sdk = {"openai": "openai", "anthropic": "anthropic"}.get(provider.describe().get("provider", ""))
         try:
+            if sdk is not None:
+                import importlib
+
+                await asyncio.to_thread(importlib.import_module, sdk)
             await provider.start()
             log.info("model loaded", extra={"model": name, **provider.describe()})
         except Exception as exc:
