@@ -7,7 +7,7 @@ import pytest
 
 from hermitcrab.config.paths import Paths
 from hermitcrab.inference.scripted import ScriptedProvider
-from tests.conftest import free_port
+from tests.conftest import free_port, wait_for
 
 PRICED = """\
 version: 1
@@ -96,3 +96,26 @@ def test_the_daily_cap_over_all_agents_refuses_every_agent(home: Paths, live_gat
     with gw.client() as http:
         today = http.get("/api/usage").json()["today"]
     assert (today["total_usd"], today["total_cap_usd"]) == (6.0, 5.0)
+
+
+def test_the_audit_log_keeps_only_its_retention(live_gateway, home) -> None:
+    import time as clock
+
+    from hermitcrab.store import AuditEntry, Store
+
+    store = Store(home.state_db)
+    old = clock.time() - 100 * 86400
+    store.audit.record(AuditEntry(actor="test", action="exec", outcome="ok", ts=old))
+    store.audit.record(AuditEntry(actor="test", action="exec", outcome="ok"))
+    store.close()
+    home.config.write_text(
+        home.config.read_text().replace("gateway:\n", "gateway:\n  audit_retention_days: 30\n", 1)
+    )
+    gw = live_gateway()
+
+    def left() -> list[float] | None:
+        kept = [e.ts for e in gw.gateway.db.audit.entries(limit=1000) if e.actor == "test"]
+        return kept if len(kept) == 1 else None
+
+    (kept,) = wait_for(left, what="the old entry to be dropped")
+    assert kept > old

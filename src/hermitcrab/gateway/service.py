@@ -31,6 +31,7 @@ log = logging.getLogger("hermitcrab.gateway")
 
 APPROVALS_CHANNEL = "_approvals"  # not a valid session id: no session stream can receive these
 RUNTIME_DELAY_SECONDS = 0.05  # after the lifespan start-up: the server is listening by then
+AUDIT_PRUNE_SECONDS = 86400.0
 POLICY_POLL_SECONDS = 0.5  # where inotify is missing: a policy file change applies within this
 
 
@@ -132,6 +133,7 @@ class Gateway:
         # Models load after the gateway answers (health checks and the API must not wait),
         # and only those an agent routes to: a model defined but unused costs nothing.
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._warm_routes)
+        asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._prune_audit)
         for message in await asyncio.to_thread(self.store.unanswered):
             session = self.store.get_session(message.session_id)
             log.info(
@@ -221,6 +223,21 @@ class Gateway:
         restored = await self.runtime.restore_all()
         if restored:
             log.info("sandboxes recreated", extra={"sandboxes": restored})
+
+    def _prune_audit(self) -> None:
+        """Keep the audit log to gateway.audit_retention_days: now, then once a day (one
+        wake-up a day is all an idle gateway spends on it)."""
+        days = self.config.gateway.audit_retention_days
+        if self._stopping or days is None or self.db is None:
+            return
+        self._preload.append(asyncio.create_task(self._prune_audit_now(days)))
+        asyncio.get_running_loop().call_later(AUDIT_PRUNE_SECONDS, self._prune_audit)
+
+    async def _prune_audit_now(self, days: float) -> None:
+        assert self.db is not None
+        dropped = await asyncio.to_thread(self.db.audit.prune, time.time() - days * 86400)
+        if dropped:
+            log.info("audit entries past their retention dropped", extra={"dropped": dropped, "days": days})
 
     def _warm_routes(self) -> None:
         if self._stopping:

@@ -126,6 +126,13 @@ class AuditLog:
                     self._unwritten -= len(batch)
                     self._idle.notify_all()
 
+    def prune(self, before: float) -> int:
+        """Drop entries older than `before` (a timestamp); returns how many went."""
+        self.flush()
+        with self._lock:
+            cur = self._conn.execute("DELETE FROM audit WHERE ts < ?", (before,))
+        return cur.rowcount
+
     def entries(self, sandbox: str | None = None, limit: int = 100) -> list[AuditEntry]:
         self.flush()
         query = "SELECT * FROM audit"
