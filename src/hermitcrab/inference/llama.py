@@ -21,7 +21,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 from hermitcrab.config.schema import LlamaCppModel
@@ -159,12 +159,8 @@ class LlamaCppProvider:
         held: list[str] = []
         finish: str | None = None
         again = False
-        for part in parts:
-            if cancelled.is_set():
-                break
-            choice_ = part["choices"][0]
-            finish = choice_.get("finish_reason") or finish
-            text = choice_["delta"].get("content") or ""
+        for text, reason in _pieces(parts, cancelled):
+            finish = reason or finish
             if not text:
                 continue
             produced += 1
@@ -187,12 +183,8 @@ class LlamaCppProvider:
         if again:
             parts.close()  # the free attempt ends here; the prompt stays evaluated for the next
             held, finish = [], None
-            for part in self._complete(request, "required"):
-                if cancelled.is_set():
-                    break
-                choice_ = part["choices"][0]
-                finish = choice_.get("finish_reason") or finish
-                text = choice_["delta"].get("content") or ""
+            for text, reason in _pieces(self._complete(request, "required"), cancelled):
+                finish = reason or finish
                 produced += bool(text)
                 held.append(text)
         if held:  # a call, or a reply of white space only
@@ -240,6 +232,15 @@ class LlamaCppProvider:
             finally:
                 cancelled.set()
                 await asyncio.shield(worker)
+
+
+def _pieces(parts: Any, cancelled: threading.Event) -> Iterator[tuple[str, str | None]]:
+    """llama-cpp-python's streamed parts as (text, finish reason), until cancelled."""
+    for part in parts:
+        if cancelled.is_set():
+            return
+        choice = part["choices"][0]
+        yield choice["delta"].get("content") or "", choice.get("finish_reason")
 
 
 def _choice(name: str, request: ChatRequest) -> str:

@@ -109,6 +109,13 @@ class FileMarks:
                 (agent, path, int(tainted), source, session_id, mtime_ns, time.time()),
             )
 
+    def get(self, agent: str, path: str) -> FileMark | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT tainted, source, mtime_ns FROM file_marks WHERE agent = ? AND path = ?", (agent, path)
+            ).fetchone()
+        return FileMark(bool(row["tainted"]), row["source"], row["mtime_ns"]) if row else None
+
     def all(self, agent: str) -> dict[str, FileMark]:
         with self._lock:
             rows = self._conn.execute(
