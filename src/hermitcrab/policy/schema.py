@@ -21,6 +21,10 @@ class FilesystemPolicy(_Strict):
     workspace: str | None = None
     landlock: Literal["required", "best_effort"] = "required"
     tmp_size_mb: int = Field(256, ge=1, le=1024 * 1024)  # the private /tmp is a tmpfs this big
+    # The workspace's total size. best_effort: measured while commands run, and a command
+    # that grows it past the cap is killed; required: a size-capped filesystem (ENOSPC).
+    workspace_max_mb: int = Field(4096, ge=1, le=1024 * 1024 * 1024)
+    workspace_quota: Literal["required", "best_effort"] = "best_effort"
 
     @field_validator("read_only", "read_write")
     @classmethod
@@ -42,7 +46,13 @@ class FilesystemPolicy(_Strict):
 
 class ProcessPolicy(_Strict):
     max_processes: int = Field(64, ge=1, le=4096)
+    # Each process's address space (RLIMIT_AS), and all the sandbox's commands together
+    # (a memory cgroup, which counts shared memory and memfds too).
     max_memory_mb: int = Field(1024, ge=16, le=1024 * 1024)
+    # required: no sandbox starts without a memory cgroup to hold max_memory_mb.
+    memory: Literal["required", "best_effort"] = "best_effort"
+    # false: whatever a command leaves running dies when the command ends.
+    background_processes: bool = False
     max_file_size_mb: int = Field(256, ge=1, le=1024 * 1024)
     max_open_files: int = Field(256, ge=16, le=65536)
     cpu_seconds: int = Field(60, ge=1)

@@ -34,6 +34,7 @@ class Layers:
     landlock: bool = True
     seccomp: bool = True
     rlimits: bool = True
+    cgroups: bool = True  # each sandbox a cgroup tree, each command a leaf (where the machine allows)
     # Host folders bound read-write but deliberately left out of the Landlock rules
     # (tests only): a write there proves Landlock stops what a bind mistake lets through.
     unlisted_rw_binds: tuple[str, ...] = ()

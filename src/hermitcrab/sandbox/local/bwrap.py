@@ -199,6 +199,7 @@ def supervisor_config(
         "landlock": {"mode": policy.filesystem.landlock if layers.landlock else "off", "rules": rules},
         "rlimits": rlimits,
         "timeout": process.timeout_seconds,
+        "background": process.background_processes,
         "max_output": process.max_output_bytes,
         "output_dir": f"{WORKSPACE_MOUNT}/.hermitcrab/output",
         "cwd": WORKSPACE_MOUNT,

@@ -26,10 +26,12 @@ from typing import Any
 
 from hermitcrab.errors import SandboxError
 from hermitcrab.sandbox.base import ExecResult, OutputChunk, SandboxSpec, check_name
-from hermitcrab.sandbox.local import bwrap, stage
+from hermitcrab.sandbox.local import bwrap, cgroups, launcher, stage
 from hermitcrab.sandbox.local.seccomp import filter_bpf
 
 SUPERVISOR_SOURCE = Path(bwrap.sup.__file__)
+LAUNCHER_SOURCE = Path(launcher.__file__)
+MB = 1024 * 1024
 CREATE_TIMEOUT_S = 10.0
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
@@ -45,6 +47,7 @@ class LocalSandbox:
     host_pid: int  # the sandbox's init, as the host sees it
     status: dict[str, Any]
     created_at: float = field(default_factory=time.time)
+    groups: cgroups.SandboxGroups | None = None
 
     @property
     def name(self) -> str:
@@ -59,11 +62,46 @@ class LocalDriver:
     def __init__(self, state_root: Path) -> None:
         self.state_root = state_root
         self._source: str | None = None
+        self._launcher: str | None = None
+        self._support: cgroups.Support | None = None
 
     def _supervisor_source(self) -> str:
         if self._source is None:
             self._source = SUPERVISOR_SOURCE.read_text()
         return self._source
+
+    def _launcher_source(self) -> str:
+        if self._launcher is None:
+            self._launcher = LAUNCHER_SOURCE.read_text()
+        return self._launcher
+
+    def support(self) -> cgroups.Support:
+        """What cgroups this machine gives us; the first call also clears trees left by a
+        gateway that was killed before it could."""
+        if self._support is None:
+            self._support = cgroups.detect()
+            cgroups.sweep_stale(self._support, set())
+        return self._support
+
+    def _groups(self, spec: SandboxSpec) -> cgroups.SandboxGroups | None:
+        process = spec.policy.process
+        support = self.support() if spec.layers.cgroups else cgroups.Support(None, None, ("switched off",))
+        if process.memory == "required" and support.memory is None:
+            raise SandboxError(
+                f"sandbox '{spec.name}': the policy requires a memory cgroup (process.memory: required) "
+                f"and this machine gives none ({'; '.join(support.why_not)}). fix: run the gateway "
+                "as root or as a systemd user service with Delegate=yes, or set process.memory: "
+                "best_effort in the policy"
+            )
+        if support.tracking is None and support.memory is None:
+            return None
+        groups = cgroups.SandboxGroups(support, spec.name, process.max_memory_mb * MB)
+        try:
+            groups.create()
+        except OSError as exc:
+            groups.destroy()
+            raise SandboxError(f"sandbox '{spec.name}': cannot make its cgroups: {exc}") from None
+        return groups
 
     @staticmethod
     def socket_path(state: Path, name: str) -> Path:
@@ -104,10 +142,10 @@ class LocalDriver:
             _chown_tree(spec.workspace, uid)  # the sandbox's uid owns its workspace
 
         staged: dict[str, str] = {}
-        preexec = None
         if as_root:
             staged = stage.stage_paths([host for _, host, _ in bwrap.binds(spec, state / "etc")])
-            preexec = stage.launcher(staged, uid)
+        groups = self._groups(spec)
+        group_fds = groups.supervisor_fds() if groups else {}
 
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         seccomp_r = info_r = info_w = status_r = status_w = -1
@@ -120,19 +158,34 @@ class LocalDriver:
             seccomp_r = _memfd("seccomp", filter_bpf()) if spec.layers.seccomp else -1
             plan = bwrap.plan(spec, state / "etc", seccomp_r if seccomp_r >= 0 else None, info_w, staged)
             config = bwrap.supervisor_config(spec, plan.landlock_rules, listener.fileno(), status_w)
+            config["cgroup"] = group_fds
             argv = [*plan.argv, bwrap.PYTHON, "-I", "-S", "-c", self._supervisor_source(), json.dumps(config)]
+            if as_root or groups is not None:
+                # Not a preexec_fn: this process has threads (see launcher.py).
+                steps = {
+                    "join": groups.join_files() if groups else [],
+                    "stage": stage.stage_items(staged) if as_root else None,
+                    "uid": uid if as_root else None,
+                    "argv": argv,
+                }
+                argv = [bwrap.PYTHON, "-I", "-S", "-c", self._launcher_source(), json.dumps(steps)]
+            for fd in group_fds.values():
+                os.set_inheritable(fd, True)
             proc = subprocess.Popen(
                 argv,
-                pass_fds=[*plan.pass_fds, listener.fileno(), status_w],
+                pass_fds=[*plan.pass_fds, listener.fileno(), status_w, *group_fds.values()],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-                preexec_fn=preexec,
             )
+        except BaseException:
+            if groups is not None:
+                groups.destroy()
+            raise
         finally:
             listener.close()  # the supervisor holds its own copy now
-            for fd in {info_w, status_w, seccomp_r, *(plan.pass_fds if plan else [])}:
+            for fd in {info_w, status_w, seccomp_r, *(plan.pass_fds if plan else []), *group_fds.values()}:
                 if fd >= 0:
                     with contextlib.suppress(OSError):
                         os.close(fd)
@@ -143,13 +196,19 @@ class LocalDriver:
                 )
         except TimeoutError:
             proc.kill()
+            if groups is not None:
+                groups.destroy()
             raise SandboxError(f"sandbox '{spec.name}' did not start within {CREATE_TIMEOUT_S:g} s") from None
         if not status.get("ok") or "child-pid" not in info:
             proc.kill()
             stderr = (await asyncio.to_thread(proc.communicate))[1].decode(errors="replace").strip()
+            if groups is not None:
+                groups.destroy()
             reason = status.get("error") or stderr or "the supervisor exited without a word"
             raise SandboxError(f"sandbox '{spec.name}' failed to start: {reason}")
-        return LocalSandbox(spec, proc, state, socket_path, int(info["child-pid"]), status)
+        support = groups.support if groups else cgroups.Support(None, None)
+        status.update(support.describe())
+        return LocalSandbox(spec, proc, state, socket_path, int(info["child-pid"]), status, groups=groups)
 
     async def exec(
         self,
@@ -179,9 +238,13 @@ class LocalDriver:
             request["max_output"] = max_output
         if stdin is not None:
             request["stdin"] = base64.b64encode(stdin).decode()
+        groups = box.groups
+        leaf = groups.lease() if groups is not None else None
         try:
-            reader, writer = await asyncio.open_unix_connection(str(box.socket_path), limit=1 << 22)
+            reader, writer = await _connect(box.socket_path, [leaf.procs_fd, leaf.kill_fd] if leaf else [])
         except OSError as exc:
+            if leaf is not None and groups is not None:
+                groups.give_back(leaf)
             raise SandboxError(f"cannot reach sandbox '{box.name}': {exc.strerror}") from None
         out, err = bytearray(), bytearray()
         try:
@@ -203,12 +266,18 @@ class LocalDriver:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+            if leaf is not None and groups is not None:
+                await _settle(groups, leaf, kill=not box.spec.policy.process.background_processes)
+        killed_by = frame.get("killed_by")
+        oom = groups is not None and groups.oom_kills() > 0
+        if oom and frame.get("signal") == signal.SIGKILL and not killed_by:
+            killed_by = "max_memory_mb"  # the memory cgroup's OOM killer ended it
         if frame.get("error") and frame.get("exit") in (None, 127):
             err.extend(frame["error"].encode() + b"\n")
         return ExecResult(
             exit_code=frame.get("exit"),
             signal=frame.get("signal"),
-            killed_by=frame.get("killed_by"),
+            killed_by=killed_by,
             stdout=bytes(out),
             stderr=bytes(err),
             bytes_out=frame.get("bytes_out", len(out) + len(err)),
@@ -230,10 +299,14 @@ class LocalDriver:
         if box.proc.stderr is not None:
             box.proc.stderr.close()
         box.socket_path.unlink(missing_ok=True)
+        if box.groups is not None:
+            await asyncio.to_thread(box.groups.destroy)
 
     def processes(self, box: LocalSandbox) -> list[int]:
-        """Host pids of every live process inside the sandbox (its pid namespace); zombies,
-        already dead and waiting for the supervisor to reap them, are not counted."""
+        """Host pids of every live process inside the sandbox: its cgroup tree's, or where
+        it has none, its pid namespace's (zombies, dead and waiting to be reaped, left out)."""
+        if box.groups is not None and box.groups.track is not None:
+            return [pid for pid in box.groups.pids() if pid != box.proc.pid]  # bwrap itself is outside
         try:
             ns = os.readlink(f"/proc/{box.host_pid}/ns/pid")
         except OSError:
@@ -247,11 +320,34 @@ class LocalDriver:
         return found
 
     def freeze(self, box: LocalSandbox, frozen: bool) -> None:
-        """Stop (or continue) every process inside: a crash-consistent moment for snapshots."""
+        """Stop (or continue) every process inside: a crash-consistent moment for snapshots.
+        The cgroup freezer stops them all; without one, SIGSTOP reaches what /proc shows."""
+        if box.groups is not None and box.groups.freeze(frozen):
+            return
         sig = signal.SIGSTOP if frozen else signal.SIGCONT
         for pid in self.processes(box):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
+
+
+async def _connect(path: Path, fds: list[int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Open an exec connection; its first byte carries the command's cgroup descriptors."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        await asyncio.get_running_loop().sock_connect(sock, str(path))
+        socket.send_fds(sock, [b"F"], fds)  # one byte into an empty socket buffer: never blocks
+        return await asyncio.open_unix_connection(sock=sock, limit=1 << 22)
+    except BaseException:
+        sock.close()
+        raise
+
+
+async def _settle(groups: cgroups.SandboxGroups, leaf: cgroups.Leaf, kill: bool) -> None:
+    """Kill what the command left (the supervisor mostly has) and wait for its leaf to empty."""
+    if groups.give_back_now(leaf, kill):
+        return
+    await asyncio.to_thread(groups.give_back, leaf, kill)
 
 
 def _zombie(pid: str) -> bool:

@@ -6,7 +6,9 @@ supervisor then locks the filesystem down with Landlock, reports ready, and serv
 requests on a listening Unix socket that it inherited as a file descriptor (the socket's
 path exists only on the host, so nothing inside the sandbox can reach it).
 
-Protocol, one connection per exec: the host sends one JSON line
+Protocol, one connection per exec: the host sends one byte carrying, where the sandbox
+has cgroups, two descriptors of the command's own cgroup (cgroup.procs, cgroup.kill),
+then one JSON line
     {"argv": [...], "cwd": "...", "env": {...}, "timeout": s, "max_output": n, "stdin": "<b64>"}
 and receives JSON lines: {"t": "o"|"e", "d": "<b64>"} for output as it is produced, then
 one {"t": "x", "exit": ..., "signal": ..., "killed_by": ..., ...} at the end.
@@ -184,6 +186,9 @@ class Supervisor:
         self.statuses: dict[int, int] = {}
         self.children = threading.Condition()
         self.active: set[int] = set()  # session ids of the commands running now
+        # Descriptors of our cgroups, opened by the host: "home" (our own leaf), and on v1
+        # "mem_work"/"mem_home" (the memory cgroup of commands, and ours).
+        self.cgroup: dict[str, int] = config.get("cgroup") or {}
 
     def start(self) -> None:
         status: dict[str, Any] = {"ok": True, "pid": os.getpid()}
@@ -191,6 +196,8 @@ class Supervisor:
             # posix_spawn closes nothing: every fd of ours that a command must not hold is
             # close-on-exec. The listener came through bwrap, so it arrived inheritable.
             os.set_inheritable(self.listener.fileno(), False)
+            for fd in self.cgroup.values():
+                os.set_inheritable(fd, False)
             # Not dumpable: commands (same uid) cannot ptrace us, read /proc/1/mem, or take
             # our file descriptors with pidfd_getfd.
             _check(_libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0), "prctl(PR_SET_DUMPABLE)")
@@ -260,36 +267,63 @@ class Supervisor:
                 os.close(wake)
 
     def handle(self, conn: socket.socket) -> None:
+        fds: list[int] = []
         with conn:
             try:
+                _, fds, _, _ = socket.recv_fds(conn, 1, 2)
+                leaf = (fds[0], fds[1]) if len(fds) == 2 else None
+                if leaf is None and "home" in self.cgroup:
+                    raise OSError("the host sent no cgroup for this command")
                 reader = conn.makefile("rb")
                 request = json.loads(reader.readline())
-                self.run(conn, request)
+                self.run(conn, request, leaf)
             except (OSError, ValueError, KeyError) as exc:
                 try:
                     _send(conn, {"t": "x", "exit": None, "error": f"{type(exc).__name__}: {exc}"})
                 except OSError:
                     pass
+            finally:
+                for fd in fds:
+                    os.close(fd)
 
     def _spawn(
-        self, argv: list[str], cwd: str, env: dict[str, str], stdin_fd: int, out_w: int, err_w: int
+        self,
+        argv: list[str],
+        cwd: str,
+        env: dict[str, str],
+        stdin_fd: int,
+        out_w: int,
+        err_w: int,
+        leaf: tuple[int, int] | None,
     ) -> int:
         actions = [
             (os.POSIX_SPAWN_DUP2, stdin_fd, 0),
             (os.POSIX_SPAWN_DUP2, out_w, 1),
             (os.POSIX_SPAWN_DUP2, err_w, 2),
         ]
+        groups = self.cgroup
+        tid = str(threading.get_native_id()).encode()
         with self.spawn_lock:
             os.chdir(cwd)
             try:
+                # A child is born in its parent's cgroup: we step into the command's own for
+                # the spawn, so nothing it starts is ever outside it, even for an instant.
+                if leaf is not None:
+                    os.write(leaf[0], b"0")
+                if "mem_work" in groups:
+                    os.write(groups["mem_work"], tid)  # v1 memory: this thread only
                 # posix_spawn, not fork: no copy of this process, a fraction of the cost.
                 return os.posix_spawnp(
                     argv[0], argv, env, file_actions=actions, setsid=True, setsigdef=DEFAULT_SIGNALS
                 )
             finally:
                 os.chdir(self.config["cwd"])
+                if "mem_home" in groups:
+                    os.write(groups["mem_home"], tid)
+                if leaf is not None:
+                    os.write(groups["home"], b"0")
 
-    def run(self, conn: socket.socket, request: dict[str, Any]) -> None:
+    def run(self, conn: socket.socket, request: dict[str, Any], leaf: tuple[int, int] | None = None) -> None:
         with self.lock:
             self.counter += 1
             exec_id = f"{self.counter}-{int(time.time() * 1000)}"
@@ -314,6 +348,7 @@ class Supervisor:
                     stdin_fd,
                     out_w,
                     err_w,
+                    leaf,
                 )
                 self.waiters[pid] = wake_w
                 self.active.add(pid)  # its session id is its pid (setsid)
@@ -348,11 +383,18 @@ class Supervisor:
         streams = 2
         deadline = started + timeout
         drain_until = None
+        background = bool(self.config.get("background"))
+
+        def kill() -> None:
+            if leaf is not None:
+                _kill_leaf(leaf[1])  # the command and everything it started, wherever it went
+            _kill_group(pid)
+
         while streams or status is None:
             now = time.monotonic()
             if status is None and now >= deadline and killed_by is None:
                 killed_by = "timeout_seconds"
-                _kill_group(pid)
+                kill()
             if drain_until is not None and now >= drain_until:
                 break  # something left the group and holds a pipe open: stop reading
             limit = deadline if status is None and killed_by is None else (drain_until or now + 1.0)
@@ -361,7 +403,8 @@ class Supervisor:
                     sel.unregister(wake_r)
                     with self.lock:
                         status = self.statuses.pop(pid)
-                    _kill_group(pid)  # background children die with the command
+                    if not background:
+                        kill()  # what the command left running dies with it
                     drain_until = time.monotonic() + 0.5
                     continue
                 data = os.read(key.fd, 65536)
@@ -386,7 +429,8 @@ class Supervisor:
             os.close(fd)
         with self.lock:  # no command starts while we sweep: it would look like a stray
             self.active.discard(pid)
-            self.sweep(self.active)
+            if leaf is None and not background:
+                self.sweep(self.active)  # no cgroup: find strays by their session
         if spill is not None:
             spill.close()
         code = os.waitstatus_to_exitcode(status)
@@ -467,6 +511,13 @@ def _feed(fd: int, data: bytes) -> None:
         pass
     finally:
         os.close(fd)
+
+
+def _kill_leaf(fd: int) -> None:
+    try:
+        os.write(fd, b"1")
+    except OSError:
+        pass
 
 
 def _kill_group(pgid: int) -> None:
