@@ -126,10 +126,13 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
         "bubblewrap",
         "landlock",
         "seccomp",
+        "cgroups",
+        "sandbox uid",
         "port",
         "model",
     }
     assert checks["config"]["ok"] and checks["gateway token"]["ok"] and checks["port"]["ok"]
+    assert checks["sandbox uid"]["ok"], checks["sandbox uid"]
 
     daemon_home.token.chmod(0o644)
     daemon_home.policy.write_text("version: 1\nprocess:\n  run_as_uid: 0\n")
@@ -138,6 +141,34 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
     checks = {c["name"]: c for c in json.loads(bad.stdout)["checks"]}
     assert not checks["gateway token"]["ok"] and "chmod 600" in checks["gateway token"]["fix"]
     assert not checks["policy"]["ok"] and "process.run_as_uid" in checks["policy"]["detail"]
+
+
+def test_a_sandbox_uid_of_a_host_account_is_flagged(daemon_home: Paths, tmp_path: Path) -> None:
+    """Whoever has the sandbox's host uid owns its namespaces: `doctor` fails on it and
+    `policy check` warns. uid 1 is 'daemon' on Debian."""
+    import pwd
+
+    name = pwd.getpwuid(1).pw_name
+    daemon_home.policy.write_text("version: 1\nprocess:\n  host_uid: 1\n")
+    doctor = hc(daemon_home, "doctor", "--json")
+    checks = {c["name"]: c for c in json.loads(doctor.stdout)["checks"]}
+    if os.geteuid() == 0:
+        assert doctor.returncode == 1 and not checks["sandbox uid"]["ok"]
+        assert f"the host user {name!r}" in checks["sandbox uid"]["detail"]
+    checked = hc(daemon_home, "policy", "check", str(daemon_home.policy))
+    assert (
+        checked.returncode == 0
+        and f"WARNING: sandboxes run as host uid 1, which belongs to the host user {name!r}" in checked.stdout
+    )
+
+
+def test_onboard_writes_what_the_machine_enforces(home: Paths) -> None:
+    """`onboard` makes the memory cap a requirement where the machine has a memory cgroup."""
+    from hermitcrab.policy import load_policy
+    from hermitcrab.sandbox.local import cgroups
+
+    expected = "required" if cgroups.detect().memory is not None else "best_effort"
+    assert load_policy(home.policy).process.memory == expected
 
 
 def test_onboard_twice_keeps_files_and_token(home: Paths) -> None:

@@ -11,7 +11,7 @@ A probe that dies without a verdict proves nothing, so `assert_blocked` fails on
 
 The bait on the host is world-readable, and the host folders bound read-write in the
 layer tests are world-writable: file permissions alone would let the sandbox's uid
-(run_as_uid, 1000) through, so whatever stops an attack is a sandbox layer, not DAC.
+(identity.HOST_UID) through, so whatever stops an attack is a sandbox layer, not DAC.
 
 Sandboxes die with the thread that created them (bwrap --die-with-parent), so every
 sandbox is created, used and destroyed through one event loop run from the main thread.
@@ -42,7 +42,7 @@ import pytest
 from hermitcrab.errors import SandboxError
 from hermitcrab.policy.schema import DEFAULT_READ_ONLY, Policy
 from hermitcrab.sandbox.base import ExecResult, Layers, SandboxSpec
-from hermitcrab.sandbox.local import supervisor
+from hermitcrab.sandbox.local import identity, supervisor
 from hermitcrab.sandbox.local.driver import LocalDriver, LocalSandbox
 
 T = TypeVar("T")
@@ -55,7 +55,7 @@ SMALL_PROCESS = {
     "cpu_seconds": 2,
     "timeout_seconds": 5,
 }
-SANDBOX_UID = 1000  # ProcessPolicy.run_as_uid's default
+SANDBOX_UID = identity.HOST_UID  # who a root gateway's sandboxes are on the host
 HOST_SECRET_ENV = "HERMITCRAB_ESCAPE_TEST_SECRET"
 # A ceiling on how long the host waits for one exec: a hung sandbox fails its test instead
 # of hanging the battery. Not a timing assertion: no attack needs anywhere near this.
@@ -379,7 +379,7 @@ def _prerequisites() -> str | None:
     if shutil.which("bwrap") is None:
         return "bubblewrap is not installed"
     if os.geteuid() != 0:
-        return "the escape battery runs as root (the sandbox then runs as host uid 1000)"
+        return "the escape battery runs as root (the sandbox then runs as a reserved host uid)"
     if supervisor.landlock_abi() < 1:
         return "this kernel has no Landlock"
     if not Path("/usr/bin/python3").exists():

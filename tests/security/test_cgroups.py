@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from hermitcrab.sandbox.base import Layers
-from hermitcrab.sandbox.local import cgroups
+from hermitcrab.sandbox.local import cgroups, identity
 
 from .conftest import Lab, assert_blocked, assert_escaped, describe, small_policy, wait_until
 
@@ -147,3 +147,16 @@ def test_cgroup_tree_is_removed_with_the_sandbox(lab: Lab) -> None:
     assert folder.is_dir()
     lab.destroy(box)
     assert not folder.exists()
+
+
+def test_commands_run_as_a_host_uid_no_account_has(lab: Lab, box) -> None:
+    """A root gateway's commands are a reserved host uid: no host user (nor anyone's
+    subordinate range) owns their user namespaces, so no one can setns into them. Before,
+    they were uid 1000, a real account on many machines (on this project's, too)."""
+    result = lab.exec(box, ["sh", "-c", "sleep 0.3 & echo $! ; wait"])
+    assert result.exit_code == 0, describe(result)
+    for pid in lab.driver.processes(box):
+        uids = Path(f"/proc/{pid}/status").read_text().split("\nUid:")[1].split()[:3]
+        assert {int(u) for u in uids} == {identity.HOST_UID}, uids
+    assert identity.host_account(identity.HOST_UID) is None
+    assert box.status["host_uid"] == identity.HOST_UID

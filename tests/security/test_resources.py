@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import signal
 
+import pytest
+
 from .conftest import (
     FORK_BOMB,
     MB,
@@ -273,3 +275,34 @@ def test_detached_fork_bomb_does_not_disable_the_sandbox(lab: Lab, fresh) -> Non
     )
     lab.exec(box, ["python3", "-c", bomb], timeout=1)
     lab.works(box, "supervisor")
+
+
+def test_workspace_size_is_capped(lab: Lab, fresh) -> None:
+    """layer: workspace quota (best effort). Files each under max_file_size_mb add up past
+    filesystem.workspace_max_mb: the command that grows the workspace past it is killed,
+    and a clean-up that shrinks it runs."""
+    box = fresh(policy=small_policy(filesystem={"workspace_max_mb": 8}))
+    result = lab.py(
+        box,
+        """
+        for i in range(60):
+            with open(f'/workspace/fill-{i}', 'wb') as f:
+                f.write(os.urandom(1 << 20))
+            time.sleep(0.05)
+        escaped('60 MB written to a workspace capped at 8 MB')
+        """,
+    )
+    assert result.killed_by == "workspace_max_mb", describe(result)
+    written = len(list(box.spec.workspace.glob("fill-*")))
+    assert written < 60, f"{written} MB were written"
+    cleanup = lab.sh(box, "rm -f /workspace/fill-*")
+    assert cleanup.exit_code == 0 and cleanup.killed_by is None, describe(cleanup)
+    lab.works(box, "workspace quota")
+
+
+def test_workspace_quota_required_refuses_to_start(lab: Lab, fresh) -> None:
+    """No size-capped filesystem is made yet: a policy that requires one does not start."""
+    from hermitcrab.errors import SandboxError
+
+    with pytest.raises(SandboxError, match="workspace_quota: required"):
+        fresh(policy=small_policy(filesystem={"workspace_quota": "required"}))

@@ -144,15 +144,22 @@ def _print_status(info: dict[str, Any]) -> None:
     for name, model in info.get("models", {}).items():
         table.add_row(f"model {name}", ", ".join(f"{k}={v}" for k, v in model.items()))
     for box in info.get("sandboxes", []):
-        table.add_row(f"sandbox {box['name']}", f"landlock={box['landlock']} processes={box['processes']}")
+        table.add_row(
+            f"sandbox {box['name']}",
+            f"landlock={box['landlock']} memory={box.get('memory_cap')} processes={box['processes']} "
+            f"host_uid={box.get('host_uid')}",
+        )
     if "error" in info:
         table.add_row("error", info["error"])
     console = Console()
     console.print("[bold green]HermitCrab is running[/]")
     console.print(table)
-    weak = [b["name"] for b in info.get("sandboxes", []) if b.get("landlock") != "enforced"]
-    if weak:
-        console.print(f"[bold red]WARNING: Landlock is not enforced in: {', '.join(weak)}[/]")
+    for box in info.get("sandboxes", []):
+        if box.get("best_effort"):
+            console.print(
+                f"[bold red]WARNING: sandbox {box['name']} runs these layers best effort only: "
+                f"{', '.join(box['best_effort'])}[/]"
+            )
     if info.get("policy_error"):
         console.print("[bold red]The policy file does not load; the last good policy stays in force:[/]")
         console.print(info["policy_error"], markup=False)

@@ -3,16 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import platform
 import shutil
 import stat
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from hermitcrab.cli.output import print_json
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import HermitCrabError
+
+if TYPE_CHECKING:
+    from hermitcrab.policy import Policy
 
 
 @dataclass
@@ -59,6 +64,47 @@ def _landlock(paths: Paths) -> Check:
         "the kernel has no Landlock (or it is disabled); sandboxes will refuse to start",
         "use Linux >= 5.13 with lsm=landlock, or set filesystem.landlock: best_effort in policy.yaml",
     )
+
+
+def _policy_or_default(paths: Paths) -> Policy:
+    from hermitcrab.policy import Policy, load_policy
+
+    try:
+        return load_policy(paths.policy)
+    except HermitCrabError:
+        return Policy(version=1)
+
+
+def _cgroups(paths: Paths) -> Check:
+    from hermitcrab.sandbox.local import cgroups
+
+    support = cgroups.detect()
+    policy = _policy_or_default(paths)
+    got = support.describe()
+    detail = f"processes: {got['process_tracking']}; memory cap: {got['memory_cap']}"
+    fix = (
+        "run the gateway as root, or as a systemd user service with Delegate=yes "
+        "(a cgroup v2 subtree of its own)"
+    )
+    if policy.process.memory == "required" and support.memory is None:
+        refused = "the policy requires a memory cap (process.memory: required): sandboxes will not start"
+        return Check("cgroups", False, f"{detail}; {refused}", fix)
+    if support.memory is None or support.tracking is None:
+        why = "; ".join(support.why_not)
+        return Check("cgroups", True, f"WARNING: {detail} ({why})", fix, warning=True)
+    return Check("cgroups", True, detail)
+
+
+def _sandbox_uid(paths: Paths) -> Check:
+    from hermitcrab.sandbox.local import identity
+
+    policy = _policy_or_default(paths)
+    uid = identity.host_uid(policy)
+    problem = identity.warning(policy)
+    if problem:
+        return Check("sandbox uid", False, problem)
+    who = "this user's own uid" if uid == os.getuid() and os.geteuid() != 0 else "no host account has it"
+    return Check("sandbox uid", True, f"commands run as host uid {uid} ({who})")
 
 
 def _seccomp() -> Check:
@@ -150,6 +196,8 @@ def run(json_output: bool) -> None:
         _bubblewrap,
         lambda: _landlock(paths),
         _seccomp,
+        lambda: _cgroups(paths),
+        lambda: _sandbox_uid(paths),
         lambda: _port(paths),
         lambda: _model(paths),
     ]

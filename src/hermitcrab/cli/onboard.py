@@ -73,14 +73,38 @@ def run(yes: bool) -> None:
     if stat.S_IMODE(paths.token.stat().st_mode) != 0o600:
         paths.token.chmod(0o600)
         report.append(("fixed mode 0600", paths.token))
-    note(_write_new(paths.policy, _template("policy.yaml")), paths.policy)
+    note(_write_new(paths.policy, _policy_for_this_machine()), paths.policy)
     for name in WORKSPACE_FILES:
         target = paths.workspace / name
         note(_write_new(target, _template(name)), target)
 
     for what, path in report:
         print(f"  {what:>8}  {path}")
+    if ("created", paths.policy) in report:
+        print(f"  policy: {_enforcement_note()}")
     # Check what is there now, including files we kept: a broken one must be said at once.
     load_config(paths.config)
     load_policy(paths.policy)
     print(f"HermitCrab is set up in {paths.home}. Next: `hermitcrab up`")
+
+
+def _policy_for_this_machine() -> str:
+    """The policy template, with what this machine can enforce made a requirement."""
+    from hermitcrab.sandbox.local import cgroups
+
+    text = _template("policy.yaml")
+    if cgroups.detect().memory is not None:
+        text = text.replace("  memory: best_effort ", "  memory: required    ", 1)
+    return text
+
+
+def _enforcement_note() -> str:
+    from hermitcrab.sandbox.local import cgroups
+
+    support = cgroups.detect()
+    if support.memory is not None:
+        return "this machine has a memory cgroup: process.memory is required"
+    return (
+        "this machine gives no memory cgroup (" + "; ".join(support.why_not) + "): process.memory is "
+        "best_effort, and `doctor` says so"
+    )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hermitcrab.cli.output import fail
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import PolicyError
+
+if TYPE_CHECKING:
+    from hermitcrab.policy import Policy
 
 
 def check(file: str) -> None:
@@ -18,6 +22,31 @@ def check(file: str) -> None:
     except PolicyError as exc:
         fail(str(exc))
     print(f"{path}: valid policy (version {policy.version}); landlock {policy.filesystem.landlock}")
+    for warning in _machine_warnings(policy):
+        print(f"WARNING: {warning}")
+
+
+def _machine_warnings(policy: Policy) -> list[str]:
+    """What this machine cannot enforce of the policy, and identities that are not safe."""
+    from hermitcrab.sandbox.local import cgroups, identity
+
+    warnings = []
+    uid = identity.warning(policy)
+    if uid:
+        warnings.append(uid)
+    support = cgroups.detect()
+    if support.memory is None:
+        what = "sandboxes will not start" if policy.process.memory == "required" else "held best effort"
+        warnings.append(
+            f"this machine gives no memory cgroup ({'; '.join(support.why_not)}): max_memory_mb for "
+            f"all commands together is not enforced (process.memory: {policy.process.memory}, {what})"
+        )
+    if policy.filesystem.workspace_quota == "required":
+        warnings.append(
+            "filesystem.workspace_quota: required needs a size-capped filesystem, which the local "
+            "driver does not make yet: sandboxes will not start; use best_effort"
+        )
+    return warnings
 
 
 def show(file: str | None) -> None:

@@ -49,8 +49,11 @@ def create(
         print_json(info)
     else:
         print(f"created {_row(info)}")
-        if info["landlock"] != "enforced":
-            print(f"WARNING: Landlock is {info['landlock']} in this sandbox", file=sys.stderr)
+        if info.get("best_effort"):
+            print(
+                f"WARNING: this sandbox runs these layers best effort only: {', '.join(info['best_effort'])}",
+                file=sys.stderr,
+            )
 
 
 def list_all(json_output: bool) -> None:

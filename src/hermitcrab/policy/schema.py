@@ -58,6 +58,9 @@ class ProcessPolicy(_Strict):
     cpu_seconds: int = Field(60, ge=1)
     timeout_seconds: float = Field(60.0, gt=0)
     run_as_uid: int = Field(1000, ge=1, description="never 0: commands never run as root")
+    # Who commands are on the host. Unset: the gateway's own uid, or for a root gateway a
+    # uid reserved for HermitCrab that no host account has (see sandbox/local/identity.py).
+    host_uid: int | None = Field(None, ge=1)
     # Output captured per command; the rest goes to a file in the workspace.
     max_output_bytes: int = Field(64 * 1024, ge=1024, le=64 * 1024 * 1024)
 

@@ -49,6 +49,20 @@ class Managed:
     agent: str | None = None  # whom it works for: inference.local takes this agent's model route
 
 
+def _best_effort(status: dict[str, Any]) -> list[str]:
+    """The layers this sandbox runs without their strong mechanism, by policy field."""
+    weak = []
+    if status.get("landlock") != "enforced":
+        weak.append("filesystem.landlock")
+    if status.get("memory_cap") == "best_effort":
+        weak.append("process.memory")
+    if status.get("process_tracking") == "best_effort":
+        weak.append("process tracking (sessions, not cgroups)")
+    if status.get("workspace_quota") == "best_effort":
+        weak.append("filesystem.workspace_quota")
+    return weak
+
+
 class SandboxRuntime:
     def __init__(
         self,
@@ -355,6 +369,10 @@ class SandboxRuntime:
             "landlock": box.status.get("landlock"),
             "landlock_abi": box.status.get("landlock_abi"),
             "run_as_uid": policy.process.run_as_uid,
+            "host_uid": box.status.get("host_uid"),
+            "process_tracking": box.status.get("process_tracking"),
+            "memory_cap": box.status.get("memory_cap"),
+            "best_effort": _best_effort(box.status),
             "processes": len(self.driver.processes(box)) if box.alive else 0,
             "network": "egress proxy" if box.spec.egress_socket else "none",
             "follows_policy_file": managed.follows_file,

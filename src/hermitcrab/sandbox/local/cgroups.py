@@ -42,8 +42,8 @@ class Support:
 
     def describe(self) -> dict[str, str]:
         return {
-            "processes": f"cgroup v2 ({self.tracking})" if self.tracking else "best effort (sessions)",
-            "memory": f"cgroup {self.memory[0]} memory ({self.memory[1]})" if self.memory else "best effort",
+            "process_tracking": "cgroup v2" if self.tracking else "best_effort",
+            "memory_cap": f"cgroup {self.memory[0]}" if self.memory else "best_effort",
         }
 
 

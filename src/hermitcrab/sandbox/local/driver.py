@@ -26,7 +26,7 @@ from typing import Any
 
 from hermitcrab.errors import SandboxError
 from hermitcrab.sandbox.base import ExecResult, OutputChunk, SandboxSpec, check_name
-from hermitcrab.sandbox.local import bwrap, cgroups, launcher, stage
+from hermitcrab.sandbox.local import bwrap, cgroups, identity, launcher, quota, stage
 from hermitcrab.sandbox.local.seccomp import filter_bpf
 
 SUPERVISOR_SOURCE = Path(bwrap.sup.__file__)
@@ -48,6 +48,7 @@ class LocalSandbox:
     status: dict[str, Any]
     created_at: float = field(default_factory=time.time)
     groups: cgroups.SandboxGroups | None = None
+    quota: quota.WorkspaceQuota | None = None
 
     @property
     def name(self) -> str:
@@ -124,6 +125,12 @@ class LocalDriver:
             raise SandboxError("bubblewrap (bwrap) is not installed. fix: apt-get install bubblewrap")
         if not spec.workspace.is_dir():
             raise SandboxError(f"workspace {spec.workspace} is not a folder. fix: create it first")
+        if spec.policy.filesystem.workspace_quota == "required":
+            raise SandboxError(
+                f"sandbox '{spec.name}': filesystem.workspace_quota: required needs a size-capped "
+                "filesystem, which the local driver does not make yet. fix: set workspace_quota: "
+                "best_effort (the size is measured and a command that grows it past the cap is killed)"
+            )
         if spec.layers.binds and not any(
             Path(bwrap.PYTHON).resolve().is_relative_to(p) for p in spec.policy.filesystem.read_only
         ):
@@ -131,13 +138,18 @@ class LocalDriver:
                 f"the policy's filesystem.read_only must include the folder of {bwrap.PYTHON} "
                 "(usually /usr): the sandbox's supervisor runs on it"
             )
-        uid = spec.policy.process.run_as_uid
+        uid = identity.host_uid(spec.policy)  # run_as_uid is who they are inside
         state = self.state_root / spec.name
         state.mkdir(parents=True, exist_ok=True, mode=0o700)
-        bwrap.write_etc(state / "etc", uid)
+        bwrap.write_etc(state / "etc", spec.policy.process.run_as_uid)
         socket_path = self.socket_path(state, "ctl.sock")
         socket_path.unlink(missing_ok=True)
         as_root = os.geteuid() == 0
+        if not as_root and uid != os.getuid():
+            raise SandboxError(
+                f"sandbox '{spec.name}': process.host_uid {uid} needs a root gateway; a user's "
+                "sandboxes run as that user on the host. fix: leave process.host_uid unset"
+            )
         if as_root:
             _chown_tree(spec.workspace, uid)  # the sandbox's uid owns its workspace
 
@@ -207,8 +219,13 @@ class LocalDriver:
             reason = status.get("error") or stderr or "the supervisor exited without a word"
             raise SandboxError(f"sandbox '{spec.name}' failed to start: {reason}")
         support = groups.support if groups else cgroups.Support(None, None)
-        status.update(support.describe())
-        return LocalSandbox(spec, proc, state, socket_path, int(info["child-pid"]), status, groups=groups)
+        status.update(support.describe(), host_uid=uid, workspace_quota="best_effort")
+        cap = quota.WorkspaceQuota(spec.workspace, spec.policy.filesystem.workspace_max_mb * MB)
+        box = LocalSandbox(
+            spec, proc, state, socket_path, int(info["child-pid"]), status, groups=groups, quota=cap
+        )
+        box.quota.after_command()  # its size now, in the background
+        return box
 
     async def exec(
         self,
@@ -240,9 +257,16 @@ class LocalDriver:
             request["stdin"] = base64.b64encode(stdin).decode()
         groups = box.groups
         leaf = groups.lease() if groups is not None else None
+        watcher = None
+        if box.quota is not None:
+            start = await box.quota.before_command()
+            kill = (lambda: _kill_leaf(leaf)) if leaf is not None else (lambda: None)
+            watcher = asyncio.ensure_future(box.quota.watch(start, kill))
         try:
             reader, writer = await _connect(box.socket_path, [leaf.procs_fd, leaf.kill_fd] if leaf else [])
         except OSError as exc:
+            if watcher is not None:
+                watcher.cancel()
             if leaf is not None and groups is not None:
                 groups.give_back(leaf)
             raise SandboxError(f"cannot reach sandbox '{box.name}': {exc.strerror}") from None
@@ -266,9 +290,17 @@ class LocalDriver:
             writer.close()
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
+            over_quota = False
+            if watcher is not None and box.quota is not None:
+                over_quota = watcher.done() and not watcher.cancelled() and watcher.exception() is None
+                over_quota = over_quota and watcher.result() and leaf is not None
+                watcher.cancel()
+                box.quota.after_command()
             if leaf is not None and groups is not None:
                 await _settle(groups, leaf, kill=not box.spec.policy.process.background_processes)
         killed_by = frame.get("killed_by")
+        if over_quota:
+            killed_by = "workspace_max_mb"
         oom = groups is not None and groups.oom_kills() > 0
         if oom and frame.get("signal") == signal.SIGKILL and not killed_by:
             killed_by = "max_memory_mb"  # the memory cgroup's OOM killer ended it
@@ -341,6 +373,11 @@ async def _connect(path: Path, fds: list[int]) -> tuple[asyncio.StreamReader, as
     except BaseException:
         sock.close()
         raise
+
+
+def _kill_leaf(leaf: cgroups.Leaf) -> None:
+    with contextlib.suppress(OSError):
+        os.write(leaf.kill_fd, b"1")
 
 
 async def _settle(groups: cgroups.SandboxGroups, leaf: cgroups.Leaf, kill: bool) -> None:
