@@ -155,9 +155,16 @@ class Leaf:
     folder: Path
     procs_fd: int
     kill_fd: int
+    events_fd: int
+
+    def populated(self) -> bool:
+        try:
+            return b"populated 1" in os.pread(self.events_fd, 4096, 0)
+        except OSError:
+            return True
 
     def close(self) -> None:
-        for fd in (self.procs_fd, self.kill_fd):
+        for fd in (self.procs_fd, self.kill_fd, self.events_fd):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
@@ -243,6 +250,7 @@ class SandboxGroups:
             folder,
             os.open(folder / "cgroup.procs", os.O_WRONLY | os.O_CLOEXEC),
             os.open(folder / "cgroup.kill", os.O_WRONLY | os.O_CLOEXEC),
+            os.open(folder / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC),
         )
 
     def give_back_now(self, leaf: Leaf, kill: bool = True) -> bool:
@@ -250,12 +258,13 @@ class SandboxGroups:
         if not kill:
             leaf.close()
             return True
-        with contextlib.suppress(OSError):
-            os.write(leaf.kill_fd, b"1")
-        if _read_keys(leaf.folder / "cgroup.events").get("populated") == "0":
-            self._free.append(leaf)
-            return True
-        return False
+        if leaf.populated():  # the supervisor kills it when the command ends; this is the rest
+            with contextlib.suppress(OSError):
+                os.write(leaf.kill_fd, b"1")
+            if leaf.populated():
+                return False
+        self._free.append(leaf)
+        return True
 
     def give_back(self, leaf: Leaf, kill: bool = True) -> None:
         """After its command: kill what it left behind and keep the leaf for the next one.
@@ -266,7 +275,7 @@ class SandboxGroups:
         with contextlib.suppress(OSError):
             os.write(leaf.kill_fd, b"1")
         deadline = time.monotonic() + 2.0
-        while _read_keys(leaf.folder / "cgroup.events").get("populated") == "1":
+        while leaf.populated():
             if time.monotonic() > deadline:
                 leaf.close()
                 return

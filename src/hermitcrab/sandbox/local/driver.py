@@ -261,7 +261,7 @@ class LocalDriver:
         if box.quota is not None:
             start = await box.quota.before_command()
             kill = (lambda: _kill_leaf(leaf)) if leaf is not None else (lambda: None)
-            watcher = asyncio.ensure_future(box.quota.watch(start, kill))
+            watcher = box.quota.watch(start, kill)
         try:
             reader, writer = await _connect(box.socket_path, [leaf.procs_fd, leaf.kill_fd] if leaf else [])
         except OSError as exc:
@@ -292,17 +292,16 @@ class LocalDriver:
                 await writer.wait_closed()
             over_quota = False
             if watcher is not None and box.quota is not None:
-                over_quota = watcher.done() and not watcher.cancelled() and watcher.exception() is None
-                over_quota = over_quota and watcher.result() and leaf is not None
                 watcher.cancel()
+                over_quota = watcher.fired and leaf is not None
                 box.quota.after_command()
             if leaf is not None and groups is not None:
                 await _settle(groups, leaf, kill=not box.spec.policy.process.background_processes)
         killed_by = frame.get("killed_by")
         if over_quota:
             killed_by = "workspace_max_mb"
-        oom = groups is not None and groups.oom_kills() > 0
-        if oom and frame.get("signal") == signal.SIGKILL and not killed_by:
+        killed = frame.get("signal") == signal.SIGKILL and not killed_by
+        if killed and groups is not None and groups.oom_kills() > 0:
             killed_by = "max_memory_mb"  # the memory cgroup's OOM killer ended it
         if frame.get("error") and frame.get("exit") in (None, 127):
             err.extend(frame["error"].encode() + b"\n")

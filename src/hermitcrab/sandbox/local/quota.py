@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -62,11 +63,13 @@ class WorkspaceQuota:
     cap: int  # bytes
     last: int = 0
     over: bool = False
-    _pending: asyncio.Task[int] | None = field(default=None, repr=False)
+    measured_at: float = 0.0
+    _pending: asyncio.Future[int] | asyncio.TimerHandle | None = field(default=None, repr=False)
 
     async def measure(self) -> int:
         self.last = await asyncio.to_thread(usage, self.root, 4 * self.cap)
         self.over = self.last > self.cap
+        self.measured_at = time.monotonic()
         return self.last
 
     async def before_command(self) -> int:
@@ -76,14 +79,45 @@ class WorkspaceQuota:
         return self.last
 
     def after_command(self) -> None:
-        if self._pending is None or self._pending.done():
+        """Measure soon, in the background: at once, or where the last measure is under a
+        second old, when it is a second old (commands in quick succession share one)."""
+        pending = self._pending
+        if pending is not None and not (isinstance(pending, asyncio.Future) and pending.done()):
+            return  # one is in flight or due
+        wait = self.measured_at + WATCH_EVERY_S - time.monotonic()
+        loop = asyncio.get_running_loop()
+        if wait <= 0:
             self._pending = asyncio.ensure_future(self.measure())
+        else:
+            self._pending = loop.call_later(wait, self._due)
 
-    async def watch(self, start: int, kill: Callable[[], None]) -> bool:
-        """Runs beside a command until cancelled; True once it killed the command."""
-        while True:
-            await asyncio.sleep(WATCH_EVERY_S)
-            used = await self.measure()
-            if used > self.cap and used > start:
-                kill()
-                return True
+    def _due(self) -> None:
+        self._pending = asyncio.ensure_future(self.measure())
+
+    def watch(self, start: int, kill: Callable[[], None]) -> Watch:
+        """A check every second beside a running command; cancel it when the command ends."""
+        return Watch(self, start, kill)
+
+
+class Watch:
+    def __init__(self, quota: WorkspaceQuota, start: int, kill: Callable[[], None]) -> None:
+        self.quota, self.start, self.kill = quota, start, kill
+        self.fired = False
+        self._task: asyncio.Task[None] | None = None
+        self._timer = asyncio.get_running_loop().call_later(WATCH_EVERY_S, self._tick)
+
+    def _tick(self) -> None:
+        self._task = asyncio.ensure_future(self._check())
+
+    async def _check(self) -> None:
+        used = await self.quota.measure()
+        if used > self.quota.cap and used > self.start:
+            self.fired = True
+            self.kill()
+            return
+        self._timer = asyncio.get_running_loop().call_later(WATCH_EVERY_S, self._tick)
+
+    def cancel(self) -> None:
+        self._timer.cancel()
+        if self._task is not None:
+            self._task.cancel()
