@@ -259,4 +259,23 @@ print(data.count(b"HTTP/1.1 403"))
     answered = run(net.runtime.exec("box", ["python3", "-c", flood]))
     assert answered.stdout.strip() == b"16"  # then the proxy closed the connection
     denied = [e for e in net.store.audit.entries() if e.action == "network" and e.outcome == "denied"]
-    assert len(denied) == 16 and all(len(e.argv[0]) < 2100 for e in denied)
+    assert sum(e.repeats for e in denied) == 16 and all(len(e.argv[0]) < 2100 for e in denied)
+    assert len(denied) == 1  # the same refusal sixteen times: one row that counts them
+
+
+def test_repeated_refusals_are_one_audit_row_with_a_count(net, run) -> None:
+    """A sandbox retrying a refused host is one audit row that counts the retries."""
+    net.write_policy("")
+    run(net.runtime.create("box"))
+    retry = """
+import socket
+for _ in range(30):
+    s = socket.create_connection(("127.0.0.1", 3128))
+    s.sendall(b"CONNECT denied.example:443 HTTP/1.1\\r\\nHost: denied.example:443\\r\\n\\r\\n")
+    s.recv(65536)
+    s.close()
+"""
+    assert run(net.runtime.exec("box", ["python3", "-c", retry])).exit_code == 0
+    denied = [e for e in net.store.audit.entries() if e.action == "network" and e.outcome == "denied"]
+    assert [(e.argv[0], e.repeats) for e in denied] == [("CONNECT denied.example:443", 30)]
+    assert denied[0].last_ts is not None and denied[0].last_ts >= denied[0].ts

@@ -195,6 +195,9 @@ def audit(sandbox: str | None, limit: int, json_output: bool) -> None:
                 extra.append(f"{key}={e[key]}")
         if e["detail"]:
             extra.append(e["detail"])
+        if e.get("repeats", 1) > 1:
+            last = time.strftime("%H:%M:%S", time.localtime(e["last_ts"]))
+            extra.append(f"(x{e['repeats']}, last at {last})")
         line = f"{when} {e['actor']:<8} {e['sandbox'] or '-':<14} {e['action']:<16} {e['outcome']:<7} {what} "
         # argv and details come from a sandbox: printed raw, they could rewrite their own line.
         print(shown(line + " ".join(extra), one_line=True).rstrip())

@@ -7,6 +7,7 @@ import queue
 import sqlite3
 import threading
 import time
+from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -28,6 +29,8 @@ class AuditEntry:
     detail: str | None = None
     id: int | None = None
     ts: float = field(default_factory=time.time)
+    repeats: int = 1  # the same decision again within AGGREGATE_WINDOW_S of the first
+    last_ts: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -42,6 +45,13 @@ COLUMNS = (
 # Queued entries wait this long to be written together: one commit for a burst of network
 # connections, rather than a commit (and a busy writer thread) racing each connection.
 BATCH_WINDOW_S = 0.05
+
+# The same entry again (same sandbox, decision, rule, target, detail) within this long of the
+# first is counted on the first's row, not written again: a sandbox that retries a refused
+# host a thousand times makes one row with repeats=1000 and the time of the last.
+AGGREGATE_WINDOW_S = 60.0
+RECENT_KEYS = 1024
+UNAGGREGATED = ("asked", "approved")
 
 INSERT = f"INSERT INTO audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
 
@@ -80,6 +90,7 @@ class AuditLog:
         self._idle = threading.Condition()
         self._hurry = threading.Event()  # a reader waits: write what is queued now
         self._unwritten = 0
+        self._recent: OrderedDict[tuple[Any, ...], tuple[int, float]] = OrderedDict()  # key -> row, first ts
 
     def record(self, entry: AuditEntry) -> AuditEntry:
         """Write now and return with the entry committed."""
@@ -115,7 +126,7 @@ class AuditLog:
             try:
                 with self._lock:
                     self._conn.execute("BEGIN IMMEDIATE")
-                    self._conn.executemany(INSERT, [_values(e) for e in batch if e is not None])
+                    self._write(batch)
                     self._conn.execute("COMMIT")
             except sqlite3.Error:
                 with self._lock:
@@ -125,6 +136,31 @@ class AuditLog:
                 with self._idle:
                     self._unwritten -= len(batch)
                     self._idle.notify_all()
+
+    def _write(self, batch: list[AuditEntry | None]) -> None:
+        """Insert each new entry; count a repeat on its first's row (see AGGREGATE_WINDOW_S)."""
+        repeats: dict[int, tuple[int, float]] = {}  # row -> repeats to add, last ts
+        for entry in batch:
+            if entry is None:
+                continue
+            values = _values(entry)
+            key = tuple(values[1:])  # all but ts
+            # An approval's steps stay apart, in order: there are few (pending approvals are capped).
+            seen = None if entry.outcome in UNAGGREGATED else self._recent.get(key)
+            if seen is not None and entry.ts - seen[1] <= AGGREGATE_WINDOW_S:
+                added, _ = repeats.get(seen[0], (0, 0.0))
+                repeats[seen[0]] = (added + 1, entry.ts)
+                continue
+            row = self._conn.execute(INSERT, values).lastrowid
+            if row is not None:
+                self._recent[key] = (row, entry.ts)
+                self._recent.move_to_end(key)
+                while len(self._recent) > RECENT_KEYS:
+                    self._recent.popitem(last=False)
+        for row, (added, last) in repeats.items():
+            self._conn.execute(
+                "UPDATE audit SET repeats = repeats + ?, last_ts = ? WHERE id = ?", (added, last, row)
+            )
 
     def prune(self, before: float) -> int:
         """Drop entries older than `before` (a timestamp); returns how many went."""

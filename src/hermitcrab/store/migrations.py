@@ -115,4 +115,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX approvals_by_state ON approvals(state, created_at);
     """,
+    # 7: repeated decisions are one row: how many, and when the last one was
+    """
+    ALTER TABLE audit ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE audit ADD COLUMN last_ts REAL;
+    """,
 )

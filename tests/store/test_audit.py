@@ -1,0 +1,39 @@
+"""The audit log's store side: caps, aggregation of repeats, retention."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hermitcrab.store import AuditEntry
+from hermitcrab.store.store import Store
+
+
+def _denied(target: str, ts: float) -> AuditEntry:
+    return AuditEntry(
+        actor="sandbox:box",
+        action="network",
+        outcome="denied",
+        sandbox="box",
+        argv=[target],
+        rule="default",
+        detail="no rule allows it",
+        ts=ts,
+    )
+
+
+def test_repeated_decisions_are_one_row_with_a_count(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    try:
+        for i in range(500):
+            store.audit.record_soon(_denied("CONNECT evil.example:443", 1000.0 + i * 0.01))
+        store.audit.record_soon(_denied("CONNECT other.example:443", 1006.0))
+        store.audit.record_soon(_denied("CONNECT evil.example:443", 1000.0 + 61))  # past the window
+        entries = store.audit.entries()
+        rows = [(e.argv[0], e.repeats, e.last_ts) for e in entries]
+        assert rows == [
+            ("CONNECT evil.example:443", 500, 1000.0 + 499 * 0.01),
+            ("CONNECT other.example:443", 1, None),
+            ("CONNECT evil.example:443", 1, None),
+        ]
+    finally:
+        store.close()
