@@ -279,3 +279,33 @@ for _ in range(30):
     denied = [e for e in net.store.audit.entries() if e.action == "network" and e.outcome == "denied"]
     assert [(e.argv[0], e.repeats) for e in denied] == [("CONNECT denied.example:443", 30)]
     assert denied[0].last_ts is not None and denied[0].last_ts >= denied[0].ts
+
+
+def test_the_proxys_threads_end_with_it(net, run) -> None:
+    """The proxy's dial and tunnel threads are its own: close_all ends an open tunnel and
+    every thread. (They were module-wide pools, alive until the interpreter exited.)"""
+    s = net.servers
+    net.write_policy(local_rule("tls", s.https_port))
+    run(net.runtime.create("box"))
+    hold = f"""
+import socket, time
+s = socket.create_connection(("127.0.0.1", 3128))
+s.sendall(b"CONNECT localhost:{s.https_port} HTTP/1.1\\r\\nHost: localhost\\r\\n\\r\\n")
+print(s.recv(100).split(b"\\r\\n")[0].decode(), flush=True)
+time.sleep(30)
+"""
+    proxy = net.runtime.egress
+
+    async def scenario() -> list:
+        task = asyncio.ensure_future(net.runtime.exec("box", ["python3", "-c", hold], timeout=60))
+        while proxy._counts.count("box") != 1:
+            await asyncio.sleep(0.01)
+        threads = [*proxy._pumps.front._threads, *proxy._pumps._back._threads, *proxy._dials._threads]
+        assert any(t.is_alive() for t in threads)
+        await proxy.close_all()
+        while any(t.is_alive() for t in threads) or proxy._counts.count("box"):
+            await asyncio.sleep(0.01)  # the test's timeout is the ceiling
+        task.cancel()
+        return threads
+
+    assert run(scenario())

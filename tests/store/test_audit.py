@@ -37,3 +37,19 @@ def test_repeated_decisions_are_one_row_with_a_count(tmp_path: Path) -> None:
         ]
     finally:
         store.close()
+
+
+def test_a_failed_audit_write_is_counted_not_silent(tmp_path: Path, caplog) -> None:
+    """A batch that cannot be written is rolled back, logged, and counted for `status`."""
+    store = Store(tmp_path / "state.db")
+    try:
+        with store._lock:
+            store._conn.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON audit BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+            )
+        store.audit.record_soon(_denied("CONNECT evil.example:443", 1000.0))
+        store.audit.flush()
+        assert store.audit.lost == 1 and "disk says no" in (store.audit.last_error or "")
+        assert "audit write failed; 1 entries lost" in caplog.text
+    finally:
+        store.close()

@@ -163,6 +163,10 @@ def _print_status(info: dict[str, Any]) -> None:
     if info.get("policy_error"):
         console.print("[bold red]The policy file does not load; the last good policy stays in force:[/]")
         console.print(info["policy_error"], markup=False)
+    if info.get("audit_lost"):
+        lost = info["audit_lost"]
+        console.print(f"[bold red]{lost} audit entries could not be written:[/]")
+        console.print(str(info.get("audit_error")), markup=False)
     if info.get("approvals_pending"):
         waiting = info["approvals_pending"]
         console.print(f"[bold yellow]{waiting} request(s) wait for approval: `hermitcrab approvals`[/]")

@@ -54,7 +54,7 @@ MAX_REFUSALS_PER_CONNECTION = 16  # then the connection is closed
 SCREEN_ON_LOOP_BYTES = 64 * 1024
 # Dials block (name resolution, connect): their own threads, not the loop's default pool,
 # which the rest of the gateway shares.
-_DIALS = ThreadPoolExecutor(max_workers=64, thread_name_prefix="egress-dial")
+MAX_DIALS = 64  # connects (DNS, then TCP) at once; each blocks a thread
 ESTABLISHED = b"HTTP/1.1 200 Connection established\r\n\r\n"
 
 NetworkSource = Callable[[], NetworkPolicy]
@@ -179,6 +179,9 @@ class EgressProxy:
         self._counts = OpenCounts()
         self._cas: dict[str, SandboxCA] = {}
         self.inference = inference
+        # Threads of our own, stopped in close_all(): none outlive the proxy.
+        self._dials = ThreadPoolExecutor(max_workers=MAX_DIALS, thread_name_prefix="egress-dial")
+        self._pumps = splice.Pumps()
 
     def ca(self, sandbox: str, folder: Path) -> SandboxCA:
         """The sandbox's CA (made on first use), for the TLS this proxy terminates."""
@@ -214,8 +217,11 @@ class EgressProxy:
             door.close()
 
     async def close_all(self) -> None:
+        """Close every door, end every tunnel and stop the proxy's threads."""
         for sandbox in list(self._doors):
             await self.close(sandbox)
+        self._pumps.close()
+        self._dials.shutdown(wait=False, cancel_futures=True)
 
     def _arrived(self, sandbox: str, network: NetworkSource, conn: socket.socket) -> None:
         """A connection from the sandbox: counted against its limit, then its request head
@@ -297,7 +303,9 @@ class EgressProxy:
                 if decision.verdict == "allow" and plain and not self._in_host_name(host):
                     early = head[len(request.raw) :]
                     try:
-                        splice.FRONT.submit(self._tunnel, sandbox, decision, host, port, conn, early, release)
+                        self._pumps.front.submit(
+                            self._tunnel, sandbox, decision, host, port, conn, early, release
+                        )
                     except RuntimeError:  # shutting down
                         conn.close()
                         release()
@@ -344,7 +352,7 @@ class EgressProxy:
                 conn.close()
                 upstream.close()
                 return
-            splice.tunnel(conn, upstream)
+            self._pumps.tunnel(conn, upstream)
         except OSError:
             conn.close()
         except Exception:
@@ -454,7 +462,7 @@ class EgressProxy:
         self, sandbox: str, decision: NetDecision, host: str, port: int, what: str, tls: bool = False
     ) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         loop = asyncio.get_running_loop()
-        sock = await loop.run_in_executor(_DIALS, self._dial, sandbox, decision, host, port, what)
+        sock = await loop.run_in_executor(self._dials, self._dial, sandbox, decision, host, port, what)
         sock.setblocking(False)
         if not tls:
             return await asyncio.open_connection(sock=sock, limit=CHUNK)
@@ -498,7 +506,7 @@ class EgressProxy:
         client = splice.detach(writer)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
-            splice.FRONT, self._tunnel_blocking, sandbox, decision, host, port, client, early
+            self._pumps.front, self._tunnel_blocking, sandbox, decision, host, port, client, early
         )
 
     async def _terminate(

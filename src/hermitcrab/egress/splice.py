@@ -5,9 +5,11 @@ through Python)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import os
 import socket
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 # Open at once over all sandboxes (threads start only as tunnels need them); past this, a
@@ -55,20 +57,46 @@ def pump(source: socket.socket, sink: socket.socket) -> None:
             pass
 
 
-# Reused threads: a tunnel's two pumps block for its whole life, and starting two fresh
-# threads for every connection cost a measurable part of the proxy's added latency. Two
-# pools: a tunnel's first thread waits for its second, which must never queue behind
-# first threads.
-FRONT = ThreadPoolExecutor(max_workers=MAX_TUNNELS, thread_name_prefix="egress-tunnel")
-_BACK = ThreadPoolExecutor(max_workers=MAX_TUNNELS, thread_name_prefix="egress-back")
+class Pumps:
+    """The threads that relay tunnels, owned by one proxy and stopped with it.
 
+    Reused threads: a tunnel's two pumps block for its whole life, and starting two fresh
+    threads for every connection cost a measurable part of the proxy's added latency. Two
+    pools: a tunnel's first thread waits for its second, which must never queue behind
+    first threads."""
 
-def tunnel(a: socket.socket, b: socket.socket) -> None:
-    """Both directions, blocking until both ends are done (run it on FRONT)."""
-    try:
-        back = _BACK.submit(pump, b, a)
-        pump(a, b)
-        back.result()
-    finally:
-        a.close()
-        b.close()
+    def __init__(self, max_tunnels: int = MAX_TUNNELS) -> None:
+        self.front = ThreadPoolExecutor(max_workers=max_tunnels, thread_name_prefix="egress-tunnel")
+        self._back = ThreadPoolExecutor(max_workers=max_tunnels, thread_name_prefix="egress-back")
+        self._open: set[socket.socket] = set()
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def tunnel(self, a: socket.socket, b: socket.socket) -> None:
+        """Both directions, blocking until both ends are done (run it on `front`)."""
+        with self._lock:
+            if self.closed:
+                a.close()
+                b.close()
+                return
+            self._open.update((a, b))
+        try:
+            back = self._back.submit(pump, b, a)
+            pump(a, b)
+            back.result()
+        finally:
+            with self._lock:
+                self._open.difference_update((a, b))
+            a.close()
+            b.close()
+
+    def close(self) -> None:
+        """End every tunnel (their sockets shut down, the pumps return) and the threads."""
+        with self._lock:
+            self.closed = True
+            sockets = list(self._open)
+        for sock in sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+        self.front.shutdown(wait=False, cancel_futures=True)
+        self._back.shutdown(wait=False, cancel_futures=True)

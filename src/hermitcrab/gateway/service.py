@@ -318,4 +318,6 @@ class Gateway:
             "sandboxes": self.runtime.list() if self.runtime else [],
             "policy_error": self.runtime.policy_error if self.runtime else None,
             "approvals_pending": len(self.approvals.pending()) if self.approvals else 0,
+            "audit_lost": self.db.audit.lost if self.db else 0,
+            "audit_error": self.db.audit.last_error if self.db else None,
         }

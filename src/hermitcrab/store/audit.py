@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import queue
 import sqlite3
 import threading
@@ -10,6 +11,8 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+log = logging.getLogger("hermitcrab.audit")
 
 
 @dataclass
@@ -90,6 +93,8 @@ class AuditLog:
         self._idle = threading.Condition()
         self._hurry = threading.Event()  # a reader waits: write what is queued now
         self._unwritten = 0
+        self.lost = 0  # entries a failed write dropped, since start
+        self.last_error: str | None = None
         self._recent: OrderedDict[tuple[Any, ...], tuple[int, float]] = OrderedDict()  # key -> row, first ts
 
     def record(self, entry: AuditEntry) -> AuditEntry:
@@ -128,7 +133,12 @@ class AuditLog:
                     self._conn.execute("BEGIN IMMEDIATE")
                     self._write(batch)
                     self._conn.execute("COMMIT")
-            except sqlite3.Error:
+            except sqlite3.Error as exc:
+                # Not silent: the log says so, and `status` shows how many entries were lost.
+                lost = sum(1 for e in batch if e is not None)
+                self.lost += lost
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.error("audit write failed; %d entries lost: %s", lost, self.last_error)
                 with self._lock:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")

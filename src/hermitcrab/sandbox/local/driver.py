@@ -330,6 +330,8 @@ class LocalDriver:
         if box.proc.stderr is not None:
             box.proc.stderr.close()
         box.socket_path.unlink(missing_ok=True)
+        if box.quota is not None:
+            box.quota.cancel()
         if box.groups is not None:
             await asyncio.to_thread(box.groups.destroy)
 

@@ -91,6 +91,10 @@ class WorkspaceQuota:
         else:
             self._pending = loop.call_later(wait, self._due)
 
+    def cancel(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+
     def _due(self) -> None:
         self._pending = asyncio.ensure_future(self.measure())
 
