@@ -86,3 +86,39 @@ def test_destroy_forgets(env, runtime, run) -> None:
     assert env.store.sandboxes.get("gone") is None
     with pytest.raises(SandboxNotFound):
         run(runtime.destroy("gone"))
+
+
+def test_a_slow_store_does_not_stall_the_event_loop(env, runtime, run) -> None:
+    """A commit waits for the disk. With the store held (as by a slow fsync), execs and their
+    audit entries, a policy record and an approval's record go on: nothing of the event
+    loop waits for the store. Before, each exec's audit entry was committed on the loop."""
+    import threading
+
+    from hermitcrab.approvals import Approvals
+
+    run(runtime.create("slow", actor="cli"))
+    inbox = Approvals(records=env.store.approvals)
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with env.store._lock:
+            held.set()
+            release.wait(30)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    held.wait()
+    try:
+
+        async def while_held() -> bytes:
+            result = await runtime.exec("slow", ["echo", "hi"], actor="cli")
+            approval = inbox.open("tool", "slow", {"tool": "exec"}, 60)
+            inbox.decide(approval.id, allow=True, by="test")
+            return result.stdout
+
+        assert run(while_held()) == b"hi\n" and env.store._lock.locked()  # done while the store was held
+    finally:
+        release.set()
+        holder.join()
+    assert [e.action for e in runtime.audit.entries(sandbox="slow")] == ["sandbox.create", "exec"]
+    assert [r["state"] for r in env.store.approvals.recent()] == ["approved"]

@@ -273,7 +273,7 @@ def _reach_taint(policy: Policy) -> str | None:
 def _audit(turn: Turn, tool: Tool, summary: str, outcome: str, rule: str, detail: str | None) -> None:
     if turn.runtime is None:
         return
-    turn.runtime.audit.record(
+    turn.runtime.audit.record_soon(
         AuditEntry(
             actor=turn.actor,
             action="tool",

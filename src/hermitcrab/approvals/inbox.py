@@ -202,4 +202,4 @@ class Approvals:
 
     def _save(self, approval: Approval) -> None:
         if self._records is not None:
-            self._records.put(approval.record())
+            self._records.put_soon(approval.record())  # never a commit on the event loop

@@ -163,10 +163,13 @@ def _print_status(info: dict[str, Any]) -> None:
     if info.get("policy_error"):
         console.print("[bold red]The policy file does not load; the last good policy stays in force:[/]")
         console.print(info["policy_error"], markup=False)
-    if info.get("audit_lost"):
-        lost = info["audit_lost"]
-        console.print(f"[bold red]{lost} audit entries could not be written:[/]")
-        console.print(str(info.get("audit_error")), markup=False)
+    for count, error, what in (
+        ("audit_lost", "audit_error", "audit entries"),
+        ("store_writes_lost", "store_error", "store writes"),
+    ):
+        if info.get(count):
+            console.print(f"[bold red]{info[count]} {what} could not be written:[/]")
+            console.print(str(info.get(error)), markup=False)
     if info.get("approvals_pending"):
         waiting = info["approvals_pending"]
         console.print(f"[bold yellow]{waiting} request(s) wait for approval: `hermitcrab approvals`[/]")

@@ -78,7 +78,7 @@ class Gateway:
 
         def on_usage(usage: Usage) -> None:
             if self.db is not None:
-                self.db.usage.record(
+                self.db.usage.record_soon(
                     name,
                     CALL_SESSION.get(),
                     usage.model,
@@ -88,18 +88,22 @@ class Gateway:
                     usage.cost_usd,
                 )
 
-        def refuse() -> str | None:
-            if self.db is None:
+        async def refuse() -> str | None:
+            db = self.db
+            if db is None:
                 return None
             cap = agent.spend_cap_usd_per_day
-            if cap is not None and (spent := self.db.usage.spent_today(name)) >= cap:
+            if cap is not None and (spent := await asyncio.to_thread(db.usage.spent_today, name)) >= cap:
                 return (
                     f"agent '{name}' has spent ${spent:.4f} today, its cap is ${cap:.4f} "
                     f"(agents.{name}.spend_cap_usd_per_day); calls resume tomorrow (UTC) "
                     "or when the cap is raised"
                 )
             total_cap = self.config.routing.spend_cap_usd_per_day
-            if total_cap is not None and (spent := self.db.usage.spent_today()) >= total_cap:
+            if (
+                total_cap is not None
+                and (spent := await asyncio.to_thread(db.usage.spent_today)) >= total_cap
+            ):
                 return (
                     f"all agents together have spent ${spent:.4f} today, the daily cap is ${total_cap:.4f} "
                     "(routing.spend_cap_usd_per_day); calls resume tomorrow (UTC) or when the cap is raised"
@@ -135,7 +139,7 @@ class Gateway:
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._warm_routes)
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._prune_audit)
         for message in await asyncio.to_thread(self.store.unanswered):
-            session = self.store.get_session(message.session_id)
+            session = await asyncio.to_thread(self.store.get_session, message.session_id)
             log.info(
                 "resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id}
             )
@@ -320,4 +324,6 @@ class Gateway:
             "approvals_pending": len(self.approvals.pending()) if self.approvals else 0,
             "audit_lost": self.db.audit.lost if self.db else 0,
             "audit_error": self.db.audit.last_error if self.db else None,
+            "store_writes_lost": self.db.writer.lost if self.db else 0,
+            "store_error": self.db.writer.last_error if self.db else None,
         }

@@ -9,9 +9,10 @@ Usage of every call goes to `on_usage`; a spend cap is checked before each call.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,14 +51,14 @@ class Router:
         rounds: int = 2,
         max_wait_seconds: float = 30.0,
         on_usage: Callable[[Usage], None] | None = None,
-        refuse: Callable[[], str | None] | None = None,
+        refuse: Callable[[], str | Awaitable[str | None] | None] | None = None,
     ) -> None:
         self.name = name
         self.providers = providers
         self.rounds = rounds
         self.max_wait_seconds = max_wait_seconds
         self.on_usage = on_usage or (lambda usage: None)
-        self.refuse = refuse or (lambda: None)
+        self.refuse = refuse or (lambda: None)  # may be async: it may ask the store
 
     @property
     def primary(self) -> Provider:
@@ -75,6 +76,8 @@ class Router:
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
         reason = self.refuse()
+        if inspect.isawaitable(reason):
+            reason = await reason
         if reason:
             raise ProviderError(reason)
         failures: list[str] = []

@@ -345,7 +345,9 @@ class SandboxRuntime:
             )
             managed.policy_text = new
             managed.version = version
-            self.records.put(sandbox, new, version, str(managed.box.spec.workspace), False, managed.agent)
+            self.records.put_soon(
+                sandbox, new, version, str(managed.box.spec.workspace), False, managed.agent
+            )
             self._audit(actor, "policy.change", "ok", sandbox, policy_version=version, detail=diff)
 
     def allow_tool(self, sandbox: str, entry: str, actor: str) -> None:
@@ -436,4 +438,8 @@ class SandboxRuntime:
         }
 
     def _audit(self, actor: str, action: str, outcome: str, sandbox: str | None, **fields: Any) -> None:
-        self.audit.record(AuditEntry(actor=actor, action=action, outcome=outcome, sandbox=sandbox, **fields))
+        # Batched on the audit log's own thread: a commit waits for the disk, and the event
+        # loop must not (readers flush first, so an entry is never missing from what they see).
+        self.audit.record_soon(
+            AuditEntry(actor=actor, action=action, outcome=outcome, sandbox=sandbox, **fields)
+        )

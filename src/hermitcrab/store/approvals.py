@@ -8,11 +8,25 @@ import threading
 import time
 from typing import Any
 
+from hermitcrab.store.db import Writer
+
 
 class ApprovalRecords:
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock, writer: Writer | None = None) -> None:
+        self._writer = writer
         self._conn = conn
         self._lock = lock
+
+    def _drain(self) -> None:
+        if self._writer is not None:
+            self._writer.drain()  # what was written "soon" is there before we read
+
+    def put_soon(self, *args: Any) -> None:
+        """`put`, on the store's writer thread: for callers on the event loop."""
+        if self._writer is None:
+            self.put(*args)
+        else:
+            self._writer.soon(self.put, *args)
 
     def put(self, item: dict[str, Any]) -> None:
         """Insert or update one approval (its id, kind, sandbox, session, subject, state...)."""
@@ -34,6 +48,7 @@ class ApprovalRecords:
             )
 
     def recent(self, limit: int = 200) -> list[dict[str, Any]]:
+        self._drain()
         with self._lock:
             rows = self._conn.execute(
                 "SELECT * FROM approvals ORDER BY created_at DESC LIMIT ?", (limit,)
@@ -42,6 +57,7 @@ class ApprovalRecords:
 
     def close_pending(self, reason: str) -> list[dict[str, Any]]:
         """Deny what a previous run left pending (nobody can answer it any more)."""
+        self._drain()
         with self._lock:
             rows = self._conn.execute("SELECT * FROM approvals WHERE state = 'pending'").fetchall()
             self._conn.execute(

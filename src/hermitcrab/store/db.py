@@ -2,13 +2,62 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import logging
 import sqlite3
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any, TypeVar
 
 from hermitcrab.errors import StoreError
 from hermitcrab.store.migrations import MIGRATIONS
 
 BUSY_TIMEOUT_MS = 5000
+log = logging.getLogger("hermitcrab.store")
+T = TypeVar("T")
+
+
+class Writer:
+    """The thread that writes for async code: never on the event loop (a commit waits for
+    the disk), always in the order submitted. A write that fails is logged and counted."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="store-writer")
+        self.lost = 0
+        self.last_error: str | None = None
+
+    def soon(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Write in the background; the caller goes on at once."""
+        try:
+            self._pool.submit(fn, *args).add_done_callback(self._check)
+        except RuntimeError:  # closed: we are stopping, so write here and now
+            fn(*args)
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run on the writer's thread, after everything submitted before, and wait for it."""
+        return await asyncio.get_running_loop().run_in_executor(self._pool, functools.partial(fn, *args))
+
+    def drain(self) -> None:
+        """Wait for every write submitted so far: readers call it, so that they see them."""
+        if threading.current_thread().name.startswith("store-writer"):
+            return  # on the writer itself, everything before is written already
+        try:
+            self._pool.submit(lambda: None).result()
+        except RuntimeError:
+            pass  # closed: nothing is left to write
+
+    def _check(self, future: Future[Any]) -> None:
+        exc = future.exception()
+        if exc is not None:
+            self.lost += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            log.error("a store write failed: %s", self.last_error)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True)
 
 
 def open_database(path: Path) -> sqlite3.Connection:

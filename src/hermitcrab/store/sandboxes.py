@@ -6,6 +6,9 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
+from typing import Any
+
+from hermitcrab.store.db import Writer
 
 
 @dataclass(frozen=True)
@@ -21,9 +24,23 @@ class SandboxRecord:
 
 
 class SandboxRecords:
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, lock: threading.Lock | None = None, writer: Writer | None = None
+    ) -> None:
+        self._writer = writer
         self._conn = conn
         self._lock = lock or threading.Lock()
+
+    def _drain(self) -> None:
+        if self._writer is not None:
+            self._writer.drain()  # what was written "soon" is there before we read
+
+    def put_soon(self, *args: Any) -> None:
+        """`put`, on the store's writer thread: for callers on the event loop."""
+        if self._writer is None:
+            self.put(*args)
+        else:
+            self._writer.soon(self.put, *args)
 
     def put(
         self,
@@ -51,16 +68,19 @@ class SandboxRecords:
         return record
 
     def get(self, name: str) -> SandboxRecord | None:
+        self._drain()
         with self._lock:
             row = self._conn.execute("SELECT * FROM sandboxes WHERE name = ?", (name,)).fetchone()
         return _record(row) if row else None
 
     def all(self) -> list[SandboxRecord]:
+        self._drain()
         with self._lock:
             rows = self._conn.execute("SELECT * FROM sandboxes ORDER BY name").fetchall()
         return [_record(r) for r in rows]
 
     def delete(self, name: str) -> bool:
+        self._drain()
         with self._lock:
             cur = self._conn.execute("DELETE FROM sandboxes WHERE name = ?", (name,))
         return cur.rowcount > 0

@@ -8,7 +8,7 @@ from pathlib import Path
 from hermitcrab.store.agentstate import FileMarks, Jobs
 from hermitcrab.store.approvals import ApprovalRecords
 from hermitcrab.store.audit import AuditLog
-from hermitcrab.store.db import open_database
+from hermitcrab.store.db import Writer, open_database
 from hermitcrab.store.sandboxes import SandboxRecords
 from hermitcrab.store.sessions import SessionStore
 from hermitcrab.store.usage import UsageLog
@@ -19,16 +19,19 @@ class Store:
         self.path = path
         self._conn = open_database(path)
         lock = threading.Lock()  # sqlite3 connections must not be used by two threads at once
+        # Writes from the event loop go to this thread (the audit log has a batching one of its own).
+        self.writer = Writer()
         self.sessions = SessionStore(self._conn, lock)
-        self.sandboxes = SandboxRecords(self._conn, lock)
+        self.sandboxes = SandboxRecords(self._conn, lock, self.writer)
         self.audit = AuditLog(self._conn, lock)
-        self.usage = UsageLog(self._conn, lock)
+        self.usage = UsageLog(self._conn, lock, self.writer)
         self.jobs = Jobs(self._conn, lock)
         self.file_marks = FileMarks(self._conn, lock)
-        self.approvals = ApprovalRecords(self._conn, lock)
+        self.approvals = ApprovalRecords(self._conn, lock, self.writer)
         self._lock = lock
 
     def close(self) -> None:
+        self.writer.close()
         self.audit.flush()
         with self._lock:
             self._conn.close()

@@ -7,6 +7,8 @@ import threading
 import time
 from typing import Any
 
+from hermitcrab.store.db import Writer
+
 GROUPS = {"day": "day", "agent": "agent", "session": "session", "model": "model"}
 
 
@@ -15,9 +17,23 @@ def today() -> str:
 
 
 class UsageLog:
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
+    def __init__(
+        self, conn: sqlite3.Connection, lock: threading.Lock | None = None, writer: Writer | None = None
+    ) -> None:
+        self._writer = writer
         self._conn = conn
         self._lock = lock or threading.Lock()
+
+    def _drain(self) -> None:
+        if self._writer is not None:
+            self._writer.drain()  # what was written "soon" is there before we read
+
+    def record_soon(self, *args: Any) -> None:
+        """`record`, on the store's writer thread: for callers on the event loop."""
+        if self._writer is None:
+            self.record(*args)
+        else:
+            self._writer.soon(self.record, *args)
 
     def record(
         self, agent: str, session: str | None, model: str, prompt: int, completion: int, latency_ms: float,
@@ -34,6 +50,7 @@ class UsageLog:
 
     def spent_today(self, agent: str | None = None) -> float:
         """What one agent (or, with None, all of them) spent today (UTC)."""
+        self._drain()
         query = "SELECT COALESCE(SUM(cost_usd), 0) FROM usage WHERE day = ?"
         args: tuple[str, ...] = (today(),)
         if agent is not None:
@@ -43,6 +60,7 @@ class UsageLog:
         return float(row[0])
 
     def summary(self, by: str = "day", since_day: str | None = None) -> list[dict[str, Any]]:
+        self._drain()
         column = GROUPS[by]
         query = f"""SELECT {column} AS key, COUNT(*) AS calls, SUM(prompt_tokens) AS prompt_tokens,
                            SUM(completion_tokens) AS completion_tokens,
