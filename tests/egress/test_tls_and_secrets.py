@@ -150,7 +150,7 @@ def test_the_host_and_credential_are_the_proxys_not_the_clients(net, run, api) -
 
 def test_no_secret_rides_out_in_a_prompt(net, run, api) -> None:
     """inference.local may lead to a remote provider's model: prompts are screened too."""
-    from hermitcrab.egress.proxy import InferenceRoute
+    from hermitcrab.egress.forward import InferenceRoute
 
     net.runtime.egress.inference = InferenceRoute("127.0.0.1", api.http_port, lambda: "gateway-token")
     url = "http://inference.local/v1/chat/completions"
@@ -165,18 +165,18 @@ def test_a_big_body_is_screened_off_the_event_loop_and_a_huge_one_refused(net, r
     than the gateway's API takes is refused before any screen."""
     import threading
 
-    from hermitcrab.egress import proxy
-    from hermitcrab.egress.proxy import InferenceRoute
+    from hermitcrab.egress import screen
+    from hermitcrab.egress.forward import InferenceRoute
 
     net.runtime.egress.inference = InferenceRoute("127.0.0.1", api.http_port, lambda: "t", 512 * 1024)
     screened_on: list[int] = []
-    real = proxy.find_secret
+    real = screen.find_secret
 
     def watched(values, *texts):  # type: ignore[no-untyped-def]
         screened_on.append(threading.get_ident())
         return real(values, *texts)
 
-    monkeypatch.setattr(proxy, "find_secret", watched)
+    monkeypatch.setattr(screen, "find_secret", watched)
     loop_thread = threading.get_ident()  # the test's loop runs the proxy, on this thread
     url = "http://inference.local/v1/chat/completions"
     run(net.runtime.exec("box", ["sh", "-c", "head -c 300000 /dev/zero | tr '\\\\0' % > /tmp/big"]))
@@ -214,7 +214,7 @@ def test_a_secret_split_between_chunks_is_masked_too() -> None:
     import asyncio
     import base64
 
-    from hermitcrab.egress.proxy import _masking
+    from hermitcrab.egress.screen import masking as _masking
 
     secrets = (TOKEN.encode(), base64.b64encode(TOKEN.encode()))
     pieces = [b"echo: Bearer ghp_s3c", b"r3tT0k", b"enV4lue and ", base64.b64encode(TOKEN.encode())[:9],

@@ -18,7 +18,7 @@ from hermitcrab.store import Store
 
 if TYPE_CHECKING:
     from hermitcrab.approvals import Approvals
-    from hermitcrab.egress.proxy import InferenceRoute
+    from hermitcrab.egress.forward import InferenceRoute
     from hermitcrab.egress.secrets import SecretStore
     from hermitcrab.runtime import SandboxRuntime
     from hermitcrab.sandbox.base import Layers

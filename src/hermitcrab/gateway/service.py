@@ -147,7 +147,7 @@ class Gateway:
 
     def _start_runtime(self) -> None:
         from hermitcrab.approvals import Approvals
-        from hermitcrab.egress.proxy import InferenceRoute
+        from hermitcrab.egress.forward import InferenceRoute
         from hermitcrab.egress.secrets import SecretStore
         from hermitcrab.gateway.parts import build_runtime
 
