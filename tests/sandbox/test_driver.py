@@ -183,3 +183,23 @@ def test_a_long_state_path_still_gets_a_socket(run, tmp_path: Path) -> None:
         assert run(driver.exec(box, ["echo", "ok"])).stdout == b"ok\n"
     finally:
         run(driver.destroy(box))
+
+
+def test_one_connection_serves_command_after_command(make_sandbox, run) -> None:
+    """The host keeps its connection to the supervisor for the next command; a command
+    cut off mid-way drops its connection, and the next command still runs."""
+    driver, box, _ = make_sandbox()
+    first = run(driver.exec(box, ["echo", "one"]))
+    channel = box.idle[-1]
+    second = run(driver.exec(box, ["echo", "two"]))
+    assert (first.stdout, second.stdout) == (b"one\n", b"two\n")
+    assert box.idle == [channel]  # the same connection, again
+
+    async def cut_off() -> None:
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(driver.exec(box, ["sleep", "5"]), 0.2)
+
+    run(cut_off())
+    assert channel not in box.idle
+    assert run(driver.exec(box, ["echo", "three"])).stdout == b"three\n"
+    assert asyncio.run(driver.exec(box, ["echo", "other loop"])).stdout == b"other loop\n"

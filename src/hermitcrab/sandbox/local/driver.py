@@ -32,6 +32,7 @@ from hermitcrab.sandbox.local.seccomp import filter_bpf
 SUPERVISOR_SOURCE = Path(bwrap.sup.__file__)
 LAUNCHER_SOURCE = Path(launcher.__file__)
 MB = 1024 * 1024
+MAX_IDLE_CHANNELS = 8  # connections kept open per sandbox for the next commands
 CREATE_TIMEOUT_S = 10.0
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
 
@@ -49,6 +50,7 @@ class LocalSandbox:
     created_at: float = field(default_factory=time.time)
     groups: cgroups.SandboxGroups | None = None
     quota: quota.WorkspaceQuota | None = None
+    idle: list[Channel] = field(default_factory=list)  # open exec connections, for the next one
 
     @property
     def name(self) -> str:
@@ -263,7 +265,8 @@ class LocalDriver:
             kill = (lambda: _kill_leaf(leaf)) if leaf is not None else (lambda: None)
             watcher = box.quota.watch(start, kill)
         try:
-            reader, writer = await _connect(box.socket_path, [leaf.procs_fd, leaf.kill_fd] if leaf else [])
+            channel = await _channel(box)
+            socket.send_fds(channel.sock, [b"F"], [leaf.procs_fd, leaf.kill_fd] if leaf else [])
         except OSError as exc:
             if watcher is not None:
                 watcher.cancel()
@@ -271,6 +274,8 @@ class LocalDriver:
                 groups.give_back(leaf)
             raise SandboxError(f"cannot reach sandbox '{box.name}': {exc.strerror}") from None
         out, err = bytearray(), bytearray()
+        reader, writer = channel.reader, channel.writer
+        done = False
         try:
             writer.write(json.dumps(request).encode() + b"\n")
             await writer.drain()
@@ -281,15 +286,17 @@ class LocalDriver:
                 frame = json.loads(line)
                 kind = frame["t"]
                 if kind == "x":
+                    done = True
                     break
                 data = base64.b64decode(frame["d"])
                 (out if kind == "o" else err).extend(data)
                 if on_output is not None:
                     on_output(OutputChunk("stdout" if kind == "o" else "stderr", data))
         finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
+            if done and len(box.idle) < MAX_IDLE_CHANNELS:
+                box.idle.append(channel)  # whole and answered: good for the next command
+            else:
+                writer.close()
             over_quota = False
             if watcher is not None and box.quota is not None:
                 watcher.cancel()
@@ -320,6 +327,9 @@ class LocalDriver:
     async def destroy(self, box: LocalSandbox) -> None:
         """Kill everything inside: the sandbox's init is its pid namespace's init, and when
         it dies the kernel kills every process left in the namespace."""
+        for channel in box.idle:
+            _drop(channel)
+        box.idle.clear()
         with contextlib.suppress(ProcessLookupError):
             os.kill(box.host_pid, signal.SIGKILL)
         try:
@@ -363,17 +373,42 @@ class LocalDriver:
                 os.kill(pid, sig)
 
 
-async def _connect(path: Path, fds: list[int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-    """Open an exec connection; its first byte carries the command's cgroup descriptors."""
+@dataclass
+class Channel:
+    """An open connection to a sandbox's supervisor, for one command at a time. Each
+    command's first byte carries its cgroup descriptors, sent on `sock` itself (the
+    stream's buffer is empty between commands, so the order holds)."""
+
+    loop: asyncio.AbstractEventLoop
+    sock: socket.socket
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+
+def _drop(channel: Channel) -> None:
+    if channel.loop.is_closed():
+        channel.sock.close()  # its transport went with its loop
+    else:
+        channel.writer.close()
+
+
+async def _channel(box: LocalSandbox) -> Channel:
+    """An idle channel of this event loop's, or a new one."""
+    loop = asyncio.get_running_loop()
+    while box.idle:
+        channel = box.idle.pop()
+        if channel.loop is loop and not channel.writer.is_closing() and not channel.reader.at_eof():
+            return channel
+        _drop(channel)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        await asyncio.get_running_loop().sock_connect(sock, str(path))
-        socket.send_fds(sock, [b"F"], fds)  # one byte into an empty socket buffer: never blocks
-        return await asyncio.open_unix_connection(sock=sock, limit=1 << 22)
+        await loop.sock_connect(sock, str(box.socket_path))
+        reader, writer = await asyncio.open_unix_connection(sock=sock, limit=1 << 22)
     except BaseException:
         sock.close()
         raise
+    return Channel(loop, sock, reader, writer)
 
 
 def _kill_leaf(leaf: cgroups.Leaf) -> None:

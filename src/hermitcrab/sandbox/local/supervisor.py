@@ -267,24 +267,28 @@ class Supervisor:
                 os.close(wake)
 
     def handle(self, conn: socket.socket) -> None:
-        fds: list[int] = []
+        """One connection, many commands, one after another: the host keeps connections
+        open for the next exec (a connect and a thread per command cost more than a spawn)."""
         with conn:
-            try:
-                _, fds, _, _ = socket.recv_fds(conn, 1, 2)
-                leaf = (fds[0], fds[1]) if len(fds) == 2 else None
-                if leaf is None and "home" in self.cgroup:
-                    raise OSError("the host sent no cgroup for this command")
-                reader = conn.makefile("rb")
-                request = json.loads(reader.readline())
-                self.run(conn, request, leaf)
-            except (OSError, ValueError, KeyError) as exc:
+            while True:
+                fds: list[int] = []
                 try:
-                    _send(conn, {"t": "x", "exit": None, "error": f"{type(exc).__name__}: {exc}"})
-                except OSError:
-                    pass
-            finally:
-                for fd in fds:
-                    os.close(fd)
+                    data, fds, _, _ = socket.recv_fds(conn, 1, 2)
+                    if not data:
+                        return  # the host closed it
+                    leaf = (fds[0], fds[1]) if len(fds) == 2 else None
+                    if leaf is None and "home" in self.cgroup:
+                        raise OSError("the host sent no cgroup for this command")
+                    request = json.loads(_read_line(conn))
+                    self.run(conn, request, leaf)
+                except (OSError, ValueError, KeyError) as exc:
+                    try:
+                        _send(conn, {"t": "x", "exit": None, "error": f"{type(exc).__name__}: {exc}"})
+                    except OSError:
+                        return
+                finally:
+                    for fd in fds:
+                        os.close(fd)
 
     def _spawn(
         self,
@@ -525,6 +529,21 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    """One request line, read to its newline and not a byte further: what follows it on
+    the connection is the next request, whose first byte carries descriptors."""
+    chunks = []
+    while True:
+        data = conn.recv(1 << 16, socket.MSG_PEEK)
+        if not data:
+            raise OSError("the host closed the connection mid-request")
+        end = data.find(b"\n")
+        take = len(data) if end < 0 else end + 1
+        chunks.append(conn.recv(take))
+        if end >= 0:
+            return b"".join(chunks)
 
 
 def _send(conn: socket.socket, frame: dict[str, Any]) -> None:
