@@ -26,6 +26,30 @@ if ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
         | sed -u -E 's/^\s*(\[ *[0-9]+%\]|\[[0-9]+\/[0-9]+\]).*\/([^/ ]+\.(c|cpp|o))$/   \1 \2/'
 fi
 
+# llama-cpp-python's build installs llama.cpp's libraries twice (site-packages/lib as well:
+# unused, llama_cpp/lib is found through $ORIGIN) and each as three identical files
+# (libX.so, libX.so.0, libX.so.0.N): keep one file, make the other names links (54 MB).
+slim_llama() {
+    local site lib real base
+    site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["platlib"])')
+    lib="$site/llama_cpp/lib"
+    [ -f "$lib/libllama.so" ] || return 0
+    if [ -d "$site/lib" ] && [ -e "$site/lib/libllama.so" ] \
+        && grep -q '^lib/libllama.so,' "$site"/llama_cpp_python-*.dist-info/RECORD 2>/dev/null; then
+        rm -rf "$site/lib"
+    fi
+    for real in "$lib"/lib*.so.*.*; do
+        [ -f "$real" ] && [ ! -L "$real" ] || continue
+        base=${real%.so.*}.so
+        for name in "$base" "$base.$(basename "$real" | sed -E 's/.*\.so\.([0-9]+)\..*/\1/')"; do
+            if [ -f "$name" ] && [ ! -L "$name" ] && cmp -s "$name" "$real"; then
+                ln -sf "$(basename "$real")" "$name"
+            fi
+        done
+    done
+}
+slim_llama
+
 TARGET="."
 [ -n "$EXTRAS" ] && TARGET=".[$EXTRAS]"
 say "installing HermitCrab and its dependencies${EXTRAS:+ (with $EXTRAS)}"
