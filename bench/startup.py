@@ -2,7 +2,8 @@
 
     python bench/startup.py [--json] [--runs N]
 
-Prints: `hermitcrab --help` against `python -c pass`; gateway ready time; idle RSS
+Prints: `hermitcrab --help` against `python -c pass`; gateway ready time (the daemon
+alone, and `hermitcrab up` from the command to its return); idle RSS
 without the model, with it loaded, and after a burst of requests; cold and warm turn
 latency on the embedded model; the prompt size of "Say hello in one short sentence.".
 Every gateway here runs in a temporary HERMITCRAB_HOME on a free loopback port.
@@ -111,6 +112,16 @@ class Daemon:
                 raise RuntimeError("gateway exited during start-up")
             time.sleep(0.002)
 
+    def up_from_command(self) -> float:
+        """`hermitcrab up`, as a person types it: milliseconds until the command returns
+        (it returns once the gateway answers), then `down`."""
+        script = Path(sys.executable).with_name("hermitcrab")
+        started = time.perf_counter()
+        subprocess.run([str(script), "up"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+        took = (time.perf_counter() - started) * 1000
+        subprocess.run([str(script), "down"], env=self.env, check=True, stdout=subprocess.DEVNULL)
+        return took
+
     def status(self) -> dict[str, Any]:
         return self.http.get("/api/status").json()
 
@@ -166,6 +177,12 @@ def measure(runs: int) -> dict[str, Any]:
         finally:
             again.stop()
     results["gateway_ready_ms"] = round(statistics.median(ready), 1)
+    command = Daemon(preload=False)
+    try:
+        ups = [command.up_from_command() for _ in range(max(runs // 2, 3))]
+    finally:
+        command.stop()
+    results["up_command_ms"] = round(statistics.median(ups), 1)
 
     # With the embedded model: loaded after ready, then a cold and a warm turn.
     daemon = Daemon(preload=True)
@@ -211,6 +228,11 @@ def main() -> None:
             f"{r['help_ratio']}x `python -c pass` ({r['python_pass_ms']} ms)",
         ),
         ("gateway ready", f"{r['gateway_ready_ms']} ms", "spawn -> /healthz answers (model loads after)"),
+        (
+            "`hermitcrab up`",
+            f"{r['up_command_ms']} ms",
+            "the command, typed -> it returns with the gateway up",
+        ),
         (
             "idle RSS, no model",
             f"{r['idle_rss_no_model_mb']} MB",

@@ -1,3 +1,3 @@
-from hermitcrab.cli.main import main
+from hermitcrab.cli.entry import main
 
 main()

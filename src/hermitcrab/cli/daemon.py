@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -12,9 +13,10 @@ from pathlib import Path
 from typing import Any
 
 from hermitcrab.cli.output import fail, print_json
-from hermitcrab.config.loader import load_config
 from hermitcrab.config.paths import Paths
-from hermitcrab.errors import GatewayError
+from hermitcrab.errors import GatewayError, HermitCrabError
+
+READY_FD_ENV = "HERMITCRAB_READY_FD"  # the daemon writes "ready" here once it listens
 
 
 def running_pid(paths: Paths) -> int | None:
@@ -35,22 +37,28 @@ def running_pid(paths: Paths) -> int | None:
 
 
 def up(foreground: bool) -> None:
+    """Start the gateway and return once it answers. The daemon starts first and the
+    config is read here while it does: both read the same file, and the daemon tells us
+    through a pipe when it listens (no polling)."""
+    from hermitcrab.config.loader import load_config  # pydantic: after the daemon is on its way
+
     paths = Paths.from_env()
-    config = load_config(paths.config)  # fail here, loudly, before anything starts
     pid = running_pid(paths)
     if pid is not None:
-        print(
-            f"HermitCrab is already running (pid {pid}) at http://{config.gateway.host}:{config.gateway.port}"
-        )
+        gateway = load_config(paths.config).gateway
+        print(f"HermitCrab is already running (pid {pid}) at {gateway_url(gateway.host, gateway.port)}")
         return
     if foreground:
+        load_config(paths.config)  # fail here, loudly, before anything starts
         from hermitcrab.gateway.server import serve
 
         serve(paths, foreground=True)
         return
+    started = time.perf_counter()
     paths.logs.mkdir(parents=True, exist_ok=True)
     out = os.fdopen(os.open(paths.logs / "gateway.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
     os.chmod(paths.logs / "gateway.out", 0o600)
+    ready_r, ready_w = os.pipe()
     child = subprocess.Popen(
         # -P: the folder `up` was run from is not on the import path (it may be a workspace,
         # where a sandbox can write a module named like one the gateway imports).
@@ -60,32 +68,48 @@ def up(foreground: bool) -> None:
         stdout=out,
         stderr=out,
         start_new_session=True,  # the daemon outlives this terminal
-        env={**os.environ, "HERMITCRAB_HOME": str(paths.home)},
+        pass_fds=[ready_w],
+        env={**os.environ, "HERMITCRAB_HOME": str(paths.home), READY_FD_ENV: str(ready_w)},
     )
     out.close()
-    from hermitcrab.cli.client import GatewayClient
-
-    client = GatewayClient(paths)
-    deadline = time.monotonic() + config.gateway.startup_timeout_seconds
-    started = time.perf_counter()
-    while time.monotonic() < deadline:
-        if child.poll() is not None:
-            tail = _tail(paths.logs / "gateway.out", 15)
-            fail(f"the gateway exited during start-up (code {child.returncode}):\n{tail}")
-        health = client.health()
-        if health and health.get("pid") == child.pid:
-            took = time.perf_counter() - started
-            print(f"HermitCrab is up at {client.base_url} (pid {child.pid}, ready in {took:.2f} s)")
-            return
-        time.sleep(0.02)
+    os.close(ready_w)
+    try:
+        config = load_config(paths.config)
+    except HermitCrabError:
+        child.wait(10)  # it finds the same fault and says so in its log; ours is the message
+        os.close(ready_r)
+        raise
+    timeout = config.gateway.startup_timeout_seconds
+    with os.fdopen(ready_r, "rb") as ready:
+        answered = select.select([ready], [], [], timeout)[0] and ready.readline().strip() == b"ready"
+    if answered:
+        took = time.perf_counter() - started
+        url = gateway_url(config.gateway.host, config.gateway.port)
+        print(f"HermitCrab is up at {url} (pid {child.pid}, ready in {took:.2f} s)")
+        return
+    if child.poll() is not None or _exited_soon(child):
+        tail = _tail(paths.logs / "gateway.out", 15)
+        fail(f"the gateway exited during start-up (code {child.returncode}):\n{tail}")
     child.terminate()
-    fail(
-        f"the gateway did not become healthy within {config.gateway.startup_timeout_seconds:g} s; "
-        f"see `hermitcrab logs`"
-    )
+    fail(f"the gateway did not become healthy within {timeout:g} s; see `hermitcrab logs`")
+
+
+def gateway_url(host: str, port: int) -> str:
+    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
+
+
+def _exited_soon(child: subprocess.Popen[bytes]) -> bool:
+    """The pipe closed without a word: the child is on its way out."""
+    try:
+        child.wait(5)
+    except subprocess.TimeoutExpired:
+        return False
+    return True
 
 
 def down() -> None:
+    from hermitcrab.config.loader import load_config  # pydantic: after the daemon is on its way
+
     paths = Paths.from_env()
     pid = running_pid(paths)
     if pid is None:

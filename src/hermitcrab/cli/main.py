@@ -348,13 +348,13 @@ def bench_prompt(
 
 
 def main() -> None:
+    import sys
+
     from hermitcrab.errors import HermitCrabError
 
     try:
         app()
     except HermitCrabError as exc:
-        import sys
-
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
 

@@ -114,6 +114,18 @@ def serve(paths: Paths, foreground: bool) -> None:
         pidfile.release()
 
 
+def _say_ready() -> None:
+    """Tell `hermitcrab up` (through the pipe it gave us) that we listen and answer."""
+    fd = os.environ.pop("HERMITCRAB_READY_FD", None)
+    if fd is None or not fd.isdigit():
+        return
+    try:
+        os.write(int(fd), b"ready\n")
+        os.close(int(fd))
+    except OSError:
+        pass  # `up` is gone: nobody waits
+
+
 def _idle_server_class(base: type) -> type:
     """uvicorn's server wakes ten times a second to look for a shutdown request; this one
     sleeps until a signal asks for it, so that an idle gateway is idle."""
@@ -126,6 +138,7 @@ def _idle_server_class(base: type) -> type:
         async def main_loop(self) -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
+            _say_ready()
             if not self.should_exit:
                 await self._stop.wait()
 
