@@ -231,7 +231,7 @@ def main() -> None:
         (
             "`hermitcrab up`",
             f"{r['up_command_ms']} ms",
-            "the command, typed -> it returns with the gateway up",
+            "typed -> returns with the gateway up",
         ),
         (
             "idle RSS, no model",
