@@ -53,3 +53,30 @@ def test_a_failed_audit_write_is_counted_not_silent(tmp_path: Path, caplog) -> N
         assert "audit write failed; 1 entries lost" in caplog.text
     finally:
         store.close()
+
+
+def test_the_async_store_runs_every_table_method_off_the_loop(tmp_path: Path) -> None:
+    """`store.aio` is the seam async code speaks: each method of each table, awaited, run on
+    a worker thread (the event loop's own thread never touches SQLite)."""
+    import asyncio
+    import threading
+
+    store = Store(tmp_path / "state.db")
+    try:
+        seen: list[int] = []
+        real = store.sessions.ensure_session
+
+        def watched(*args, **kwargs):  # type: ignore[no-untyped-def]
+            seen.append(threading.get_ident())
+            return real(*args, **kwargs)
+
+        store.sessions.ensure_session = watched  # type: ignore[method-assign]
+
+        async def scenario() -> tuple[str, int]:
+            session = await store.aio.sessions.ensure_session("s1", "main")
+            return session.id, threading.get_ident()
+
+        session_id, loop_thread = asyncio.run(scenario())
+        assert session_id == "s1" and seen and seen[0] != loop_thread
+    finally:
+        store.close()

@@ -218,7 +218,7 @@ async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) 
     if result.taint is None and (read := tool.read_path(args)) is not None:
         real = (result.data or {}).get("real_path") or read
         path = workspace_path(real)
-        mark = await asyncio.to_thread(store.file_marks.get, agent, path or "") if path else None
+        mark = await store.aio.file_marks.get(agent, path or "") if path else None
         shown = read if workspace_path(read) == path else f"{read} (a link to {real})"
         result.taint = file_taint(mark, workspace, path, shown)
     if result.taint is None and tool.reads_workspace:

@@ -65,7 +65,7 @@ async def run_turn(agent: Agent, services: Services, message: Event, timeout_sec
         taint,
         present=data.get("approvals", "ask") != "deny",
     )
-    events = await asyncio.to_thread(services.store.sessions.turn_events, message.session_id, message.id)
+    events = await services.store.aio.sessions.turn_events(message.session_id, message.id)
     if not any(e.kind == TURN_STARTED for e in events):
         events.append(await turn.append(TURN_STARTED, {"agent": agent.name}))
     clock = time.perf_counter()
@@ -145,9 +145,7 @@ async def _history(turn: Turn) -> list[tuple[Event, Event]]:
     """The earlier exchanges the model will see again. What tainted them taints this turn:
     a reply that quoted a web page brings the page's words back into the context."""
     limit = turn.agent.config.max_history_messages // 2
-    history = await asyncio.to_thread(
-        turn.store.sessions.conversation, turn.session_id, turn.message.id, limit
-    )
+    history = await turn.store.aio.sessions.conversation(turn.session_id, turn.message.id, limit)
     for asked, answered in history:
         if asked.data.get("sender", OWNER) != OWNER:
             turn.taint.add(f"an earlier message from {asked.data['sender']}")

@@ -3,7 +3,6 @@ way to its agent's sandbox (created on first tool use, then kept warm)."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import re
 from collections.abc import Awaitable, Callable
@@ -98,9 +97,7 @@ class Turn:
 
     async def append(self, kind: str, data: dict[str, Any]) -> Event:
         """Commit an event of this turn, then show it: durable before visible."""
-        event = await asyncio.to_thread(
-            self.store.sessions.append, self.session_id, kind, data, self.message.id
-        )
+        event = await self.store.aio.sessions.append(self.session_id, kind, data, self.message.id)
         self.services.emit(event.to_json())
         return event
 

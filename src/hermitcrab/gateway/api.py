@@ -34,7 +34,7 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         return JSONResponse(gw.status())
 
     async def list_sessions(request: Request) -> JSONResponse:
-        sessions = await asyncio.to_thread(gw.store.list_sessions)
+        sessions = await gw.db.aio.sessions.list_sessions()
         return JSONResponse({"sessions": [s.to_json() for s in sessions]})
 
     async def post_message(request: Request) -> JSONResponse:
@@ -56,11 +56,11 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
 
     async def get_events(request: Request) -> JSONResponse:
         session_id = _session_id(request)
-        if await asyncio.to_thread(gw.store.get_session, session_id) is None:
+        if await gw.db.aio.sessions.get_session(session_id) is None:
             raise ApiError(404, "unknown_session", f"no session '{session_id}'")
         after = _int_param(request, "after", 0)
         limit = min(_int_param(request, "limit", MAX_EVENTS_PAGE), MAX_EVENTS_PAGE)
-        events = await asyncio.to_thread(gw.store.events, session_id, after, limit)
+        events = await gw.db.aio.sessions.events(session_id, after, limit)
         return JSONResponse({"session_id": session_id, "events": [e.to_json() for e in events]})
 
     async def stream_events(ws: WebSocket) -> None:
@@ -80,7 +80,7 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
             last = 0  # the newest event already sent: a live copy of it is skipped
             if after is not None:
                 last = after
-                for event in await asyncio.to_thread(gw.store.events, session_id, after, MAX_EVENTS_PAGE):
+                for event in await gw.db.aio.sessions.events(session_id, after, MAX_EVENTS_PAGE):
                     await ws.send_json(event.to_json())
                     last = event.id
             receiver = asyncio.create_task(drain(ws))
@@ -110,13 +110,13 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         if by not in ("day", "agent", "session", "model"):
             raise ApiError(400, "invalid_request", "'by' must be day, agent, session or model")
         assert gw.db is not None
-        rows = await asyncio.to_thread(gw.db.usage.summary, by, request.query_params.get("since"))
+        rows = await gw.db.aio.usage.summary(by, request.query_params.get("since"))
         caps = {name: a.config.spend_cap_usd_per_day for name, a in gw.agents.items()}
-        spent = {name: await asyncio.to_thread(gw.db.usage.spent_today, name) for name in gw.agents}
+        spent = {name: await gw.db.aio.usage.spent_today(name) for name in gw.agents}
         today = {
             "spent_usd": spent,
             "caps_usd": caps,
-            "total_usd": await asyncio.to_thread(gw.db.usage.spent_today),
+            "total_usd": await gw.db.aio.usage.spent_today(),
             "total_cap_usd": gw.config.routing.spend_cap_usd_per_day,
         }
         return JSONResponse({"by": by, "rows": rows, "today": today})

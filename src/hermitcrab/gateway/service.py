@@ -93,17 +93,14 @@ class Gateway:
             if db is None:
                 return None
             cap = agent.spend_cap_usd_per_day
-            if cap is not None and (spent := await asyncio.to_thread(db.usage.spent_today, name)) >= cap:
+            if cap is not None and (spent := await db.aio.usage.spent_today(name)) >= cap:
                 return (
                     f"agent '{name}' has spent ${spent:.4f} today, its cap is ${cap:.4f} "
                     f"(agents.{name}.spend_cap_usd_per_day); calls resume tomorrow (UTC) "
                     "or when the cap is raised"
                 )
             total_cap = self.config.routing.spend_cap_usd_per_day
-            if (
-                total_cap is not None
-                and (spent := await asyncio.to_thread(db.usage.spent_today)) >= total_cap
-            ):
+            if total_cap is not None and (spent := await db.aio.usage.spent_today()) >= total_cap:
                 return (
                     f"all agents together have spent ${spent:.4f} today, the daily cap is ${total_cap:.4f} "
                     "(routing.spend_cap_usd_per_day); calls resume tomorrow (UTC) or when the cap is raised"
@@ -138,8 +135,8 @@ class Gateway:
         # and only those an agent routes to: a model defined but unused costs nothing.
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._warm_routes)
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._prune_audit)
-        for message in await asyncio.to_thread(self.store.unanswered):
-            session = await asyncio.to_thread(self.store.get_session, message.session_id)
+        for message in await self.db.aio.sessions.unanswered():
+            session = await self.db.aio.sessions.get_session(message.session_id)
             log.info(
                 "resuming unfinished turn", extra={"session": message.session_id, "message_id": message.id}
             )
@@ -239,7 +236,7 @@ class Gateway:
 
     async def _prune_audit_now(self, days: float) -> None:
         assert self.db is not None
-        dropped = await asyncio.to_thread(self.db.audit.prune, time.time() - days * 86400)
+        dropped = await self.db.aio.audit.prune(time.time() - days * 86400)
         if dropped:
             log.info("audit entries past their retention dropped", extra={"dropped": dropped, "days": days})
 
@@ -292,14 +289,12 @@ class Gateway:
         self, session_id: str, text: str, agent_name: str | None, source: str, **options: Any
     ) -> Event:
         """Commit an inbound message, then queue its turn: durable before anything acts."""
-        assert self.store is not None and self.runner is not None
-        store = self.store
-        session = await asyncio.to_thread(
-            store.ensure_session, session_id, agent_name or self.config.default_agent
-        )
+        assert self.db is not None and self.runner is not None
+        sessions = self.db.aio.sessions
+        session = await sessions.ensure_session(session_id, agent_name or self.config.default_agent)
         self.agent(session.agent)
-        event = await asyncio.to_thread(
-            store.append, session.id, MESSAGE, {"role": "user", "text": text, "source": source, **options}
+        event = await sessions.append(
+            session.id, MESSAGE, {"role": "user", "text": text, "source": source, **options}
         )
         self.hub.publish(event.to_json())
         self.runner.enqueue(event, session.agent)

@@ -6,6 +6,7 @@ import threading
 from pathlib import Path
 
 from hermitcrab.store.agentstate import FileMarks, Jobs
+from hermitcrab.store.aio import AsyncStore
 from hermitcrab.store.approvals import ApprovalRecords
 from hermitcrab.store.audit import AuditLog
 from hermitcrab.store.db import Writer, open_database
@@ -29,6 +30,7 @@ class Store:
         self.file_marks = FileMarks(self._conn, lock)
         self.approvals = ApprovalRecords(self._conn, lock, self.writer)
         self._lock = lock
+        self.aio = AsyncStore(self)  # the same tables, awaited: what async code speaks
 
     def close(self) -> None:
         self.writer.close()
