@@ -127,6 +127,7 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
         "landlock",
         "seccomp",
         "cgroups",
+        "workspace quota",
         "sandbox uid",
         "port",
         "model",
@@ -165,10 +166,12 @@ def test_a_sandbox_uid_of_a_host_account_is_flagged(daemon_home: Paths, tmp_path
 def test_onboard_writes_what_the_machine_enforces(home: Paths) -> None:
     """`onboard` makes the memory cap a requirement where the machine has a memory cgroup."""
     from hermitcrab.policy import load_policy
-    from hermitcrab.sandbox.local import cgroups
+    from hermitcrab.sandbox.local import cgroups, quota
 
     expected = "required" if cgroups.detect().memory is not None else "best_effort"
     assert load_policy(home.policy).process.memory == expected
+    disk = "required" if quota.cap_unavailable() is None else "best_effort"
+    assert load_policy(home.policy).filesystem.workspace_quota == disk
 
 
 def test_onboard_twice_keeps_files_and_token(home: Paths) -> None:

@@ -141,7 +141,8 @@ def test_a_normal_user_cannot_have_what_the_machine_will_not_give(user_root: Pat
             workspace.mkdir()
             driver = LocalDriver(user_root / "s2")
             errors = []
-            for policy in (_policy(memory="required"), _policy(host_uid=4242)):
+            capped = Policy(version=1, filesystem={"workspace_quota": "required"})
+            for policy in (_policy(memory="required"), _policy(host_uid=4242), capped):
                 try:
                     box = await driver.create(SandboxSpec("refused", policy, workspace))
                     await driver.destroy(box)
@@ -152,8 +153,9 @@ def test_a_normal_user_cannot_have_what_the_machine_will_not_give(user_root: Pat
 
         return asyncio.run(run())
 
-    memory, uid = as_user(scenario)
+    memory, uid, disk = as_user(scenario)
     assert "process.memory: required" in memory and "best_effort" in memory
+    assert "workspace_quota: required" in disk and "needs a root gateway" in disk
     assert "process.host_uid 4242 needs a root gateway" in uid
 
 

@@ -300,9 +300,47 @@ def test_workspace_size_is_capped(lab: Lab, fresh) -> None:
     lab.works(box, "workspace quota")
 
 
-def test_workspace_quota_required_refuses_to_start(lab: Lab, fresh) -> None:
-    """No size-capped filesystem is made yet: a policy that requires one does not start."""
-    from hermitcrab.errors import SandboxError
+def test_workspace_quota_required_is_a_filesystem_of_that_size(lab: Lab, fresh, tmp_path) -> None:
+    """layer: workspace quota (required). The workspace is a filesystem of workspace_max_mb:
+    writes past it fail with ENOSPC inside, and the host's disk holds no more than that.
+    What the folder held moves in; the files live on across the sandbox's restarts."""
+    from hermitcrab.sandbox.local import quota
 
-    with pytest.raises(SandboxError, match="workspace_quota: required"):
-        fresh(policy=small_policy(filesystem={"workspace_quota": "required"}))
+    why_not = quota.cap_unavailable()
+    if why_not:
+        pytest.skip(why_not)
+    workspace = tmp_path / "capped"
+    workspace.mkdir()
+    (workspace / "kept.txt").write_text("from before\n")
+    policy = small_policy(filesystem={"workspace_quota": "required", "workspace_max_mb": 16})
+    box = fresh(policy=policy, workspace=workspace)
+    try:
+        result = lab.py(
+            box,
+            """
+            written = 0
+            try:
+                for i in range(6):
+                    with open(f'/workspace/fill-{i}', 'wb') as f:
+                        for _ in range(6):
+                            f.write(b'x' * (1 << 20))
+                            f.flush()
+                            written += 1
+            except OSError as exc:
+                blocked(f'{ename(exc.errno)} after {written} MB')
+            escaped(f'{written} MB written to a workspace capped at 16 MB')
+            """,
+        )
+        assert_blocked(result, "workspace quota", ("ENOSPC",))
+        image = quota.image_path(workspace)
+        assert image.stat().st_blocks * 512 <= 16 * MB  # the host's disk holds no more than the cap
+        assert (workspace / "kept.txt").read_text() == "from before\n"  # moved in, seen from the host
+        assert lab.sh(box, "cat /workspace/kept.txt").stdout == b"from before\n"
+        lab.sh(box, "rm -f /workspace/fill-*")
+        lab.works(box, "workspace quota")
+    finally:
+        lab.destroy(box)
+    assert not quota.is_mounted(workspace) and list(workspace.iterdir()) == []  # in the image now
+    again = fresh(policy=policy, workspace=workspace)
+    assert lab.sh(again, "cat /workspace/kept.txt").stdout == b"from before\n"
+    lab.destroy(again)

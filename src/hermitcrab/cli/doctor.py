@@ -95,6 +95,37 @@ def _cgroups(paths: Paths) -> Check:
     return Check("cgroups", True, detail)
 
 
+def _workspace_quota(paths: Paths) -> Check:
+    from hermitcrab.sandbox.local import quota
+
+    mode = _policy_or_default(paths).filesystem.workspace_quota
+    why_not = quota.cap_unavailable()
+    if why_not is None:
+        detail = "workspaces can be size-capped filesystems (ext4 images, loop-mounted)"
+        if mode == "best_effort":
+            return Check(
+                "workspace quota",
+                True,
+                f"WARNING: {detail}, but the policy says best_effort: sizes are only measured",
+                "set filesystem.workspace_quota: required",
+                warning=True,
+            )
+        return Check("workspace quota", True, detail)
+    if mode == "required":
+        return Check(
+            "workspace quota",
+            False,
+            f"the policy requires a size-capped workspace and {why_not}: sandboxes will not start",
+            "set filesystem.workspace_quota: best_effort, or run the gateway as root (it needs loop devices)",
+        )
+    return Check(
+        "workspace quota",
+        True,
+        f"WARNING: workspace sizes are measured, not capped ({why_not})",
+        warning=True,
+    )
+
+
 def _sandbox_uid(paths: Paths) -> Check:
     from hermitcrab.sandbox.local import identity
 
@@ -197,6 +228,7 @@ def run(json_output: bool) -> None:
         lambda: _landlock(paths),
         _seccomp,
         lambda: _cgroups(paths),
+        lambda: _workspace_quota(paths),
         lambda: _sandbox_uid(paths),
         lambda: _port(paths),
         lambda: _model(paths),

@@ -90,21 +90,31 @@ def run(yes: bool) -> None:
 
 def _policy_for_this_machine() -> str:
     """The policy template, with what this machine can enforce made a requirement."""
-    from hermitcrab.sandbox.local import cgroups
+    from hermitcrab.sandbox.local import cgroups, quota
 
     text = _template("policy.yaml")
     if cgroups.detect().memory is not None:
         text = text.replace("  memory: best_effort ", "  memory: required    ", 1)
+    if quota.cap_unavailable() is None:
+        text = text.replace("  workspace_quota: best_effort ", "  workspace_quota: required    ", 1)
     return text
 
 
 def _enforcement_note() -> str:
-    from hermitcrab.sandbox.local import cgroups
+    from hermitcrab.sandbox.local import cgroups, quota
 
     support = cgroups.detect()
     if support.memory is not None:
-        return "this machine has a memory cgroup: process.memory is required"
-    return (
-        "this machine gives no memory cgroup (" + "; ".join(support.why_not) + "): process.memory is "
-        "best_effort, and `doctor` says so"
+        memory = "this machine has a memory cgroup: process.memory is required"
+    else:
+        memory = (
+            "this machine gives no memory cgroup (" + "; ".join(support.why_not) + "): process.memory "
+            "is best_effort, and `doctor` says so"
+        )
+    why_not = quota.cap_unavailable()
+    disk = (
+        "workspaces are size-capped filesystems (workspace_quota: required)"
+        if why_not is None
+        else f"workspace sizes are measured, not capped ({why_not})"
     )
+    return f"{memory}; {disk}"

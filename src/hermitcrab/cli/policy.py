@@ -41,10 +41,14 @@ def _machine_warnings(policy: Policy) -> list[str]:
             f"this machine gives no memory cgroup ({'; '.join(support.why_not)}): max_memory_mb for "
             f"all commands together is not enforced (process.memory: {policy.process.memory}, {what})"
         )
-    if policy.filesystem.workspace_quota == "required":
+    from hermitcrab.sandbox.local import quota
+
+    why_not = quota.cap_unavailable()
+    if why_not:
+        what = "sandboxes will not start" if policy.filesystem.workspace_quota == "required" else "measured"
         warnings.append(
-            "filesystem.workspace_quota: required needs a size-capped filesystem, which the local "
-            "driver does not make yet: sandboxes will not start; use best_effort"
+            f"the workspace cannot be a size-capped filesystem here ({why_not}): workspace_max_mb is "
+            f"held best effort (filesystem.workspace_quota: {policy.filesystem.workspace_quota}, {what})"
         )
     return warnings
 

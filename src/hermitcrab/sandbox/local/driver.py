@@ -13,6 +13,7 @@ import base64
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import shutil
 import signal
@@ -32,6 +33,7 @@ from hermitcrab.sandbox.local.seccomp import filter_bpf
 SUPERVISOR_SOURCE = Path(bwrap.sup.__file__)
 LAUNCHER_SOURCE = Path(launcher.__file__)
 MB = 1024 * 1024
+log = logging.getLogger("hermitcrab.sandbox")
 MAX_IDLE_CHANNELS = 8  # connections kept open per sandbox for the next commands
 CREATE_TIMEOUT_S = 10.0
 MAX_SOCKET_PATH = 100  # sun_path holds 108 bytes
@@ -127,12 +129,7 @@ class LocalDriver:
             raise SandboxError("bubblewrap (bwrap) is not installed. fix: apt-get install bubblewrap")
         if not spec.workspace.is_dir():
             raise SandboxError(f"workspace {spec.workspace} is not a folder. fix: create it first")
-        if spec.policy.filesystem.workspace_quota == "required":
-            raise SandboxError(
-                f"sandbox '{spec.name}': filesystem.workspace_quota: required needs a size-capped "
-                "filesystem, which the local driver does not make yet. fix: set workspace_quota: "
-                "best_effort (the size is measured and a command that grows it past the cap is killed)"
-            )
+
         if spec.layers.binds and not any(
             Path(bwrap.PYTHON).resolve().is_relative_to(p) for p in spec.policy.filesystem.read_only
         ):
@@ -152,6 +149,9 @@ class LocalDriver:
                 f"sandbox '{spec.name}': process.host_uid {uid} needs a root gateway; a user's "
                 "sandboxes run as that user on the host. fix: leave process.host_uid unset"
             )
+        capped = spec.policy.filesystem.workspace_quota == "required"
+        if capped:
+            await self._cap_workspace(spec)
         if as_root:
             _chown_tree(spec.workspace, uid)  # the sandbox's uid owns its workspace
 
@@ -221,13 +221,28 @@ class LocalDriver:
             reason = status.get("error") or stderr or "the supervisor exited without a word"
             raise SandboxError(f"sandbox '{spec.name}' failed to start: {reason}")
         support = groups.support if groups else cgroups.Support(None, None)
-        status.update(support.describe(), host_uid=uid, workspace_quota="best_effort")
-        cap = quota.WorkspaceQuota(spec.workspace, spec.policy.filesystem.workspace_max_mb * MB)
-        box = LocalSandbox(
-            spec, proc, state, socket_path, int(info["child-pid"]), status, groups=groups, quota=cap
+        status.update(
+            support.describe(), host_uid=uid, workspace_quota="required" if capped else "best_effort"
         )
-        box.quota.after_command()  # its size now, in the background
+        box = LocalSandbox(spec, proc, state, socket_path, int(info["child-pid"]), status, groups=groups)
+        if not capped:  # measured instead: see quota.py
+            box.quota = quota.WorkspaceQuota(spec.workspace, spec.policy.filesystem.workspace_max_mb * MB)
+            box.quota.after_command()  # its size now, in the background
         return box
+
+    async def _cap_workspace(self, spec: SandboxSpec) -> None:
+        why_not = quota.cap_unavailable()
+        if why_not:
+            raise SandboxError(
+                f"sandbox '{spec.name}': filesystem.workspace_quota: required needs a size-capped "
+                f"filesystem, and {why_not}. fix: set workspace_quota: best_effort (the size is then "
+                "measured, and a command that grows it past the cap is killed)"
+            )
+        cap = spec.policy.filesystem.workspace_max_mb * MB
+        try:
+            await asyncio.to_thread(quota.mount_capped, spec.workspace, cap)
+        except OSError as exc:
+            raise SandboxError(f"sandbox '{spec.name}': cannot cap its workspace: {exc}") from None
 
     async def exec(
         self,
@@ -344,6 +359,11 @@ class LocalDriver:
             box.quota.cancel()
         if box.groups is not None:
             await asyncio.to_thread(box.groups.destroy)
+        if box.status.get("workspace_quota") == "required":
+            try:
+                await asyncio.to_thread(quota.unmount, box.spec.workspace)
+            except OSError as exc:
+                log.warning("workspace not unmounted", extra={"sandbox": box.name, "error": str(exc)})
 
     def processes(self, box: LocalSandbox) -> list[int]:
         """Host pids of every live process inside the sandbox: its cgroup tree's, or where

@@ -1,6 +1,7 @@
-"""The workspace's size cap (filesystem.workspace_max_mb), held best effort.
+"""The workspace's size cap (filesystem.workspace_max_mb).
 
-No filesystem here caps the workspace, so its size is measured: in the background after
+`workspace_quota: required`: the workspace is a filesystem of that size (below). Where
+the machine cannot make one, `best_effort`: its size is measured: in the background after
 each command, every second while a command runs, and before a command starts when the
 last measure found it over. A command that grows the workspace past the cap is killed
 (`killed_by: workspace_max_mb`); one that shrinks it (a clean-up) is not. How far a writer
@@ -15,7 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import stat
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -125,3 +129,95 @@ class Watch:
         self._timer.cancel()
         if self._task is not None:
             self._task.cancel()
+
+
+# --- The strong mechanism: the workspace is a filesystem of its own, workspace_max_mb big.
+#
+# An ext4 image beside the workspace (.NAME.workspace.img), loop-mounted over the workspace
+# folder on the host while the sandbox lives, so the gateway and its tools see the files
+# the sandbox does. A write past the cap fails with ENOSPC inside; the host's disk never
+# holds more than the image. What the folder held before the first mount moves into the
+# image; while the sandbox is down the folder is empty (the files are in the image).
+
+
+def cap_unavailable() -> str | None:
+    """Why this machine cannot give a workspace a size-capped filesystem, or None."""
+    if os.geteuid() != 0:
+        return "a loop-mounted filesystem needs a root gateway"
+    if not os.path.exists("/dev/loop-control"):
+        return "this machine has no loop devices (/dev/loop-control)"
+    for tool in ("mkfs.ext4", "mount", "umount"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed (apt-get install e2fsprogs mount)"
+    return None
+
+
+def image_path(workspace: Path) -> Path:
+    return workspace.parent / f".{workspace.name}.workspace.img"
+
+
+def is_mounted(folder: Path) -> bool:
+    target = str(folder.resolve()).replace(" ", "\\040")
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/self/mountinfo").read_text().splitlines():
+            if line.split()[4] == target:
+                return True
+    return False
+
+
+def _run(argv: list[str], what: str) -> None:
+    done = subprocess.run(argv, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise OSError(f"{what}: {(done.stderr or done.stdout).strip() or f'exit {done.returncode}'}")
+
+
+def mount_capped(workspace: Path, cap: int) -> Path:
+    """Make `workspace` a filesystem of `cap` bytes (once; later calls find it mounted).
+    Returns the image. Blocking: run it on a worker thread."""
+    image = image_path(workspace)
+    if is_mounted(workspace):
+        return image
+    if not image.exists():
+        made = image.with_name(image.name + ".new")
+        with open(made, "wb") as handle:
+            handle.truncate(cap)  # sparse: the disk holds what is written, up to the cap
+        try:
+            _run(["mkfs.ext4", "-q", "-F", "-m", "0", str(made)], "mkfs.ext4")
+            if any(workspace.iterdir()):
+                _move_in(workspace, made, cap)
+        except BaseException:
+            made.unlink(missing_ok=True)
+            raise
+        made.rename(image)
+    _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(workspace)], f"mount {image}")
+    with contextlib.suppress(OSError):
+        (workspace / "lost+found").rmdir()  # e2fsck makes it again when it needs it
+    return image  # owned by root until the driver hands the tree to the sandbox's uid
+
+
+def unmount(workspace: Path) -> None:
+    """Let the workspace's filesystem go (the loop device with it). Blocking."""
+    if is_mounted(workspace) and image_path(workspace).exists():
+        _run(["umount", str(workspace)], f"umount {workspace}")
+
+
+def _move_in(workspace: Path, image: Path, cap: int) -> None:
+    """What the folder held, into the new filesystem (owners and links kept), then gone
+    from the folder: one copy, in the image."""
+    with tempfile.TemporaryDirectory(prefix="hc-ws-") as staging:
+        _run(["mount", "-o", "loop,nosuid,nodev", str(image), staging], f"mount {image}")
+        try:
+            done = subprocess.run(["cp", "-a", f"{workspace}/.", staging], capture_output=True, text=True)
+            if done.returncode != 0:
+                held = usage(workspace, 1 << 62) // MB
+                raise OSError(
+                    f"the workspace holds {held} MB, more than its filesystem of {cap // MB} MB takes "
+                    f"({done.stderr.strip()[:200]}). fix: raise filesystem.workspace_max_mb or make room"
+                )
+        finally:
+            _run(["umount", staging], f"umount {staging}")
+    for entry in list(workspace.iterdir()):
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
