@@ -146,3 +146,23 @@ def live_gateway(home: Paths) -> Iterator[Callable[..., LiveGateway]]:
     for server, thread in running:
         server.should_exit = True
         thread.join(timeout=15)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _release_capped_workspaces() -> Iterator[None]:
+    """A stopped sandbox keeps its capped workspace mounted (so its files stay in view);
+    the suite's temporary ones are let go at its end, loop devices with them."""
+    yield
+    import subprocess
+    import tempfile
+
+    roots = (tempfile.gettempdir(), "/var/tmp")
+    try:
+        lines = Path("/proc/self/mountinfo").read_text().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        point = line.split()[4].replace("\\040", " ")
+        image = Path(point).parent / f".{Path(point).name}.workspace.img"
+        if point.startswith(roots) and image.exists():
+            subprocess.run(["umount", "-l", point], capture_output=True)

@@ -339,8 +339,17 @@ def test_workspace_quota_required_is_a_filesystem_of_that_size(lab: Lab, fresh, 
         lab.sh(box, "rm -f /workspace/fill-*")
         lab.works(box, "workspace quota")
     finally:
-        lab.destroy(box)
-    assert not quota.is_mounted(workspace) and list(workspace.iterdir()) == []  # in the image now
+        lab.destroy(box)  # stopped, not forgotten: its files stay in view
+    assert quota.is_mounted(workspace) and (workspace / "kept.txt").exists()
     again = fresh(policy=policy, workspace=workspace)
     assert lab.sh(again, "cat /workspace/kept.txt").stdout == b"from before\n"
-    lab.destroy(again)
+    lab.live.remove(again)
+    lab.run(lab.driver.destroy(again, forget=True))  # for good: the filesystem is let go
+    assert not quota.is_mounted(workspace) and list(workspace.iterdir()) == []  # in the image
+    (workspace / "later.txt").write_text("written while it was down\n")
+    third = fresh(policy=policy, workspace=workspace)  # the image again, and what came meanwhile
+    assert lab.sh(third, "cat /workspace/kept.txt /workspace/later.txt").stdout == (
+        b"from before\nwritten while it was down\n"
+    )
+    lab.live.remove(third)
+    lab.run(lab.driver.destroy(third, forget=True))

@@ -265,7 +265,7 @@ class SandboxRuntime:
             if managed is None and (not forget or await asyncio.to_thread(self.records.get, name) is None):
                 raise SandboxNotFound(f"no sandbox named '{name}'")
             if managed is not None:
-                await self.driver.destroy(managed.box)
+                await self.driver.destroy(managed.box, forget=forget)
                 if self.egress is not None:
                     await self.egress.close(name)
             if forget:

@@ -339,9 +339,11 @@ class LocalDriver:
             duration_ms=frame.get("duration_ms", 0.0),
         )
 
-    async def destroy(self, box: LocalSandbox) -> None:
+    async def destroy(self, box: LocalSandbox, forget: bool = False) -> None:
         """Kill everything inside: the sandbox's init is its pid namespace's init, and when
-        it dies the kernel kills every process left in the namespace."""
+        it dies the kernel kills every process left in the namespace. `forget`: it will not
+        come back (a capped workspace's filesystem is let go; a stopped one stays mounted,
+        so the gateway and a person see its files while it is down)."""
         for channel in box.idle:
             _drop(channel)
         box.idle.clear()
@@ -359,7 +361,7 @@ class LocalDriver:
             box.quota.cancel()
         if box.groups is not None:
             await asyncio.to_thread(box.groups.destroy)
-        if box.status.get("workspace_quota") == "required":
+        if forget and box.status.get("workspace_quota") == "required":
             try:
                 await asyncio.to_thread(quota.unmount, box.spec.workspace)
             except OSError as exc:

@@ -134,10 +134,11 @@ class Watch:
 # --- The strong mechanism: the workspace is a filesystem of its own, workspace_max_mb big.
 #
 # An ext4 image beside the workspace (.NAME.workspace.img), loop-mounted over the workspace
-# folder on the host while the sandbox lives, so the gateway and its tools see the files
-# the sandbox does. A write past the cap fails with ENOSPC inside; the host's disk never
-# holds more than the image. What the folder held before the first mount moves into the
-# image; while the sandbox is down the folder is empty (the files are in the image).
+# folder on the host, so the gateway, its tools and a person see the files the sandbox
+# does. A write past the cap fails with ENOSPC inside; the host's disk never holds more
+# than the image. The mount stays while the sandbox is stopped (it goes when the sandbox
+# is destroyed for good); after a reboot the sandbox's next start mounts it again, and
+# whatever was put in the bare folder meanwhile moves in (the newer copy wins).
 
 
 def cap_unavailable() -> str | None:
@@ -189,6 +190,8 @@ def mount_capped(workspace: Path, cap: int) -> Path:
             made.unlink(missing_ok=True)
             raise
         made.rename(image)
+    elif any(workspace.iterdir()):
+        _move_in(workspace, image, cap)
     _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(workspace)], f"mount {image}")
     with contextlib.suppress(OSError):
         (workspace / "lost+found").rmdir()  # e2fsck makes it again when it needs it
