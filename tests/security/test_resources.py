@@ -122,6 +122,23 @@ BOMBS = [
 ]
 
 
+def fill(folder: str, files: int, mb_each: int, cap_mb: int) -> str:
+    """A probe that writes `files` files of `mb_each` MB into `folder`, a MB at a time."""
+    return f"""
+written = 0
+try:
+    for i in range({files}):
+        with open(f'{folder}/fill-{{i}}', 'wb') as f:
+            for _ in range({mb_each}):
+                f.write(b'x' * (1 << 20))
+                f.flush()
+                written += 1
+except OSError as exc:
+    blocked(f'{{ename(exc.errno)}} after {{written}} MB in {folder}')
+escaped(f'{{written}} MB written to {folder}, capped at {cap_mb} MB')
+"""
+
+
 @cases(*RAISE_LIMITS)
 def test_limits_cannot_be_raised(lab: Lab, box, attack: Attack) -> None:
     lab.attack(box, attack)
@@ -151,22 +168,7 @@ def test_tmp_is_bounded(lab: Lab, fresh) -> None:
     """layer: tmpfs. The private /tmp is a tmpfs of filesystem.tmp_size_mb, however many
     files share it (each below max_file_size_mb)."""
     box = fresh(policy=small_policy(filesystem={"tmp_size_mb": 4}))
-    result = lab.py(
-        box,
-        """
-        written = 0
-        try:
-            for i in range(8):
-                with open(f'/tmp/fill-{i}', 'wb') as f:
-                    for _ in range(4):
-                        f.write(b'x' * (1 << 20))
-                        f.flush()
-                        written += 1
-        except OSError as exc:
-            blocked(f'{ename(exc.errno)} after {written} MB in /tmp')
-        escaped(f'{written} MB written to a 4 MB /tmp')
-        """,
-    )
+    result = lab.py(box, fill("/tmp", files=8, mb_each=4, cap_mb=4))
     assert_blocked(result, "tmpfs", ("ENOSPC",))
     lab.works(box, "tmpfs")
 
@@ -315,22 +317,7 @@ def test_workspace_quota_required_is_a_filesystem_of_that_size(lab: Lab, fresh, 
     policy = small_policy(filesystem={"workspace_quota": "required", "workspace_max_mb": 16})
     box = fresh(policy=policy, workspace=workspace)
     try:
-        result = lab.py(
-            box,
-            """
-            written = 0
-            try:
-                for i in range(6):
-                    with open(f'/workspace/fill-{i}', 'wb') as f:
-                        for _ in range(6):
-                            f.write(b'x' * (1 << 20))
-                            f.flush()
-                            written += 1
-            except OSError as exc:
-                blocked(f'{ename(exc.errno)} after {written} MB')
-            escaped(f'{written} MB written to a workspace capped at 16 MB')
-            """,
-        )
+        result = lab.py(box, fill("/workspace", files=6, mb_each=6, cap_mb=16))
         assert_blocked(result, "workspace quota", ("ENOSPC",))
         image = quota.image_path(workspace)
         assert image.stat().st_blocks * 512 <= 16 * MB  # the host's disk holds no more than the cap

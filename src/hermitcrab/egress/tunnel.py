@@ -108,8 +108,15 @@ class Tunnels:
         release: Release,
     ) -> None:
         """The hot path, from the event loop: nothing more of it is needed."""
+
+        def run() -> None:
+            try:
+                self.blocking(sandbox, decision, host, port, conn, early)
+            finally:
+                release()
+
         try:
-            self.pumps.front.submit(self._run, sandbox, decision, host, port, conn, early, release)
+            self.pumps.front.submit(run)
         except RuntimeError:  # shutting down
             conn.close()
             release()
@@ -122,21 +129,6 @@ class Tunnels:
         await loop.run_in_executor(
             self.pumps.front, self.blocking, sandbox, decision, host, port, conn, early
         )
-
-    def _run(
-        self,
-        sandbox: str,
-        decision: NetDecision,
-        host: str,
-        port: int,
-        conn: socket.socket,
-        early: bytes,
-        release: Release,
-    ) -> None:
-        try:
-            self.blocking(sandbox, decision, host, port, conn, early)
-        finally:
-            release()
 
     def blocking(
         self, sandbox: str, decision: NetDecision, host: str, port: int, conn: socket.socket, early: bytes

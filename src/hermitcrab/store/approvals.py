@@ -8,25 +8,18 @@ import threading
 import time
 from typing import Any
 
-from hermitcrab.store.db import Writer
+from hermitcrab.store.db import Writer, WritesSoon
 
 
-class ApprovalRecords:
+class ApprovalRecords(WritesSoon):
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock, writer: Writer | None = None) -> None:
         self._writer = writer
         self._conn = conn
         self._lock = lock
 
-    def _drain(self) -> None:
-        if self._writer is not None:
-            self._writer.drain()  # what was written "soon" is there before we read
-
     def put_soon(self, *args: Any) -> None:
         """`put`, on the store's writer thread: for callers on the event loop."""
-        if self._writer is None:
-            self.put(*args)
-        else:
-            self._writer.soon(self.put, *args)
+        self._soon(self.put, *args)
 
     def put(self, item: dict[str, Any]) -> None:
         """Insert or update one approval (its id, kind, sandbox, session, subject, state...)."""

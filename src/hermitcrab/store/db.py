@@ -60,6 +60,24 @@ class Writer:
         self._pool.shutdown(wait=True)
 
 
+class WritesSoon:
+    """For a table whose writes callers on the event loop do not wait for: `_soon` sends
+    a write to the store's writer thread (or runs it here where there is none), `_drain`
+    lets a read see every write sent before it."""
+
+    _writer: Writer | None
+
+    def _soon(self, write: Callable[..., Any], *args: Any) -> None:
+        if self._writer is None:
+            write(*args)
+        else:
+            self._writer.soon(write, *args)
+
+    def _drain(self) -> None:
+        if self._writer is not None:
+            self._writer.drain()
+
+
 def open_database(path: Path) -> sqlite3.Connection:
     """Open (creating if needed) and migrate the store; WAL so readers never block the writer."""
     try:

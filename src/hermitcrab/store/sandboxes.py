@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from hermitcrab.store.db import Writer
+from hermitcrab.store.db import Writer, WritesSoon
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,7 @@ class SandboxRecord:
     agent: str | None = None  # None: the default agent
 
 
-class SandboxRecords:
+class SandboxRecords(WritesSoon):
     def __init__(
         self, conn: sqlite3.Connection, lock: threading.Lock | None = None, writer: Writer | None = None
     ) -> None:
@@ -31,16 +31,9 @@ class SandboxRecords:
         self._conn = conn
         self._lock = lock or threading.Lock()
 
-    def _drain(self) -> None:
-        if self._writer is not None:
-            self._writer.drain()  # what was written "soon" is there before we read
-
     def put_soon(self, *args: Any) -> None:
         """`put`, on the store's writer thread: for callers on the event loop."""
-        if self._writer is None:
-            self.put(*args)
-        else:
-            self._writer.soon(self.put, *args)
+        self._soon(self.put, *args)
 
     def put(
         self,

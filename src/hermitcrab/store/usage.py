@@ -7,7 +7,7 @@ import threading
 import time
 from typing import Any
 
-from hermitcrab.store.db import Writer
+from hermitcrab.store.db import Writer, WritesSoon
 
 GROUPS = {"day": "day", "agent": "agent", "session": "session", "model": "model"}
 
@@ -16,7 +16,7 @@ def today() -> str:
     return time.strftime("%Y-%m-%d", time.gmtime())
 
 
-class UsageLog:
+class UsageLog(WritesSoon):
     def __init__(
         self, conn: sqlite3.Connection, lock: threading.Lock | None = None, writer: Writer | None = None
     ) -> None:
@@ -24,16 +24,9 @@ class UsageLog:
         self._conn = conn
         self._lock = lock or threading.Lock()
 
-    def _drain(self) -> None:
-        if self._writer is not None:
-            self._writer.drain()  # what was written "soon" is there before we read
-
     def record_soon(self, *args: Any) -> None:
         """`record`, on the store's writer thread: for callers on the event loop."""
-        if self._writer is None:
-            self.record(*args)
-        else:
-            self._writer.soon(self.record, *args)
+        self._soon(self.record, *args)
 
     def record(
         self, agent: str, session: str | None, model: str, prompt: int, completion: int, latency_ms: float,
