@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +230,28 @@ def test_no_token_reaches_the_logs_and_only_the_owner_reads_them(daemon_home: Pa
         path = daemon_home.logs / name
         assert token not in path.read_text(), name
         assert path.stat().st_mode & 0o077 == 0, name
+
+
+def test_audit_verify_checks_the_chain_without_the_gateway(home: Paths) -> None:
+    from hermitcrab.store import AuditEntry
+    from hermitcrab.store.store import Store
+
+    store = Store(home.state_db)
+    for i in range(3):
+        store.audit.record(AuditEntry(actor="cli", action="exec", outcome="ok", argv=["echo", str(i)]))
+    second = store.audit.entries()[1].id
+    store.close()
+    held = hc(home, "audit", "verify")
+    assert held.returncode == 0 and "the audit chain holds: 3 entries" in held.stdout
+    with contextlib.closing(sqlite3.connect(home.state_db)) as db:
+        db.execute('UPDATE audit SET argv = \'["rm", "-rf", "/"]\' WHERE id = ?', (second,))
+        db.commit()
+    broken = hc(home, "audit", "verify", "--json")
+    assert broken.returncode == 1
+    assert json.loads(broken.stdout) == {
+        "ok": False,
+        "entries": 1,
+        "unchained": 0,
+        "first_broken": second,
+        "reason": "its content was changed after it was written",
+    }

@@ -80,3 +80,52 @@ def test_the_async_store_runs_every_table_method_off_the_loop(tmp_path: Path) ->
         assert session_id == "s1" and seen and seen[0] != loop_thread
     finally:
         store.close()
+
+
+def test_the_audit_log_is_a_hash_chain_that_names_the_first_broken_entry(tmp_path: Path) -> None:
+    store = Store(tmp_path / "state.db")
+    try:
+        for i in range(5):
+            store.audit.record(AuditEntry(actor="cli", action="exec", outcome="ok", argv=["echo", str(i)]))
+            store.audit.record_soon(_denied(f"CONNECT host{i}.example:443", 1000.0 + i))
+        store.audit.record_soon(
+            _denied("CONNECT host4.example:443", 1004.5)
+        )  # a repeat: a counter, unchained
+        verdict = store.audit.verify()
+        assert (verdict.ok, verdict.entries) == (True, 10), verdict
+        rows = [e.id for e in store.audit.entries()]
+
+        with store._lock:
+            store._conn.execute("UPDATE audit SET detail = 'nothing to see' WHERE id = ?", (rows[3],))
+        verdict = store.audit.verify()
+        assert (verdict.ok, verdict.first_broken) == (False, rows[3])
+        assert verdict.reason == "its content was changed after it was written"
+
+        with store._lock:
+            store._conn.execute("DELETE FROM audit WHERE id IN (?, ?)", (rows[3], rows[4]))
+        verdict = store.audit.verify()
+        assert (verdict.ok, verdict.first_broken) == (False, rows[5])
+        assert verdict.reason == "the entry before it was removed or changed"
+    finally:
+        store.close()
+
+
+def test_pruning_keeps_the_chain_checkable(tmp_path: Path) -> None:
+    """Retention drops a prefix and keeps the hash of its last entry as the anchor."""
+    store = Store(tmp_path / "state.db")
+    try:
+        for i in range(6):
+            store.audit.record(
+                AuditEntry(actor="cli", action="exec", outcome="ok", argv=[str(i)], ts=100.0 + i)
+            )
+        assert store.audit.prune(103.0) == 3
+        verdict = store.audit.verify()
+        assert (verdict.ok, verdict.entries) == (True, 3), verdict
+        store.audit.record(AuditEntry(actor="cli", action="exec", outcome="ok", argv=["after"]))
+        assert store.audit.verify().ok
+        first = store.audit.entries()[0].id
+        with store._lock:
+            store._conn.execute("DELETE FROM audit WHERE id = ?", (first,))  # not through retention
+        assert store.audit.verify().first_broken == first + 1
+    finally:
+        store.close()

@@ -113,12 +113,14 @@ def doctor(json_output: bool = typer.Option(False, "--json", help="Print one JSO
 
 sandbox_app = typer.Typer(help="Sandboxes: create, run commands in, inspect, snapshot, destroy.",
                           no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
+audit_app = typer.Typer(help="The audit log: show it, check its chain.", rich_markup_mode=None)
 policy_app = typer.Typer(help="Check and show sandbox policies.", no_args_is_help=True, rich_markup_mode=None)
 bench_app = typer.Typer(
     help="Measure HermitCrab on this machine.", no_args_is_help=True, rich_markup_mode=None
 )
 app.add_typer(sandbox_app, name="sandbox")
 app.add_typer(policy_app, name="policy")
+app.add_typer(audit_app, name="audit")
 secrets_app = typer.Typer(help="Credentials the egress proxy injects; never seen by a sandbox.",
                           no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 app.add_typer(bench_app, name="bench")
@@ -236,16 +238,27 @@ def sandbox_restore(
     sandbox.restore(file, name, archive_policy)
 
 
-@app.command()
+@audit_app.callback(invoke_without_command=True)
 def audit(
+    ctx: typer.Context,
     sandbox: str | None = typer.Option(None, "--sandbox", help="Only this sandbox."),
     limit: int = typer.Option(50, "--limit", "-n", help="How many recent entries."),
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
 ) -> None:
     """Show the audit log: every exec and sandbox change, who asked, and what happened."""
+    if ctx.invoked_subcommand is not None:
+        return
     from hermitcrab.cli import sandbox as cli_sandbox
 
     cli_sandbox.audit(sandbox, limit, json_output)
+
+
+@audit_app.command("verify")
+def audit_verify(json_output: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """Check the audit log's hash chain; name the first entry that does not hold."""
+    from hermitcrab.cli import sandbox as cli_sandbox
+
+    cli_sandbox.audit_verify(json_output)
 
 
 @policy_app.command("check")

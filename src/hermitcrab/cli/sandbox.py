@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sys
 import time
@@ -203,3 +204,28 @@ def audit(sandbox: str | None, limit: int, json_output: bool) -> None:
         print(shown(line + " ".join(extra), one_line=True).rstrip())
     if not entries:
         print("The audit log is empty.")
+
+
+def audit_verify(json_output: bool) -> None:
+    """Read the store itself (read-only): the check needs no gateway, and trusts none."""
+    import sqlite3
+
+    from hermitcrab.store import chain
+
+    path = Paths.from_env().state_db
+    if not path.exists():
+        fail(f"{path} does not exist: there is no audit log yet")
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+            verdict = chain.verify(conn)
+    except sqlite3.Error as exc:
+        fail(f"{path}: cannot read the audit log: {exc}. fix: start the gateway once (it migrates the store)")
+    if json_output:
+        print_json(verdict.to_json())
+    elif verdict.ok:
+        older = f" ({verdict.unchained} older entries from before the chain)" if verdict.unchained else ""
+        print(f"the audit chain holds: {verdict.entries} entries{older}")
+    else:
+        print(f"the audit chain is BROKEN at entry {verdict.first_broken}: {verdict.reason}")
+    if not verdict.ok:
+        raise SystemExit(1)

@@ -12,6 +12,8 @@ from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from hermitcrab.store import chain
+
 log = logging.getLogger("hermitcrab.audit")
 
 
@@ -32,6 +34,8 @@ class AuditEntry:
     detail: str | None = None
     id: int | None = None
     ts: float = field(default_factory=time.time)
+    hash: str | None = None  # the chain: this entry's hash, and the one before it
+    prev_hash: str | None = None
     repeats: int = 1  # the same decision again within AGGREGATE_WINDOW_S of the first
     last_ts: float | None = None
 
@@ -41,8 +45,9 @@ class AuditEntry:
 
 COLUMNS = (
     "ts", "actor", "sandbox", "action", "argv", "cwd", "policy_version", "rule",
-    "outcome", "exit_code", "duration_ms", "bytes_out", "killed_by", "detail",
+    "outcome", "exit_code", "duration_ms", "bytes_out", "killed_by", "detail", "prev_hash", "hash",
 )  # fmt: skip
+CONTENT = len(COLUMNS) - 2  # what an entry says; the two hashes link it (store/chain.py)
 
 
 # Queued entries wait this long to be written together: one commit for a burst of network
@@ -72,8 +77,9 @@ def _capped(text: str | None, limit: int) -> str | None:
 
 
 def _values(entry: AuditEntry) -> list[Any]:
-    values = [getattr(entry, c) for c in COLUMNS]
-    for index, column in enumerate(COLUMNS):
+    """What an entry says, as stored (capped), without its hashes."""
+    values = [getattr(entry, c) for c in COLUMNS[:CONTENT]]
+    for index, column in enumerate(COLUMNS[:CONTENT]):
         if isinstance(values[index], str):
             values[index] = _capped(
                 values[index], MAX_DETAIL_CHARS if column == "detail" else MAX_FIELD_CHARS
@@ -95,14 +101,30 @@ class AuditLog:
         self._unwritten = 0
         self.lost = 0  # entries a failed write dropped, since start
         self.last_error: str | None = None
+        self._last_hash: str | None = None  # the newest entry's hash, read at the first write
         self._recent: OrderedDict[tuple[Any, ...], tuple[int, float]] = OrderedDict()  # key -> row, first ts
 
     def record(self, entry: AuditEntry) -> AuditEntry:
         """Write now and return with the entry committed."""
         with self._lock:
-            cur = self._conn.execute(INSERT, _values(entry))
-        entry.id = cur.lastrowid
+            entry.id = self._insert(_values(entry))
         return entry
+
+    def _insert(self, values: list[Any]) -> int | None:
+        """Insert one entry, linked to the one before (the lock is held)."""
+        if self._last_hash is None:
+            self._last_hash = chain.last_hash(self._conn)
+        linked = dict(zip(COLUMNS[:CONTENT], values, strict=True))
+        digest = chain.entry_hash(self._last_hash, linked)
+        row = self._conn.execute(INSERT, [*values, self._last_hash, digest]).lastrowid
+        self._last_hash = digest
+        return row
+
+    def verify(self) -> chain.Verdict:
+        """Check the whole chain (see store/chain.py)."""
+        self.flush()
+        with self._lock:
+            return chain.verify(self._conn)
 
     def record_soon(self, entry: AuditEntry) -> None:
         """Queue for a writer thread that commits in batches (within BATCH_WINDOW_S): for hot
@@ -128,12 +150,13 @@ class AuditLog:
             self._hurry.clear()
             while not self._pending.empty() and len(batch) < 500:
                 batch.append(self._pending.get())
+            chained = self._last_hash
             try:
                 with self._lock:
                     self._conn.execute("BEGIN IMMEDIATE")
                     self._write(batch)
                     self._conn.execute("COMMIT")
-            except sqlite3.Error as exc:
+            except Exception as exc:  # the writer must outlive any one batch
                 # Not silent: the log says so, and `status` shows how many entries were lost.
                 lost = sum(1 for e in batch if e is not None)
                 self.lost += lost
@@ -142,6 +165,7 @@ class AuditLog:
                 with self._lock:
                     if self._conn.in_transaction:
                         self._conn.execute("ROLLBACK")
+                    self._last_hash = chained  # the rolled-back entries are not in the chain
             finally:
                 with self._idle:
                     self._unwritten -= len(batch)
@@ -161,7 +185,7 @@ class AuditLog:
                 added, _ = repeats.get(seen[0], (0, 0.0))
                 repeats[seen[0]] = (added + 1, entry.ts)
                 continue
-            row = self._conn.execute(INSERT, values).lastrowid
+            row = self._insert(values)
             if row is not None:
                 self._recent[key] = (row, entry.ts)
                 self._recent.move_to_end(key)
@@ -176,7 +200,19 @@ class AuditLog:
         """Drop entries older than `before` (a timestamp); returns how many went."""
         self.flush()
         with self._lock:
-            cur = self._conn.execute("DELETE FROM audit WHERE ts < ?", (before,))
+            # A prefix of the chain, so what stays still links to the anchor: everything up
+            # to the newest entry older than `before`.
+            row = self._conn.execute("SELECT MAX(id) FROM audit WHERE ts < ?", (before,)).fetchone()
+            if row is None or row[0] is None:
+                return 0
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                chain.move_anchor(self._conn, row[0])
+                cur = self._conn.execute("DELETE FROM audit WHERE id <= ?", (row[0],))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
         return cur.rowcount
 
     def entries(self, sandbox: str | None = None, limit: int = 100) -> list[AuditEntry]:

@@ -120,4 +120,14 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE audit ADD COLUMN repeats INTEGER NOT NULL DEFAULT 1;
     ALTER TABLE audit ADD COLUMN last_ts REAL;
     """,
+    # 8: the audit log is a hash chain (store/chain.py); the anchor keeps it checkable past pruning
+    """
+    ALTER TABLE audit ADD COLUMN hash TEXT;
+    ALTER TABLE audit ADD COLUMN prev_hash TEXT;
+    CREATE TABLE audit_anchor (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        hash       TEXT NOT NULL,
+        through_id INTEGER NOT NULL
+    );
+    """,
 )
