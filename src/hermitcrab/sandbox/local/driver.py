@@ -1,7 +1,9 @@
 """The local driver: start a sandbox (bwrap + our supervisor), exec in it, destroy it.
 
-A sandbox is long-lived. Creating one costs one bwrap start; each exec after that is a
-Unix-socket round trip to the supervisor inside, which forks the command. The sandbox
+A sandbox is long-lived. Creating one costs one bwrap start (through the launcher, which
+puts it in the sandbox's cgroups); each exec after that is a round trip over a Unix
+socket kept open to the supervisor inside, which spawns the command into a cgroup leaf of
+its own. The sandbox
 is tied to the thread that created it (bwrap --die-with-parent): create sandboxes from
 the event loop's thread, never from a short-lived worker thread.
 """
