@@ -160,3 +160,34 @@ def test_commands_run_as_a_host_uid_no_account_has(lab: Lab, box) -> None:
         assert {int(u) for u in uids} == {identity.HOST_UID}, uids
     assert identity.host_account(identity.HOST_UID) is None
     assert box.status["host_uid"] == identity.HOST_UID
+
+
+def test_no_command_holds_a_cgroup_descriptor(lab: Lab, fresh) -> None:
+    """layer: cgroups. The leaf descriptors the supervisor receives (opened by root: the
+    kernel checks a cgroup write against the opener) never reach a command, its own or
+    those of a command running beside it. They once did: received inheritable, they went
+    into every command spawned while they were open."""
+    _tracking()
+    box = fresh()
+    listing = """
+import os
+for fd in range(3, 1024):
+    try:
+        os.fstat(fd)
+    except OSError:
+        continue
+    print('open', fd)
+print('checked')
+"""
+
+    async def beside() -> bytes:
+        import asyncio
+
+        slow = asyncio.ensure_future(lab.driver.exec(box, ["sleep", "1"]))
+        await asyncio.sleep(0.2)
+        seen = await lab.driver.exec(box, ["python3", "-c", listing])
+        await slow
+        return seen.stdout
+
+    seen = lab.run(beside()).decode()
+    assert seen == "checked\n", f"a command holds descriptors it was not given: {seen!r}"

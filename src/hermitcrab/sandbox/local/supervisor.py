@@ -18,7 +18,9 @@ The host imports this module too, for `landlock_abi()`: one implementation of La
 
 from __future__ import annotations
 
+import array
 import base64
+import contextlib
 import ctypes
 import json
 import os
@@ -268,12 +270,14 @@ class Supervisor:
 
     def handle(self, conn: socket.socket) -> None:
         """One connection, many commands, one after another: the host keeps connections
-        open for the next exec (a connect and a thread per command cost more than a spawn)."""
+        open for the next exec (a connect and a thread per command cost more than a spawn).
+        Anything wrong with a request ends the connection: what follows it on the stream
+        can no longer be told apart from the next request."""
         with conn:
             while True:
                 fds: list[int] = []
                 try:
-                    data, fds, _, _ = socket.recv_fds(conn, 1, 2)
+                    data, fds = _recv_fds(conn)
                     if not data:
                         return  # the host closed it
                     leaf = (fds[0], fds[1]) if len(fds) == 2 else None
@@ -282,10 +286,9 @@ class Supervisor:
                     request = json.loads(_read_line(conn))
                     self.run(conn, request, leaf)
                 except (OSError, ValueError, KeyError) as exc:
-                    try:
+                    with contextlib.suppress(OSError):
                         _send(conn, {"t": "x", "exit": None, "error": f"{type(exc).__name__}: {exc}"})
-                    except OSError:
-                        return
+                    return
                 finally:
                     for fd in fds:
                         os.close(fd)
@@ -529,6 +532,22 @@ def _kill_group(pgid: int) -> None:
         os.killpg(pgid, signal.SIGKILL)
     except (ProcessLookupError, PermissionError):
         pass
+
+
+def _recv_fds(conn: socket.socket) -> tuple[bytes, list[int]]:
+    """A request's first byte and the descriptors it carries, close-on-exec from the
+    moment they arrive (socket.recv_fds makes them inheritable: a command spawned beside
+    would get them)."""
+    data, ancillary, flags, _ = conn.recvmsg(1, socket.CMSG_SPACE(2 * 4), socket.MSG_CMSG_CLOEXEC)
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += array.array("i", payload[: len(payload) - len(payload) % 4]).tolist()
+    if flags & socket.MSG_CTRUNC:
+        for fd in fds:
+            os.close(fd)
+        raise OSError("the host's descriptors did not all arrive")
+    return data, fds
 
 
 def _read_line(conn: socket.socket) -> bytes:
