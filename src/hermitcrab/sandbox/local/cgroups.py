@@ -253,6 +253,13 @@ class SandboxGroups:
             os.open(folder / "cgroup.events", os.O_RDONLY | os.O_CLOEXEC),
         )
 
+    def retire(self, leaf: Leaf) -> None:
+        """A leaf whose command may not have ended (an exec cut off mid-way): killed, and
+        never leased again (its command could still be spawning into it)."""
+        with contextlib.suppress(OSError):
+            os.write(leaf.kill_fd, b"1")
+        leaf.close()
+
     def give_back_now(self, leaf: Leaf, kill: bool = True) -> bool:
         """give_back, if that needs no waiting: True when done."""
         if not kill:

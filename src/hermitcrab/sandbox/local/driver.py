@@ -68,6 +68,7 @@ class LocalSandbox:
 class LocalDriver:
     def __init__(self, state_root: Path) -> None:
         self.state_root = state_root
+        self.images = state_root / ".workspace-images"  # capped workspaces' filesystems
         self._source: str | None = None
         self._launcher: str | None = None
         self._support: cgroups.Support | None = None
@@ -242,7 +243,7 @@ class LocalDriver:
             )
         cap = spec.policy.filesystem.workspace_max_mb * MB
         try:
-            await asyncio.to_thread(quota.mount_capped, spec.workspace, cap)
+            await asyncio.to_thread(quota.mount_capped, self.images, spec.workspace, cap)
         except OSError as exc:
             raise SandboxError(f"sandbox '{spec.name}': cannot cap its workspace: {exc}") from None
 
@@ -310,7 +311,7 @@ class LocalDriver:
                 if on_output is not None:
                     on_output(OutputChunk("stdout" if kind == "o" else "stderr", data))
         finally:
-            if done and len(box.idle) < MAX_IDLE_CHANNELS:
+            if done and not frame.get("error") and len(box.idle) < MAX_IDLE_CHANNELS:
                 box.idle.append(channel)  # whole and answered: good for the next command
             else:
                 writer.close()
@@ -320,7 +321,10 @@ class LocalDriver:
                 over_quota = watcher.fired and leaf is not None
                 box.quota.after_command()
             if leaf is not None and groups is not None:
-                await _settle(groups, leaf, kill=not box.spec.policy.process.background_processes)
+                if done:
+                    await _settle(groups, leaf, kill=not box.spec.policy.process.background_processes)
+                else:
+                    groups.retire(leaf)
         killed_by = frame.get("killed_by")
         if over_quota:
             killed_by = "workspace_max_mb"
@@ -349,8 +353,9 @@ class LocalDriver:
         for channel in box.idle:
             _drop(channel)
         box.idle.clear()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(box.host_pid, signal.SIGKILL)
+        if box.proc.poll() is None:  # else its pid may be someone else's by now
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(box.host_pid, signal.SIGKILL)
         try:
             await asyncio.wait_for(asyncio.to_thread(box.proc.wait), 5)
         except TimeoutError:
@@ -365,7 +370,7 @@ class LocalDriver:
             await asyncio.to_thread(box.groups.destroy)
         if forget and box.status.get("workspace_quota") == "required":
             try:
-                await asyncio.to_thread(quota.unmount, box.spec.workspace)
+                await asyncio.to_thread(quota.unmount, self.images, box.spec.workspace)
             except OSError as exc:
                 log.warning("workspace not unmounted", extra={"sandbox": box.name, "error": str(exc)})
 

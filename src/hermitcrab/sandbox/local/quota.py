@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
+import logging
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -25,6 +28,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+log = logging.getLogger("hermitcrab.sandbox")
 MB = 1024 * 1024
 WATCH_EVERY_S = 1.0
 FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -133,12 +137,13 @@ class Watch:
 
 # --- The strong mechanism: the workspace is a filesystem of its own, workspace_max_mb big.
 #
-# An ext4 image beside the workspace (.NAME.workspace.img), loop-mounted over the workspace
+# An ext4 image in the driver's own folder (root's, 0700), loop-mounted over the workspace
 # folder on the host, so the gateway, its tools and a person see the files the sandbox
 # does. A write past the cap fails with ENOSPC inside; the host's disk never holds more
-# than the image. The mount stays while the sandbox is stopped (it goes when the sandbox
-# is destroyed for good); after a reboot the sandbox's next start mounts it again, and
-# whatever was put in the bare folder meanwhile moves in (the newer copy wins).
+# than the image. What the folder held at the first mount moves into the new, empty
+# filesystem. The mount stays while the sandbox is stopped (it goes when the sandbox is
+# destroyed for good); after a reboot the next start mounts it again, and files put in the
+# bare folder meanwhile are set aside beside it (NAME.outside-TIME), never merged as root.
 
 
 def cap_unavailable() -> str | None:
@@ -153,17 +158,25 @@ def cap_unavailable() -> str | None:
     return None
 
 
-def image_path(workspace: Path) -> Path:
-    return workspace.parent / f".{workspace.name}.workspace.img"
+def image_path(images: Path, workspace: Path) -> Path:
+    """The workspace's image, in a folder of the driver's own (root's, 0700): never beside
+    the workspace, where another sandbox's workspace could be the parent."""
+    digest = hashlib.sha256(str(workspace.resolve()).encode()).hexdigest()[:24]
+    return images / f"{workspace.name[:40]}-{digest}.img"
 
 
 def is_mounted(folder: Path) -> bool:
-    target = str(folder.resolve()).replace(" ", "\\040")
+    target = str(folder.resolve())
     with contextlib.suppress(OSError):
         for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            if line.split()[4] == target:
+            if _unescape(line.split()[4]) == target:
                 return True
     return False
+
+
+def _unescape(field: str) -> str:
+    """mountinfo writes space, tab, newline and backslash as octal escapes."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
 def _run(argv: list[str], what: str) -> None:
@@ -172,35 +185,49 @@ def _run(argv: list[str], what: str) -> None:
         raise OSError(f"{what}: {(done.stderr or done.stdout).strip() or f'exit {done.returncode}'}")
 
 
-def mount_capped(workspace: Path, cap: int) -> Path:
+def mount_capped(images: Path, workspace: Path, cap: int) -> Path:
     """Make `workspace` a filesystem of `cap` bytes (once; later calls find it mounted).
     Returns the image. Blocking: run it on a worker thread."""
-    image = image_path(workspace)
+    image = image_path(images, workspace)
     if is_mounted(workspace):
         return image
+    images.mkdir(mode=0o700, parents=True, exist_ok=True)
     if not image.exists():
         made = image.with_name(image.name + ".new")
-        with open(made, "wb") as handle:
-            handle.truncate(cap)  # sparse: the disk holds what is written, up to the cap
+        made.unlink(missing_ok=True)
+        # O_EXCL | O_NOFOLLOW: a file of ours, made here, never one a link points at.
+        fd = os.open(made, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, cap)  # sparse: the disk holds what is written, up to the cap
+        finally:
+            os.close(fd)
         try:
             _run(["mkfs.ext4", "-q", "-F", "-m", "0", str(made)], "mkfs.ext4")
             if any(workspace.iterdir()):
-                _move_in(workspace, made, cap)
+                _move_in(workspace, made, cap)  # into a new, empty filesystem: nothing to follow
         except BaseException:
             made.unlink(missing_ok=True)
             raise
         made.rename(image)
     elif any(workspace.iterdir()):
-        _move_in(workspace, image, cap)
+        # Files put in the bare folder while the image was not mounted: set aside, not merged
+        # (a merge as root into a tree the sandbox wrote would follow the links it planted).
+        aside = workspace.with_name(f"{workspace.name}.outside-{int(time.time())}")
+        aside.mkdir(mode=0o700)
+        for entry in list(workspace.iterdir()):
+            entry.rename(aside / entry.name)  # rename follows no link
+        log.warning("files found in an unmounted workspace were set aside", extra={"folder": str(aside)})
+    if not stat.S_ISREG(os.lstat(image).st_mode):
+        raise OSError(f"{image} is not a regular file")
     _run(["mount", "-o", "loop,nosuid,nodev", str(image), str(workspace)], f"mount {image}")
     with contextlib.suppress(OSError):
         (workspace / "lost+found").rmdir()  # e2fsck makes it again when it needs it
     return image  # owned by root until the driver hands the tree to the sandbox's uid
 
 
-def unmount(workspace: Path) -> None:
+def unmount(images: Path, workspace: Path) -> None:
     """Let the workspace's filesystem go (the loop device with it). Blocking."""
-    if is_mounted(workspace) and image_path(workspace).exists():
+    if is_mounted(workspace) and image_path(images, workspace).exists():
         _run(["umount", str(workspace)], f"umount {workspace}")
 
 
