@@ -191,3 +191,15 @@ print('checked')
 
     seen = lab.run(beside()).decode()
     assert seen == "checked\n", f"a command holds descriptors it was not given: {seen!r}"
+
+
+def test_a_host_uid_that_an_account_has_is_refused(lab: Lab, fresh) -> None:
+    """A policy (from the API, say) that names a host account's uid for the sandbox would
+    give that account its namespaces: the sandbox does not start."""
+    import pwd
+
+    from hermitcrab.errors import SandboxError
+
+    name = pwd.getpwuid(1).pw_name
+    with pytest.raises(SandboxError, match=f"belongs to the host user '{name}'"):
+        fresh(policy=small_policy(process={"host_uid": 1}))

@@ -147,6 +147,9 @@ class LocalDriver:
         socket_path = self.socket_path(state, "ctl.sock")
         socket_path.unlink(missing_ok=True)
         as_root = os.geteuid() == 0
+        problem = identity.warning(spec.policy) if as_root else None
+        if problem:  # whoever has that uid could enter the sandbox: never start it
+            raise SandboxError(f"sandbox '{spec.name}': {problem}")
         if not as_root and uid != os.getuid():
             raise SandboxError(
                 f"sandbox '{spec.name}': process.host_uid {uid} needs a root gateway; a user's "

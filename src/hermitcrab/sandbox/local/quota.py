@@ -7,8 +7,9 @@ last measure found it over. A command that grows the workspace past the cap is k
 (`killed_by: workspace_max_mb`); one that shrinks it (a clean-up) is not. How far a writer
 gets past the cap is bounded by what it writes in a second, and by max_file_size_mb per file.
 
-The walk goes through directory descriptors and never follows a link: the sandbox owns
-the tree, and a folder swapped for a link to / must not send the host walking its disk.
+The walk goes through directory descriptors (os.fwalk) and never follows a link: the
+sandbox owns the tree, and a folder swapped for a link to / must not send the host walking
+its disk.
 """
 
 from __future__ import annotations
@@ -31,37 +32,28 @@ from pathlib import Path
 log = logging.getLogger("hermitcrab.sandbox")
 MB = 1024 * 1024
 WATCH_EVERY_S = 1.0
-FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 def usage(root: Path, stop_after: int) -> int:
-    """Bytes allocated under root (each inode once), counting stopped past `stop_after`."""
+    """Bytes allocated under root (each inode once), counting stopped past `stop_after`.
+    os.fwalk holds one descriptor per level of the folder it is in, not one per folder
+    waiting; a folder it cannot read counts as over the cap (nothing hides from the count)."""
     total = 0
     seen: set[tuple[int, int]] = set()
-    try:
-        stack = [os.open(root, FLAGS)]
-    except OSError:
-        return 0
-    try:
-        while stack and total <= stop_after:
-            folder = stack.pop()
-            try:
-                with os.scandir(folder) as entries:
-                    for entry in entries:
-                        with contextlib.suppress(OSError):
-                            info = entry.stat(follow_symlinks=False)
-                            if (info.st_dev, info.st_ino) not in seen:
-                                seen.add((info.st_dev, info.st_ino))
-                                total += info.st_blocks * 512
-                            if stat.S_ISDIR(info.st_mode):
-                                stack.append(os.open(entry.name, FLAGS, dir_fd=folder))
-            except OSError:
-                pass
-            finally:
-                os.close(folder)
-    finally:
-        for fd in stack:
-            os.close(fd)
+    unreadable: list[OSError] = []
+    with contextlib.suppress(OSError):
+        top = os.lstat(root)
+        seen.add((top.st_dev, top.st_ino))
+        total += top.st_blocks * 512
+    for _, dirs, files, folder in os.fwalk(root, follow_symlinks=False, onerror=unreadable.append):
+        for name in dirs + files:
+            with contextlib.suppress(OSError):
+                info = os.stat(name, dir_fd=folder, follow_symlinks=False)
+                if (info.st_dev, info.st_ino) not in seen:
+                    seen.add((info.st_dev, info.st_ino))
+                    total += info.st_blocks * 512
+        if total > stop_after or unreadable:
+            return max(total, stop_after + 1)
     return total
 
 

@@ -248,8 +248,15 @@ class Supervisor:
         threading.stack_size(512 * 1024)  # many threads fit under max_memory_mb
         threading.Thread(target=self.reap, daemon=True).start()
         while True:
-            conn, _ = self.listener.accept()
-            threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # out of descriptors, for now (commands share our limits)
+                time.sleep(0.05)
+                continue
+            try:
+                threading.Thread(target=self.handle, args=(conn,), daemon=True).start()
+            except RuntimeError:  # no thread to be had (a fork bomb took the processes)
+                conn.close()
 
     def reap(self) -> None:
         """Collect every child and orphan; hand exit statuses to the exec that waits for them."""
@@ -383,13 +390,6 @@ class Supervisor:
         spill_path = None
         killed_by = None
         status = None
-        sel = selectors.DefaultSelector()
-        sel.register(out_r, selectors.EVENT_READ, "o")
-        sel.register(err_r, selectors.EVENT_READ, "e")
-        sel.register(wake_r, selectors.EVENT_READ, "w")
-        streams = 2
-        deadline = started + timeout
-        drain_until = None
         background = bool(self.config.get("background"))
 
         def kill() -> None:
@@ -397,49 +397,63 @@ class Supervisor:
                 _kill_leaf(leaf[1])  # the command and everything it started, wherever it went
             _kill_group(pid)
 
-        while streams or status is None:
-            now = time.monotonic()
-            if status is None and now >= deadline and killed_by is None:
-                killed_by = "timeout_seconds"
+        sel = selectors.DefaultSelector()
+        try:
+            sel.register(out_r, selectors.EVENT_READ, "o")
+            sel.register(err_r, selectors.EVENT_READ, "e")
+            sel.register(wake_r, selectors.EVENT_READ, "w")
+            streams = 2
+            deadline = started + timeout
+            drain_until = None
+            while streams or status is None:
+                now = time.monotonic()
+                if status is None and now >= deadline and killed_by is None:
+                    killed_by = "timeout_seconds"
+                    kill()
+                if drain_until is not None and now >= drain_until:
+                    break  # something left the group and holds a pipe open: stop reading
+                limit = deadline if status is None and killed_by is None else (drain_until or now + 1.0)
+                for key, _ in sel.select(timeout=max(limit - now, 0.0)):
+                    if key.data == "w":
+                        sel.unregister(wake_r)
+                        with self.lock:
+                            status = self.statuses.pop(pid)
+                        if not background:
+                            kill()  # what the command left running dies with it
+                        drain_until = time.monotonic() + 0.5
+                        continue
+                    data = os.read(key.fd, 65536)
+                    if not data:
+                        sel.unregister(key.fd)
+                        streams -= 1
+                        continue
+                    total += len(data)
+                    room = max_output - sent
+                    if room > 0:
+                        piece = data[:room]
+                        sent += len(piece)
+                        _send(conn, {"t": key.data, "d": base64.b64encode(piece).decode()})
+                        data = data[room:]
+                    if data:
+                        if spill is None:
+                            spill_path, spill = self._spill_file(exec_id)
+                        if spill is not None:
+                            spill.write(data)
+        finally:  # the host may be gone mid-command: nothing of this command stays behind
+            sel.close()
+            for fd in (out_r, err_r, wake_r):
+                os.close(fd)
+            if status is None:
                 kill()
-            if drain_until is not None and now >= drain_until:
-                break  # something left the group and holds a pipe open: stop reading
-            limit = deadline if status is None and killed_by is None else (drain_until or now + 1.0)
-            for key, _ in sel.select(timeout=max(limit - now, 0.0)):
-                if key.data == "w":
-                    sel.unregister(wake_r)
-                    with self.lock:
-                        status = self.statuses.pop(pid)
-                    if not background:
-                        kill()  # what the command left running dies with it
-                    drain_until = time.monotonic() + 0.5
-                    continue
-                data = os.read(key.fd, 65536)
-                if not data:
-                    sel.unregister(key.fd)
-                    streams -= 1
-                    continue
-                total += len(data)
-                room = max_output - sent
-                if room > 0:
-                    piece = data[:room]
-                    sent += len(piece)
-                    _send(conn, {"t": key.data, "d": base64.b64encode(piece).decode()})
-                    data = data[room:]
-                if data:
-                    if spill is None:
-                        spill_path, spill = self._spill_file(exec_id)
-                    if spill is not None:
-                        spill.write(data)
-        sel.close()
-        for fd in (out_r, err_r, wake_r):
-            os.close(fd)
-        with self.lock:  # no command starts while we sweep: it would look like a stray
-            self.active.discard(pid)
-            if leaf is None and not background:
-                self.sweep(self.active)  # no cgroup: find strays by their session
-        if spill is not None:
-            spill.close()
+            with self.lock:  # no command starts while we sweep: it would look like a stray
+                self.active.discard(pid)
+                unclaimed = self.waiters.pop(pid, None)  # the reaper must not wake a reader gone
+                if leaf is None and not background:
+                    self.sweep(self.active)  # no cgroup: find strays by their session
+            if unclaimed is not None:
+                os.close(unclaimed)
+            if spill is not None:
+                spill.close()
         code = os.waitstatus_to_exitcode(status)
         sig = -code if code < 0 else None
         if killed_by is None and sig in KILL_SIGNALS:
