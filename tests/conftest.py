@@ -153,6 +153,10 @@ def _release_capped_workspaces() -> Iterator[None]:
     """A stopped sandbox keeps its capped workspace mounted (so its files stay in view);
     the suite's temporary ones are let go at its end, loop devices with them."""
     yield
+    release_temporary_loops()
+
+
+def release_temporary_loops() -> None:
     import subprocess
     import tempfile
 
@@ -162,7 +166,17 @@ def _release_capped_workspaces() -> Iterator[None]:
     except OSError:
         return
     for line in lines:
-        point = line.split()[4].replace("\\040", " ")
-        image = Path(point).parent / f".{Path(point).name}.workspace.img"
-        if point.startswith(roots) and image.exists():
+        left, _, right = line.partition(" - ")
+        point, kind = left.split()[4].replace("\\040", " "), right.split()
+        ours = len(kind) >= 2 and kind[0] == "ext4" and kind[1].startswith("/dev/loop")
+        ours = ours and point.startswith(roots)
+        if ours and subprocess.run(["umount", point], capture_output=True).returncode:
             subprocess.run(["umount", "-l", point], capture_output=True)
+    for device in Path("/sys/block").glob("loop*"):
+        backing = device / "loop" / "backing_file"
+        try:
+            source = backing.read_text().strip()
+        except OSError:
+            continue
+        if source.startswith(roots):
+            subprocess.run(["losetup", "-d", f"/dev/{device.name}"], capture_output=True)
