@@ -15,8 +15,7 @@ class GatewayClient:
     def __init__(self, paths: Paths, timeout: float = 10.0) -> None:
         config = load_config(paths.config)
         self.paths = paths
-        host = config.gateway.host
-        self.base_url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{config.gateway.port}"
+        self.base_url = config.gateway.local_url
         self._token: str | None = None
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
 

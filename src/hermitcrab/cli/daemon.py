@@ -46,7 +46,7 @@ def up(foreground: bool) -> None:
     pid = running_pid(paths)
     if pid is not None:
         gateway = load_config(paths.config).gateway
-        print(f"HermitCrab is already running (pid {pid}) at {gateway_url(gateway.host, gateway.port)}")
+        print(f"HermitCrab is already running (pid {pid}) at {gateway.local_url}")
         return
     if foreground:
         load_config(paths.config)  # fail here, loudly, before anything starts
@@ -84,18 +84,13 @@ def up(foreground: bool) -> None:
         answered = select.select([ready], [], [], timeout)[0] and ready.readline().strip() == b"ready"
     if answered:
         took = time.perf_counter() - started
-        url = gateway_url(config.gateway.host, config.gateway.port)
-        print(f"HermitCrab is up at {url} (pid {child.pid}, ready in {took:.2f} s)")
+        print(f"HermitCrab is up at {config.gateway.local_url} (pid {child.pid}, ready in {took:.2f} s)")
         return
     if child.poll() is not None or _exited_soon(child):
         tail = _tail(paths.logs / "gateway.out", 15)
         fail(f"the gateway exited during start-up (code {child.returncode}):\n{tail}")
     child.terminate()
     fail(f"the gateway did not become healthy within {timeout:g} s; see `hermitcrab logs`")
-
-
-def gateway_url(host: str, port: int) -> str:
-    return f"http://{'127.0.0.1' if host in ('0.0.0.0', '') else host}:{port}"
 
 
 def _exited_soon(child: subprocess.Popen[bytes]) -> bool:

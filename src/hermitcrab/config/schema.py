@@ -26,6 +26,15 @@ class GatewayConfig(StrictModel):
     # Audit entries older than this are dropped (at start, then daily); None keeps them all.
     audit_retention_days: float | None = Field(90.0, gt=0)
 
+    @property
+    def local_host(self) -> str:
+        """Where a client on this machine reaches the gateway: a wildcard bind is loopback."""
+        return "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+
+    @property
+    def local_url(self) -> str:
+        return f"http://{self.local_host}:{self.port}"
+
 
 class _ModelBase(StrictModel):
     max_tokens: int = Field(256, ge=1, le=32768)

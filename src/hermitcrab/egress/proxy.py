@@ -31,8 +31,16 @@ from hermitcrab.egress import http1, splice
 from hermitcrab.egress.ca import SandboxCA
 from hermitcrab.egress.door import Door, streams
 from hermitcrab.egress.forward import INFERENCE_HOST, Forwarder, InferenceRoute, NetworkSource
-from hermitcrab.egress.heads import MAX_HEAD, Head, Refused, parse_head, read_head, refusal, refuse
-from hermitcrab.egress.heads import split_host_port as _split_host_port
+from hermitcrab.egress.heads import (
+    MAX_HEAD,
+    Head,
+    Refused,
+    parse_head,
+    read_head,
+    refusal,
+    refuse,
+    split_host_port,
+)
 from hermitcrab.egress.http1 import Downstream
 from hermitcrab.egress.ledger import NetAudit, OpenCounts, Release
 from hermitcrab.egress.screen import Screen
@@ -210,7 +218,7 @@ class EgressProxy:
         try:
             head = parse_head(raw) if b"\r\n\r\n" in raw else None
             if head is not None and head.method == "CONNECT":
-                host, port = _split_host_port(head.target, 443)
+                host, port = split_host_port(head.target, 443)
                 decision = connection_decision(network(), host, port)
                 rule = decision.rule
                 # A plain tunnel: the rule neither terminates TLS nor checks requests (L7).
@@ -315,7 +323,7 @@ class EgressProxy:
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
     ) -> None:
-        host, port = _split_host_port(head.target, 443)
+        host, port = split_host_port(head.target, 443)
         what = f"CONNECT {host}:{port}"
         decision = await self._decide(sandbox, network(), host, port, what)
         self._screen.host(sandbox, decision, what, host)

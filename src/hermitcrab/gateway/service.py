@@ -158,7 +158,7 @@ class Gateway:
             max_pending=self.config.gateway.max_pending_approvals,
         )
         gateway = self.config.gateway
-        here = "127.0.0.1" if gateway.host in ("0.0.0.0", "::") else gateway.host
+        here = gateway.local_host
         self.runtime = build_runtime(
             self.db,
             policy_file=self.paths.policy,

@@ -263,7 +263,7 @@ class SandboxGroups:
     def give_back_now(self, leaf: Leaf, kill: bool = True) -> bool:
         """give_back, if that needs no waiting: True when done."""
         if not kill:
-            leaf.close()
+            leaf.close()  # its processes may stay; the leaf dies with the sandbox
             return True
         if leaf.populated():  # the supervisor kills it when the command ends; this is the rest
             with contextlib.suppress(OSError):
@@ -276,11 +276,11 @@ class SandboxGroups:
     def give_back(self, leaf: Leaf, kill: bool = True) -> None:
         """After its command: kill what it left behind and keep the leaf for the next one.
         A leaf that does not empty (a process stuck in the kernel) is retired instead."""
-        if not kill:
-            leaf.close()  # its processes may stay; the leaf dies with the sandbox
-            return
-        with contextlib.suppress(OSError):
-            os.write(leaf.kill_fd, b"1")
+        if not self.give_back_now(leaf, kill):
+            self.wait_empty(leaf)
+
+    def wait_empty(self, leaf: Leaf) -> None:
+        """The rest of give_back, for a killed leaf not empty yet (blocking)."""
         deadline = time.monotonic() + 2.0
         while leaf.populated():
             if time.monotonic() > deadline:
@@ -299,24 +299,9 @@ class SandboxGroups:
         new, self._oom_seen = total - self._oom_seen, total
         return max(new, 0)
 
-    def memory_used(self) -> int | None:
-        if self.mem is None:
-            return None
-        name = "memory.usage_in_bytes" if self.mem_v1 else "memory.current"
-        try:
-            return int((self.mem / "work" / name).read_text())
-        except (OSError, ValueError):
-            return None
-
     def pids(self) -> list[int]:
         """Host pids of every process of the sandbox, the supervisor's included."""
-        if self.track is None:
-            return []
-        found: list[int] = []
-        for folder, _, _ in os.walk(self.track):
-            with contextlib.suppress(OSError):
-                found += [int(p) for p in Path(folder, "cgroup.procs").read_text().split()]
-        return found
+        return _procs(self.track) if self.track is not None else []
 
     def freeze(self, frozen: bool) -> bool:
         """Freeze (or thaw) every process of the sandbox; False where there is no freezer."""
@@ -359,12 +344,12 @@ def _procs(folder: Path) -> list[int]:
     return found
 
 
-def sweep_stale(support: Support, live: set[str]) -> None:
+def sweep_stale(support: Support) -> None:
     """Remove trees of sandboxes no longer running (a gateway killed before it cleaned up)."""
     roots = [support.tracking] + ([support.memory[1]] if support.memory else [])
     for root in {r for r in roots if r is not None}:
         with contextlib.suppress(OSError):
             for child in root.iterdir():
                 young = time.time() - child.stat().st_mtime < STALE_AFTER_S  # another gateway's, starting
-                if child.is_dir() and child.name not in live and not young and not _procs(child):
+                if child.is_dir() and not young and not _procs(child):
                     _rmtree(child)

@@ -88,7 +88,7 @@ class LocalDriver:
         gateway that was killed before it could."""
         if self._support is None:
             self._support = cgroups.detect()
-            cgroups.sweep_stale(self._support, set())
+            cgroups.sweep_stale(self._support)
         return self._support
 
     def _groups(self, spec: SandboxSpec) -> cgroups.SandboxGroups | None:
@@ -450,9 +450,8 @@ def _kill_leaf(leaf: cgroups.Leaf) -> None:
 
 async def _settle(groups: cgroups.SandboxGroups, leaf: cgroups.Leaf, kill: bool) -> None:
     """Kill what the command left (the supervisor mostly has) and wait for its leaf to empty."""
-    if groups.give_back_now(leaf, kill):
-        return
-    await asyncio.to_thread(groups.give_back, leaf, kill)
+    if not groups.give_back_now(leaf, kill):
+        await asyncio.to_thread(groups.wait_empty, leaf)
 
 
 def _zombie(pid: str) -> bool:
