@@ -50,6 +50,18 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "c
     raise AssertionError(f"timed out waiting for {what}")
 
 
+async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """wait_for for state the event loop changes: polls while letting the loop run (a
+    sync wait_for between run() calls would watch a loop that stands still)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @pytest.fixture(scope="module")
 def loop() -> Iterator[asyncio.AbstractEventLoop]:
     """One event loop per module, run from the main thread: sandboxes die with the thread

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from tests.conftest import wait_for
+from tests.conftest import until
 from tests.egress.conftest import BODY, local_rule
 
 
@@ -24,7 +24,7 @@ def test_allowed_http_and_https_pass_through_the_door(net, run) -> None:
     audit = net.network_audit()
     assert ("allowed", "web", f"GET http://localhost:{s.http_port}/x") in audit
     assert ("allowed", "tls", f"CONNECT localhost:{s.https_port}") in audit
-    wait_for(lambda: net.runtime.egress._counts.count("box") == 0, what="every connection to be let go")
+    run(until(lambda: net.runtime.egress._counts.count("box") == 0, what="every connection to be let go"))
 
 
 def test_what_no_rule_allows_is_refused_and_audited(net, run) -> None:
@@ -202,7 +202,7 @@ def test_a_sandbox_cannot_hold_more_connections_than_its_limit(net, run) -> None
     [entry] = [e for e in net.store.audit.entries() if e.rule == "network.max_connections"]
     assert entry.outcome == "denied" and "already has 3 connections open" in entry.detail
     # Every connection, whichever way it ended, gave its place back.
-    wait_for(lambda: net.runtime.egress._counts.count("box") == 0, what="the count to drain")
+    run(until(lambda: net.runtime.egress._counts.count("box") == 0, what="the count to drain"))
 
 
 def test_an_approved_tunnel_carries_tls_end_to_end(net, run) -> None:
