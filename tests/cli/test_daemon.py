@@ -255,3 +255,34 @@ def test_audit_verify_checks_the_chain_without_the_gateway(home: Paths) -> None:
         "first_broken": second,
         "reason": "its content was changed after it was written",
     }
+
+
+def test_the_daemon_keeps_nothing_up_was_handed_and_imports_nothing_from_where_it_ran(
+    daemon_home: Paths, tmp_path: Path
+) -> None:
+    """`up` forks the daemon: a descriptor its caller leaked (a CI runner's pipe) must not
+    stay open in it, and the folder `up` ran from (perhaps a workspace a sandbox writes)
+    must not be on its import path."""
+    planted = tmp_path / "cwd"
+    planted.mkdir()
+    marker = tmp_path / "imported"
+    (planted / "uvicorn.py").write_text(f"open({str(marker)!r}, 'w').close()\nraise SystemExit(3)\n")
+    read_end, write_end = os.pipe()
+    try:
+        up = subprocess.run(
+            [sys.executable, "-m", "hermitcrab", "up"],
+            env={**os.environ, "HERMITCRAB_HOME": str(daemon_home.home)},
+            cwd=planted,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            pass_fds=[write_end],
+        )
+        os.close(write_end)
+        assert up.returncode == 0, up.stderr
+        assert not marker.exists()
+        os.set_blocking(read_end, False)
+        assert os.read(read_end, 1) == b""  # no writer left: the daemon did not keep it
+    finally:
+        os.close(read_end)
+        hc(daemon_home, "down")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import select
@@ -10,13 +11,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, NoReturn
 
 from hermitcrab.cli.output import fail, print_json
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import GatewayError, HermitCrabError
 
-READY_FD_ENV = "HERMITCRAB_READY_FD"  # the daemon writes "ready" here once it listens
+READY_FD_ENV = "HERMITCRAB_READY_FD"  # the daemon's words to `up` (gateway.server.tell_starter)
+CONFIG_LOAD_SECONDS = 60.0  # until the daemon has read the config and says how long to wait
 
 
 def running_pid(paths: Paths) -> int | None:
@@ -37,18 +39,20 @@ def running_pid(paths: Paths) -> int | None:
 
 
 def up(foreground: bool) -> None:
-    """Start the gateway and return once it answers. The daemon starts first and the
-    config is read here while it does: both read the same file, and the daemon tells us
-    through a pipe when it listens (no polling)."""
-    from hermitcrab.config.loader import load_config  # pydantic: after the daemon is on its way
-
+    """Start the gateway and return once it answers. This process reads no config (pydantic
+    alone would cost 0.1 s before the daemon even starts): the daemon reads it and says
+    through a pipe how long to wait, then that it listens (and where), or what is wrong."""
     paths = Paths.from_env()
     pid = running_pid(paths)
     if pid is not None:
+        from hermitcrab.config.loader import load_config
+
         gateway = load_config(paths.config).gateway
         print(f"HermitCrab is already running (pid {pid}) at {gateway.local_url}")
         return
     if foreground:
+        from hermitcrab.config.loader import load_config
+
         load_config(paths.config)  # fail here, loudly, before anything starts
         from hermitcrab.gateway.server import serve
 
@@ -56,36 +60,30 @@ def up(foreground: bool) -> None:
         return
     started = time.perf_counter()
     paths.logs.mkdir(parents=True, exist_ok=True)
-    out = os.fdopen(os.open(paths.logs / "gateway.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab")
+    out = os.open(paths.logs / "gateway.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     os.chmod(paths.logs / "gateway.out", 0o600)
     ready_r, ready_w = os.pipe()
-    child = subprocess.Popen(
-        # -P: the folder `up` was run from is not on the import path (it may be a workspace,
-        # where a sandbox can write a module named like one the gateway imports).
-        [sys.executable, "-P", "-m", "hermitcrab.gateway", "--quiet"],
-        cwd=paths.home,
-        stdin=subprocess.DEVNULL,
-        stdout=out,
-        stderr=out,
-        start_new_session=True,  # the daemon outlives this terminal
-        pass_fds=[ready_w],
-        env={**os.environ, "HERMITCRAB_HOME": str(paths.home), READY_FD_ENV: str(ready_w)},
-    )
-    out.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the daemon: this interpreter, with what it has imported, goes on
+        _become_daemon(paths, out, ready_w)
+    child = _Child(pid)
+    os.close(out)
     os.close(ready_w)
-    try:
-        config = load_config(paths.config)
-    except HermitCrabError:
-        child.wait(10)  # it finds the same fault and says so in its log; ours is the message
-        os.close(ready_r)
-        raise
-    timeout = config.gateway.startup_timeout_seconds
-    with os.fdopen(ready_r, "rb") as ready:
-        answered = select.select([ready], [], [], timeout)[0] and ready.readline().strip() == b"ready"
-    if answered:
+    with os.fdopen(ready_r, "rb") as pipe:
+        word, value = _starter_word(pipe, CONFIG_LOAD_SECONDS)
+        timeout = CONFIG_LOAD_SECONDS
+        if word == "timeout":
+            timeout = float(value)
+            word, value = _starter_word(pipe, timeout)
+    if word == "ready":
         took = time.perf_counter() - started
-        print(f"HermitCrab is up at {config.gateway.local_url} (pid {child.pid}, ready in {took:.2f} s)")
+        print(f"HermitCrab is up at {value} (pid {child.pid}, ready in {took:.2f} s)")
         return
+    if word == "error":
+        child.wait(10)
+        raise HermitCrabError(json.loads(value))
     if child.poll() is not None or _exited_soon(child):
         tail = _tail(paths.logs / "gateway.out", 15)
         fail(f"the gateway exited during start-up (code {child.returncode}):\n{tail}")
@@ -93,7 +91,83 @@ def up(foreground: bool) -> None:
     fail(f"the gateway did not become healthy within {timeout:g} s; see `hermitcrab logs`")
 
 
-def _exited_soon(child: subprocess.Popen[bytes]) -> bool:
+def _become_daemon(paths: Paths, out: int, ready: int) -> NoReturn:
+    """In the forked child: detach (own session, no terminal, log files for output, the
+    home as working folder) and serve; never returns to the CLI. Forking, not starting a
+    new interpreter, saves its start-up and the imports `up` already made."""
+    code = 1
+    try:
+        os.setsid()  # the daemon outlives this terminal
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.close(null)
+        os.dup2(out, 1)
+        os.dup2(out, 2)
+        # Nothing else `up` was handed stays open: a caller waiting for its pipes to close
+        # (a CI runner, a test) must not wait on the daemon.
+        os.closerange(3, ready)
+        os.closerange(ready + 1, 1 << 16)
+        os.set_inheritable(ready, False)  # the sandboxes this daemon starts never see it
+        os.chdir(paths.home)
+        # The folder `up` ran from (or its script's) leads the import path unless -P: it may
+        # be a workspace, where a sandbox can write a module named like one we import.
+        if not sys.flags.safe_path and sys.path:
+            del sys.path[0]
+        os.environ["HERMITCRAB_HOME"] = str(paths.home)
+        os.environ[READY_FD_ENV] = str(ready)
+        os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")  # we use none; the lookup is slow
+        from hermitcrab.gateway.server import run_daemon
+
+        code = run_daemon(paths, foreground=False)
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+            sys.stderr.flush()
+        os._exit(code)
+
+
+class _Child:
+    """The forked daemon, seen from `up`: Popen's wait/poll for a pid we forked."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            done, status = os.waitpid(self.pid, os.WNOHANG)
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout: float) -> int:
+        deadline = time.monotonic() + timeout
+        while self.poll() is None:
+            if time.monotonic() > deadline:
+                raise subprocess.TimeoutExpired(str(self.pid), timeout)
+            time.sleep(0.01)
+        assert self.returncode is not None
+        return self.returncode
+
+    def terminate(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGTERM)
+
+
+def _starter_word(pipe: IO[bytes], timeout: float) -> tuple[str, str]:
+    """The daemon's next line on the ready pipe: ("", "") if it said nothing in time or
+    closed the pipe (it exited)."""
+    if not select.select([pipe], [], [], timeout)[0]:
+        return "", ""
+    word, _, value = pipe.readline().decode(errors="replace").strip().partition(" ")
+    return word, value
+
+
+def _exited_soon(child: _Child) -> bool:
     """The pipe closed without a word: the child is on its way out."""
     try:
         child.wait(5)
@@ -103,7 +177,7 @@ def _exited_soon(child: subprocess.Popen[bytes]) -> bool:
 
 
 def down() -> None:
-    from hermitcrab.config.loader import load_config  # pydantic: after the daemon is on its way
+    from hermitcrab.config.loader import load_config
 
     paths = Paths.from_env()
     pid = running_pid(paths)

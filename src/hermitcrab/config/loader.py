@@ -189,8 +189,17 @@ def _plain(data: Any) -> Any:
     return data
 
 
-def load_config(path: Path) -> Config:
-    """Load hermitcrab.yaml, including checks that span keys (an agent's model must exist)."""
+def load_config(path: Path, cache: Path | None = None) -> Config:
+    """Load hermitcrab.yaml, including checks that span keys (an agent's model must exist).
+
+    With `cache`, the parsed file is memoised there as JSON, keyed by the text's hash: the
+    daemon's start then skips the YAML parser (its import is a tenth of the start-up time).
+    The same plain data is validated either way; a fault is reported from a fresh parse,
+    which knows the lines."""
+    if cache is not None:
+        config = _load_cached(path, cache)
+        if config is not None:
+            return config
     data = parse_yaml(path)
     config = load_yaml_model(path, Config, data)
     problems = config.reference_problems()
@@ -198,4 +207,72 @@ def load_config(path: Path) -> Config:
         raise ConfigError(
             "\n".join(f"{path}:{_line_of(data, loc)}: {msg}. fix: {fix}" for loc, msg, fix in problems)
         )
+    if cache is not None:
+        _save_cache(cache, path, data)
     return config
+
+
+def _digest(text: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(text).hexdigest()
+
+
+def _load_cached(path: Path, cache: Path) -> Config | None:
+    """The config from the memo, if it was made from exactly this text and still validates
+    cleanly; None (parse afresh) for anything else, a fault included."""
+    import json
+
+    try:
+        text = path.read_bytes()
+        memo = json.loads(cache.read_bytes())
+        if not isinstance(memo, dict) or memo.get("sha256") != _digest(text):
+            return None
+        config = Config.model_validate(memo["data"])
+    except (OSError, ValueError, KeyError, TypeError, ValidationError):
+        return None
+    return None if config.reference_problems() else config
+
+
+def _save_cache(cache: Path, path: Path, data: Any) -> None:
+    """Write the memo (0600, atomically), only when JSON holds the data exactly."""
+    import json
+    import os
+
+    plain = _json_plain(data)
+    if plain is _NOT_JSON:
+        return
+    try:
+        text = path.read_bytes()
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            json.dump({"sha256": _digest(text), "data": plain}, handle)
+        os.replace(tmp, cache)
+    except OSError:
+        pass  # only a memo: the next start parses the file again
+
+
+_NOT_JSON = object()
+
+
+def _json_plain(data: Any) -> Any:
+    """`data` as builtin JSON types (the parser's own str/int/float subclasses made plain),
+    or _NOT_JSON if it holds anything JSON would change (a date, a set, binary)."""
+    if data is None or type(data) is bool:
+        return data
+    if isinstance(data, dict):
+        out = {}
+        for key, value in data.items():
+            plain = _json_plain(value)
+            if plain is _NOT_JSON:
+                return _NOT_JSON
+            out[str(key)] = plain
+        return out
+    if isinstance(data, list):
+        items = [_json_plain(v) for v in data]
+        return _NOT_JSON if any(i is _NOT_JSON for i in items) else items
+    for kind in (str, int, float):
+        if isinstance(data, kind) and not isinstance(data, bool):
+            return kind(data)
+    return _NOT_JSON

@@ -25,6 +25,11 @@ class Paths:
         return self.home / "hermitcrab.yaml"
 
     @property
+    def config_cache(self) -> Path:
+        """hermitcrab.yaml as parsed, memoised for a quicker start (config.loader)."""
+        return self.home / ".hermitcrab.yaml.json"
+
+    @property
     def token(self) -> Path:
         return self.home / "gateway.token"
 

@@ -1,4 +1,5 @@
-"""`python -m hermitcrab.gateway`: the daemon process itself, started by `hermitcrab up`.
+"""`python -m hermitcrab.gateway [--quiet]`: the daemon in this process, for running it by
+hand or under a service manager (`hermitcrab up` forks one instead).
 
 It skips the CLI framework entirely: the gateway is ready sooner and idles smaller.
 """
@@ -10,13 +11,6 @@ import sys
 os.environ.setdefault("PYDANTIC_DISABLE_PLUGINS", "__all__")
 
 from hermitcrab.config.paths import Paths
-from hermitcrab.errors import HermitCrabError
-from hermitcrab.gateway.server import serve
+from hermitcrab.gateway.server import run_daemon
 
-try:
-    serve(Paths.from_env(), foreground="--quiet" not in sys.argv)
-except HermitCrabError as exc:
-    print(f"error: {exc}", file=sys.stderr)
-    sys.exit(1)
-except KeyboardInterrupt:
-    pass
+sys.exit(run_daemon(Paths.from_env(), foreground="--quiet" not in sys.argv))

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import ipaddress
+import json
 import logging
 import os
 import socket
+import sys
 from pathlib import Path
 from typing import IO
 
 from hermitcrab.config.loader import load_config
 from hermitcrab.config.paths import Paths
-from hermitcrab.errors import GatewayError
+from hermitcrab.errors import GatewayError, HermitCrabError
 from hermitcrab.gateway.logs import setup_logging
 
 log = logging.getLogger("hermitcrab.gateway")
+
+READY_FD_ENV = "HERMITCRAB_READY_FD"  # where `hermitcrab up` waits for our word
 
 
 def is_loopback(host: str) -> bool:
@@ -71,10 +76,25 @@ def check_port_free(host: str, port: int) -> None:
             ) from None
 
 
+def run_daemon(paths: Paths, foreground: bool) -> int:
+    """The daemon's life, as an exit code: a fault found at start is said on stderr (the
+    daemon's log, when detached) and to `hermitcrab up` through its pipe."""
+    try:
+        serve(paths, foreground)
+    except HermitCrabError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        tell_starter("error", json.dumps(str(exc)))
+        return 1
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
 def serve(paths: Paths, foreground: bool) -> None:
     """Load everything, then serve until SIGTERM/SIGINT. Raises before binding on bad config."""
-    config = load_config(paths.config)
+    config = load_config(paths.config, cache=paths.config_cache)
     gateway_config = config.gateway
+    tell_starter("timeout", str(gateway_config.startup_timeout_seconds))
     if not is_loopback(gateway_config.host) and not gateway_config.allow_non_loopback:
         raise GatewayError(
             f"{paths.config}: gateway.host is {gateway_config.host}, which is not loopback: anyone on the "
@@ -94,7 +114,7 @@ def serve(paths: Paths, foreground: bool) -> None:
 
         gateway = Gateway(paths, config)
         log.info("gateway starting", extra={"url": gateway.url, "pid": os.getpid()})
-        server = _idle_server_class(uvicorn.Server)(
+        server = _idle_server_class(uvicorn.Server, gateway_config.local_url)(
             uvicorn.Config(
                 build_app(gateway),
                 host=gateway_config.host,
@@ -114,19 +134,24 @@ def serve(paths: Paths, foreground: bool) -> None:
         pidfile.release()
 
 
-def _say_ready() -> None:
-    """Tell `hermitcrab up` (through the pipe it gave us) that we listen and answer."""
-    fd = os.environ.pop("HERMITCRAB_READY_FD", None)
-    if fd is None or not fd.isdigit():
+def tell_starter(word: str, value: str) -> None:
+    """One line to `hermitcrab up` through the pipe it gave us: `timeout SECONDS` once the
+    config loads, then `ready URL` once we listen and answer, or `error JSON-STRING`. `up`
+    itself reads no config: pydantic's import would cost it 0.1 s before the daemon starts."""
+    fd = os.environ.get(READY_FD_ENV, "")
+    if not fd.isdigit():
         return
     try:
-        os.write(int(fd), b"ready\n")
-        os.close(int(fd))
+        os.write(int(fd), f"{word} {value}\n".encode())
     except OSError:
         pass  # `up` is gone: nobody waits
+    if word != "timeout":  # the last word
+        os.environ.pop(READY_FD_ENV, None)
+        with contextlib.suppress(OSError):
+            os.close(int(fd))
 
 
-def _idle_server_class(base: type) -> type:
+def _idle_server_class(base: type, url: str) -> type:
     """uvicorn's server wakes ten times a second to look for a shutdown request; this one
     sleeps until a signal asks for it, so that an idle gateway is idle."""
     import asyncio
@@ -138,7 +163,7 @@ def _idle_server_class(base: type) -> type:
         async def main_loop(self) -> None:
             self._loop = asyncio.get_running_loop()
             self._stop = asyncio.Event()
-            _say_ready()
+            tell_starter("ready", url)
             if not self.should_exit:
                 await self._stop.wait()
 
