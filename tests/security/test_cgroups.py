@@ -6,6 +6,9 @@ zombie, and a freeze that skipped it."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
 import time
 from pathlib import Path
 
@@ -15,6 +18,8 @@ from hermitcrab.sandbox.base import Layers
 from hermitcrab.sandbox.local import cgroups, identity
 
 from .conftest import Lab, assert_blocked, assert_escaped, describe, small_policy, wait_until
+
+NOBODY = 65534
 
 MEMFD_BOMB = """
 held = []
@@ -203,3 +208,88 @@ def test_a_host_uid_that_an_account_has_is_refused(lab: Lab, fresh) -> None:
     name = pwd.getpwuid(1).pw_name
     with pytest.raises(SandboxError, match=f"belongs to the host user '{name}'"):
         fresh(policy=small_policy(process={"host_uid": 1}))
+
+
+def _delegated_controller() -> tuple[Path, str]:
+    """The v2 root and a domain controller it can hand down, or skip."""
+    unified, _ = cgroups._mounts()
+    if os.geteuid() != 0 or unified is None:
+        pytest.skip("needs root and a cgroup v2 hierarchy, to delegate a cgroup as systemd does")
+    offered = (unified / "cgroup.controllers").read_text().split()
+    # Domain controllers: v2 lets a cgroup that hands one down hold no process itself.
+    for controller in ("memory", "hugetlb", "io"):
+        if controller in offered:
+            return unified, controller
+    pytest.skip(f"the cgroup v2 root offers no domain controller (only {offered})")
+
+
+def test_a_gateway_in_a_delegated_cgroup_steps_into_a_leaf_to_cap_its_sandboxes(tmp_path: Path) -> None:
+    """A normal user's gateway under systemd (Delegate=yes) sits in its service's cgroup;
+    v2 refuses to hand a controller down from a cgroup with a process in it, so the
+    gateway moves itself into a leaf first (before, the memory cap was lost there)."""
+    unified, controller = _delegated_controller()
+    root_control = unified / "cgroup.subtree_control"
+    enabled_here = controller not in root_control.read_text().split()
+    if enabled_here:
+        root_control.write_text(f"+{controller}")
+    service = unified / f"hc-test-delegated-{os.getpid()}"
+    service.mkdir()
+    try:
+        # What systemd's Delegate=yes gives a user's service: the folder and these files.
+        for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+            os.chown(service / name, NOBODY, NOBODY)
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the "gateway": placed in the service's cgroup, then a normal user
+            try:
+                (service / "cgroup.procs").write_text("0")
+                os.setgroups([])
+                os.setgid(NOBODY)
+                os.setuid(NOBODY)
+                refused = not cgroups._enable(service, controller)  # the constraint is real
+                handed = cgroups._enable(service, controller, make_room=True)
+                where = Path("/proc/self/cgroup").read_text().splitlines()[-1]
+                os.write(write, f"{refused} {handed} {where}".encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        report = os.read(read, 4096).decode().split()
+        os.waitpid(pid, 0)
+        os.close(read)
+        assert report[:2] == ["True", "True"], report
+        assert report[2].endswith(f"/{service.name}/{cgroups.GATEWAY_LEAF}")
+        assert controller in (service / "cgroup.subtree_control").read_text().split()
+    finally:
+        with contextlib.suppress(OSError):
+            (service / cgroups.GATEWAY_LEAF).rmdir()
+        with contextlib.suppress(OSError):
+            service.rmdir()
+        if enabled_here:
+            with contextlib.suppress(OSError):
+                root_control.write_text(f"-{controller}")
+
+
+def test_a_gateway_does_not_move_what_is_not_its_own(tmp_path: Path) -> None:
+    """Another process in the same cgroup: the gateway does not step aside for it (its
+    move would not help, and the other is not ours to move), and says why."""
+    unified, controller = _delegated_controller()
+    root_control = unified / "cgroup.subtree_control"
+    enabled_here = controller not in root_control.read_text().split()
+    if enabled_here:
+        root_control.write_text(f"+{controller}")
+    shared = unified / f"hc-test-shared-{os.getpid()}"
+    shared.mkdir()
+    other = subprocess.Popen(["sleep", "30"])
+    try:
+        (shared / "cgroup.procs").write_text(str(other.pid))
+        assert not cgroups.step_into_leaf(shared)
+        assert not cgroups._enable(shared, controller, make_room=True)
+        assert (shared / "cgroup.procs").read_text().split() == [str(other.pid)]
+    finally:
+        other.kill()
+        other.wait()
+        with contextlib.suppress(OSError):
+            shared.rmdir()
+        if enabled_here:
+            with contextlib.suppress(OSError):
+                root_control.write_text(f"-{controller}")

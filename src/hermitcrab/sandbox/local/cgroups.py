@@ -18,6 +18,7 @@ opener's credentials, not the writer's.
 from __future__ import annotations
 
 import contextlib
+import errno
 import itertools
 import os
 import secrets
@@ -29,6 +30,7 @@ from pathlib import Path
 
 MB = 1024 * 1024
 TREE = "hermitcrab"
+GATEWAY_LEAF = "hermitcrab-gateway"  # where the gateway steps if its own cgroup must hand controllers down
 STALE_AFTER_S = 600
 
 
@@ -86,15 +88,36 @@ def _try_tree(base: Path) -> Path | None:
     return folder
 
 
-def _enable(folder: Path, controller: str) -> bool:
-    """Hand `controller` down to folder's children (v2's subtree_control)."""
+def _enable(folder: Path, controller: str, make_room: bool = False) -> bool:
+    """Hand `controller` down to folder's children (v2's subtree_control). With
+    `make_room`, if the kernel refuses because a process lives in `folder` itself (v2
+    lets a cgroup that hands a controller down hold none, except the root), and that
+    process is only us, we step into a leaf of our own and ask again: that is how a
+    daemon in a delegated cgroup (systemd's Delegate=yes) gets to cap its sandboxes."""
     try:
-        if controller in (folder / "cgroup.controllers").read_text().split():
-            (folder / "cgroup.subtree_control").write_text(f"+{controller}")
-            return True
+        if controller not in (folder / "cgroup.controllers").read_text().split():
+            return False
+        _write(folder / "cgroup.subtree_control", f"+{controller}")
+        return True
+    except OSError as exc:
+        if exc.errno != errno.EBUSY or not make_room or not step_into_leaf(folder):
+            return False
+    return _enable(folder, controller)
+
+
+def step_into_leaf(folder: Path) -> bool:
+    """Move this process from `folder` into `folder`/GATEWAY_LEAF, if nothing but this
+    process lives in `folder` (another's processes are not ours to move)."""
+    try:
+        living = (folder / "cgroup.procs").read_text().split()
+        if living != [str(os.getpid())]:
+            return False
+        leaf = folder / GATEWAY_LEAF
+        leaf.mkdir(exist_ok=True)
+        _write(leaf / "cgroup.procs", "0")  # "0": the writer; v2 moves the whole process
     except OSError:
-        pass
-    return False
+        return False
+    return True
 
 
 @cache
@@ -112,8 +135,13 @@ def detect() -> Support:
         elif not (tracking / "cgroup.kill").exists():
             tracking = None
             why.append("this kernel has no cgroup.kill (Linux >= 5.14)")
-        elif _enable(base, "memory") and _enable(tracking, "memory"):
+        elif _enable(base, "memory", make_room=True) and _enable(tracking, "memory"):
             memory = ("v2", tracking)
+        elif "memory" in _controllers(base):
+            why.append(
+                f"{base} holds processes other than the gateway, so it cannot hand the memory "
+                "controller down (run the gateway in a delegated cgroup of its own)"
+            )
     if memory is None and memory_v1 is not None:
         folder = _try_tree(memory_v1 / _own("memory").lstrip("/"))
         if folder is not None:
@@ -121,6 +149,13 @@ def detect() -> Support:
     if memory is None:
         why.append("no memory cgroup this process may create")
     return Support(tracking, memory, tuple(why))
+
+
+def _controllers(folder: Path) -> list[str]:
+    try:
+        return (folder / "cgroup.controllers").read_text().split()
+    except OSError:
+        return []
 
 
 def _write(path: Path, text: str) -> None:
