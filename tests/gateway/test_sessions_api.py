@@ -188,3 +188,27 @@ def test_only_models_an_agent_routes_to_are_loaded_and_they_are_warmed(live_gate
     wait_for(lambda: used.loaded, what="the routed model to be warmed")
     time.sleep(0.2)  # the spare would have been warmed in the same pass
     assert not spare.loaded
+
+
+def test_a_message_delivered_twice_is_taken_once(live_gateway) -> None:
+    """A channel or client that retries (a lost response, a redelivered webhook) sends the
+    same source_id: the message is kept once and answered once."""
+    provider = ScriptedProvider("embedded", ["once", "twice?"])
+    gw = live_gateway({"embedded": provider})
+    with gw.client() as client:
+        body = {"text": "hello", "source_id": "chat-42"}
+        first = client.post("/api/sessions/d/messages", json=body)
+        again = client.post("/api/sessions/d/messages", json=body)
+        other = client.post("/api/sessions/d/messages", json={"text": "hello", "source_id": "chat-43"})
+        bad = client.post("/api/sessions/d/messages", json={"text": "x", "source_id": 7})
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json() == {
+        "message_id": first.json()["message_id"],
+        "session_id": "d",
+        "status": "duplicate",
+    }
+    assert other.status_code == 202 and bad.status_code == 400
+    gw.wait_answers("d", 2)
+    events = gw.events("d")
+    assert [e["data"].get("source_id") for e in events if e["kind"] == "message"] == ["chat-42", "chat-43"]
+    assert len(provider.requests) == 2

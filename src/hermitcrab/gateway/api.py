@@ -47,9 +47,16 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         if agent is not None and agent not in gw.agents:
             raise ApiError(404, "unknown_agent", f"no agent named '{agent}'; known: {', '.join(gw.agents)}")
         options = _turn_options(body)
+        source_id = body.get("source_id")
+        if source_id is not None and (not isinstance(source_id, str) or not 0 < len(source_id) <= 200):
+            raise ApiError(400, "invalid_request", "'source_id' is a string of 1 to 200 characters")
         event = await gw.submit(
-            session_id, body["text"], agent, source=str(body.get("source", "api")), **options
+            session_id, body["text"], agent, str(body.get("source", "api")), source_id, **options
         )
+        if event.duplicate:  # a retry of a message already taken: the first one's answer stands
+            return JSONResponse(
+                {"message_id": event.id, "session_id": event.session_id, "status": "duplicate"}
+            )
         return JSONResponse(
             {"message_id": event.id, "session_id": event.session_id, "status": "queued"}, status_code=202
         )

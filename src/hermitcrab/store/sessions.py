@@ -41,6 +41,7 @@ class Event:
     data: dict[str, Any]
     created_at: float
     reply_to: int | None = None
+    duplicate: bool = False  # a message taken once already (same source_id): no new turn
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -133,6 +134,47 @@ class SessionStore:
                 self._conn.execute("ROLLBACK")
                 raise
         return Event(int(cur.lastrowid or 0), session_id, kind, data, now, reply_to)
+
+    def append_inbound(
+        self, session_id: str, data: dict[str, Any], source_id: str | None
+    ) -> tuple[Event, bool]:
+        """Append an inbound message once per `source_id` (its channel's or client's id for
+        it): a second delivery returns the first event and False, and starts no turn."""
+        if source_id is None:
+            return self.append(session_id, MESSAGE, data), True
+        now = time.time()
+        payload = json.dumps(data, ensure_ascii=False)
+        with self._lock:
+            self._conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = self._conn.execute(
+                    "SELECT * FROM events WHERE session_id = ? AND source_id = ?", (session_id, source_id)
+                ).fetchone()
+                if row is not None:
+                    self._conn.execute("ROLLBACK")
+                    return _event(row), False
+                cur = self._conn.execute(
+                    """INSERT INTO events (session_id, kind, reply_to, data, created_at, source_id)
+                       VALUES (?, ?, NULL, ?, ?, ?)""",
+                    (session_id, MESSAGE, payload, now, source_id),
+                )
+                self._conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+                self._conn.execute("COMMIT")
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+        return Event(int(cur.lastrowid or 0), session_id, MESSAGE, data, now, None), True
+
+    def by_source_prefix(self, session_id: str, prefix: str) -> list[tuple[str, int, str]]:
+        """(source_id, event id, session) of the session's messages whose source id starts
+        with `prefix` (a job's runs: "job:ID:")."""
+        with self._lock:
+            rows = self._conn.execute(
+                """SELECT source_id, id, session_id FROM events
+                   WHERE session_id = ? AND source_id >= ? AND source_id < ?""",
+                (session_id, prefix, prefix + "\uffff"),
+            ).fetchall()
+        return [(r["source_id"], r["id"], r["session_id"]) for r in rows]
 
     def events(self, session_id: str, after: int = 0, limit: int = 1000) -> list[Event]:
         with self._lock:
