@@ -129,9 +129,9 @@ def live_gateway(home: Paths) -> Iterator[Callable[..., LiveGateway]]:
 
     running: list[tuple[Any, threading.Thread]] = []
 
-    def start(providers: dict[str, Provider] | None = None) -> LiveGateway:
+    def start(providers: dict[str, Provider] | None = None, clock: Any = None) -> LiveGateway:
         config = load_config(home.config)
-        gateway = Gateway(home, config, providers or {"embedded": ScriptedProvider("embedded")})
+        gateway = Gateway(home, config, providers or {"embedded": ScriptedProvider("embedded")}, clock)
         server = uvicorn.Server(
             uvicorn.Config(
                 build_app(gateway),

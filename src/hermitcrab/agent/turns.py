@@ -7,14 +7,16 @@ import logging
 from collections.abc import Callable
 
 from hermitcrab.agent.turn import Agent, Services
-from hermitcrab.inference.queue import CALL_PARTY, CALL_SESSION
+from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, CALL_SESSION, INTERACTIVE
 from hermitcrab.store.sessions import Event
 
 log = logging.getLogger("hermitcrab.turns")
 
 
 class TurnRunner:
-    def __init__(self, services: Services, agent_for: Callable[[str], Agent], timeout_seconds: float) -> None:
+    def __init__(
+        self, services: Services, agent_for: Callable[[str, str | None], Agent], timeout_seconds: float
+    ) -> None:
         self._services = services
         self._agent_for = agent_for
         self._timeout = timeout_seconds
@@ -39,7 +41,10 @@ class TurnRunner:
                 try:
                     CALL_SESSION.set(session_id)
                     CALL_PARTY.set(session_id)  # fair turns at the model queue are per session
-                    agent = self._agent_for(agent_name)
+                    # A scheduled job or heartbeat waits behind a person at the model.
+                    background = message.data.get("priority") == "background"
+                    CALL_PRIORITY.set(BACKGROUND if background else INTERACTIVE)
+                    agent = self._agent_for(agent_name, message.data.get("model"))
                     from hermitcrab.agent.loop import run_turn  # loaded with the first turn
 
                     answer = await run_turn(agent, self._services, message, self._timeout)

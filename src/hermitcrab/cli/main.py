@@ -125,6 +125,72 @@ secrets_app = typer.Typer(help="Credentials the egress proxy injects; never seen
                           no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 app.add_typer(bench_app, name="bench")
 app.add_typer(secrets_app, name="secrets")
+cron_app = typer.Typer(help="Scheduled jobs: add, list, remove, run now, history.", no_args_is_help=True,
+                       rich_markup_mode=None)  # fmt: skip
+app.add_typer(cron_app, name="cron")
+
+
+@cron_app.command("add")
+def cron_add(
+    text: str = typer.Argument(..., help="What the agent is told when the job runs."),
+    cron: str | None = typer.Option(None, "--cron", help="A 5-field cron expression, e.g. '0 9 * * 1-5'."),
+    every: str | None = typer.Option(None, "--every", help="An interval: 90s, 30m, 2h, 1d."),
+    at: str | None = typer.Option(None, "--at", help="Once, at this ISO time (2026-12-01T09:00)."),
+    tz: str | None = typer.Option(None, "--tz", help="The IANA time zone for --cron and --at."),
+    agent: str | None = typer.Option(None, "--agent", help="The agent it talks to (default: the default)."),
+    catch_up: str = typer.Option(
+        "once", "--catch-up", help="After downtime: once (one run for all missed), skip, or all."
+    ),
+    name: str | None = typer.Option(None, "--name", help="A name to know it by."),
+    model: str | None = typer.Option(None, "--model", help="A model route of its own (a cheaper one)."),
+    json_output: bool = typer.Option(False, "--json", help="Print the job as JSON."),
+) -> None:
+    """Schedule a message to the agent: on a cron expression, every N, or once."""
+    from hermitcrab.cli import cron as run
+
+    run.add(text, cron, every, at, tz, agent, catch_up, name, model, json_output)
+
+
+@cron_app.command("list")
+def cron_list(
+    all_: bool = typer.Option(False, "--all", help="Also removed and finished jobs."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """The scheduled jobs and when each runs next."""
+    from hermitcrab.cli import cron as run
+
+    run.list_jobs(all_, json_output)
+
+
+@cron_app.command("remove")
+def cron_remove(job_id: int = typer.Argument(..., help="From `hermitcrab cron list`.")) -> None:
+    """Stop a job; its history stays."""
+    from hermitcrab.cli import cron as run
+
+    run.remove(job_id)
+
+
+@cron_app.command("run-now")
+def cron_run_now(
+    job_id: int = typer.Argument(..., help="From `hermitcrab cron list`."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Run a job once, now, outside its schedule."""
+    from hermitcrab.cli import cron as run
+
+    run.run_now(job_id, json_output)
+
+
+@cron_app.command("history")
+def cron_history(
+    job_id: int | None = typer.Argument(None, help="One job's runs (default: every job's)."),
+    limit: int = typer.Option(50, "--limit", help="How many runs, newest first."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """What ran when, how late, and what it stood for."""
+    from hermitcrab.cli import cron as run
+
+    run.history(job_id, limit, json_output)
 
 
 @secrets_app.command("set")

@@ -119,6 +119,28 @@ class AgentConfig(StrictModel):
     tool_timeout_seconds: float = Field(300.0, gt=0)  # one call, its approval wait included
     # A longer tool result is cut; the whole text goes to a workspace file the model is shown.
     max_tool_result_chars: int = Field(16000, ge=200, le=10_000_000)
+    heartbeat: HeartbeatConfig | None = None
+
+
+class HeartbeatConfig(StrictModel):
+    """A recurring look at the agent's HEARTBEAT.md (in its workspace): an empty or
+    comment-only file costs nothing, not even a model call."""
+
+    every_minutes: float = Field(30.0, gt=0)
+    model: str | None = None  # a cheaper model route for these turns; None: the agent's own
+    file: str = "HEARTBEAT.md"
+
+
+class SchedulerConfig(StrictModel):
+    # The zone cron expressions are read in unless a job names its own; None: this machine's.
+    timezone: str | None = None
+    # Jobs at the top of an hour start up to this much later (the same offset each time for
+    # a job), so that many of them do not all wake the model at :00.
+    top_of_hour_jitter_seconds: float = Field(120.0, ge=0, le=3600)
+    # Where a job's turns go: a session of its own ("job-ID"), or the session it was made in.
+    job_sessions: Literal["own", "main"] = "own"
+    # The most runs catch-up "all" makes for slots missed while the gateway was down.
+    catch_up_max: int = Field(10, ge=1, le=1000)
 
 
 class RoutingConfig(StrictModel):
@@ -135,6 +157,7 @@ class Config(StrictModel):
     agents: dict[str, AgentConfig] = Field(default_factory=lambda: {"main": AgentConfig()})
     default_agent: str = "main"
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
+    scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Cross-references pydantic cannot check: (location, problem, fix)."""
@@ -149,6 +172,15 @@ class Config(StrictModel):
                             f"use one of the models under 'models:' ({', '.join(sorted(self.models))})",
                         )
                     )
+            beat = agent.heartbeat
+            if beat is not None and beat.model is not None and beat.model not in self.models:
+                problems.append(
+                    (
+                        ("agents", name, "heartbeat", "model"),
+                        f"agent '{name}' beats on model '{beat.model}', which is not defined",
+                        f"use one of the models under 'models:' ({', '.join(sorted(self.models))})",
+                    )
+                )
             if agent.model not in self.models:
                 known = ", ".join(sorted(self.models)) or "none"
                 problems.append(

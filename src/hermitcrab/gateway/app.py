@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from hermitcrab.errors import HermitCrabError, SandboxNotFound
-from hermitcrab.gateway import api, openai_api, sandbox_api
+from hermitcrab.gateway import api, jobs_api, openai_api, sandbox_api
 from hermitcrab.gateway.auth import TokenAuth
 from hermitcrab.gateway.http import ApiError
 from hermitcrab.gateway.service import Gateway
@@ -35,7 +35,7 @@ def build_app(gw: Gateway) -> Any:
         return ApiError(status, type(exc).__name__, str(exc)).response()
 
     app = Starlette(
-        routes=[*api.routes(gw), *openai_api.routes(gw), *sandbox_api.routes(gw)],
+        routes=[*api.routes(gw), *openai_api.routes(gw), *sandbox_api.routes(gw), *jobs_api.routes(gw)],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HermitCrabError: domain_error},
     )

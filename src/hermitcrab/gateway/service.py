@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import time
@@ -21,11 +22,12 @@ from hermitcrab.inference import Provider, build_provider
 from hermitcrab.inference.queue import CALL_SESSION, ModelQueue, QueuedProvider
 from hermitcrab.inference.router import Price, Router, Usage
 from hermitcrab.store import SessionStore, Store
-from hermitcrab.store.sessions import MESSAGE, Event
+from hermitcrab.store.sessions import Event
 
 if TYPE_CHECKING:
     from hermitcrab.egress.proxy import EgressProxy
     from hermitcrab.runtime import SandboxRuntime
+    from hermitcrab.scheduler import Clock, Scheduler
 
 log = logging.getLogger("hermitcrab.gateway")
 
@@ -36,7 +38,13 @@ POLICY_POLL_SECONDS = 0.5  # where inotify is missing: a policy file change appl
 
 
 class Gateway:
-    def __init__(self, paths: Paths, config: Config, providers: dict[str, Provider] | None = None) -> None:
+    def __init__(
+        self,
+        paths: Paths,
+        config: Config,
+        providers: dict[str, Provider] | None = None,
+        clock: Clock | None = None,
+    ) -> None:
         self.paths = paths
         self.config = config
         self.token = paths.read_token()
@@ -65,6 +73,10 @@ class Gateway:
         self.approvals: Approvals | None = None
         self.runner: TurnRunner | None = None
         self._preload: list[asyncio.Task[None]] = []
+        self._rerouted: dict[tuple[str, str], Agent] = {}
+        self._clock = clock  # the scheduler's (a test's or the soak's); None: the system's
+        self.scheduler: Scheduler | None = None
+        self._scheduler_started: asyncio.Task[None] | None = None
         self._stopping = False
 
     def _route(self, name: str, agent: AgentConfig) -> Router:
@@ -135,6 +147,7 @@ class Gateway:
         # and only those an agent routes to: a model defined but unused costs nothing.
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._warm_routes)
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._prune_audit)
+        asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._start_scheduler)
         for message in await self.db.aio.sessions.unanswered():
             session = await self.db.aio.sessions.get_session(message.session_id)
             log.info(
@@ -263,8 +276,22 @@ class Gateway:
         except Exception as exc:
             log.error("model failed to load", extra={"model": name, "error": str(exc)})
 
+    def _start_scheduler(self) -> None:
+        from hermitcrab.scheduler import Scheduler
+
+        if self.db is None or self._stopping:
+            return
+        self.scheduler = Scheduler(
+            self.db, self.config, self.submit, lambda name: self.agent(name).workspace, self._clock
+        )
+        self._scheduler_started = asyncio.create_task(self.scheduler.start())
+
     async def stop(self) -> None:
         self._stopping = True
+        if self._scheduler_started is not None:
+            await asyncio.gather(self._scheduler_started, return_exceptions=True)
+        if self.scheduler is not None:
+            await self.scheduler.stop()
         if self.runner is not None:
             await self.runner.stop()
         for task in self._preload:
@@ -279,23 +306,46 @@ class Gateway:
         if self.db is not None:
             self.db.close()
 
-    def agent(self, name: str) -> Agent:
+    def agent(self, name: str, model: str | None = None) -> Agent:
+        """An agent; with `model`, the same agent on that model route (a heartbeat's
+        cheaper one), built once."""
         try:
-            return self.agents[name]
+            agent = self.agents[name]
         except KeyError:
             raise GatewayError(f"no agent named '{name}'; known: {', '.join(self.agents)}") from None
+        if model is None or model == agent.config.model:
+            return agent
+        if model not in self.config.models:
+            raise GatewayError(f"no model named '{model}'; known: {', '.join(self.config.models)}")
+        key = (name, model)
+        if key not in self._rerouted:
+            config = agent.config.model_copy(update={"model": model, "fallbacks": []})
+            provider = self._route(name, config)
+            self._rerouted[key] = dataclasses.replace(agent, config=config, provider=provider)
+        return self._rerouted[key]
 
     async def submit(
-        self, session_id: str, text: str, agent_name: str | None, source: str, **options: Any
+        self,
+        session_id: str,
+        text: str,
+        agent_name: str | None,
+        source: str,
+        source_id: str | None = None,
+        **options: Any,
     ) -> Event:
-        """Commit an inbound message, then queue its turn: durable before anything acts."""
+        """Commit an inbound message, then queue its turn: durable before anything acts.
+        A message whose `source_id` this session already has is not taken again: the
+        first one's event comes back (its `duplicate` is True) and no turn starts."""
         assert self.db is not None and self.runner is not None
         sessions = self.db.aio.sessions
         session = await sessions.ensure_session(session_id, agent_name or self.config.default_agent)
         self.agent(session.agent)
-        event = await sessions.append(
-            session.id, MESSAGE, {"role": "user", "text": text, "source": source, **options}
-        )
+        data = {"role": "user", "text": text, "source": source, **options}
+        if source_id is not None:
+            data["source_id"] = source_id
+        event, new = await sessions.append_inbound(session.id, data, source_id)
+        if not new:
+            return dataclasses.replace(event, duplicate=True)
         self.hub.publish(event.to_json())
         self.runner.enqueue(event, session.agent)
         return event
@@ -321,4 +371,5 @@ class Gateway:
             "audit_error": self.db.audit.last_error if self.db else None,
             "store_writes_lost": self.db.writer.lost if self.db else 0,
             "store_error": self.db.writer.last_error if self.db else None,
+            "scheduler": self.scheduler.status() if self.scheduler else None,
         }

@@ -1,4 +1,4 @@
-"""What the agent's tools leave behind: durable jobs, and taint marks on workspace files."""
+"""What the agent's tools leave behind: taint marks on workspace files (jobs: store/jobs.py)."""
 
 from __future__ import annotations
 
@@ -6,78 +6,6 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any
-
-
-@dataclass(frozen=True)
-class Job:
-    id: int
-    agent: str
-    session_id: str
-    text: str
-    run_at: float | None
-    cron: str | None
-    tainted: bool
-    created_by: str
-    created_at: float
-    state: str
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-
-class Jobs:
-    """Jobs the `schedule` tool records; the scheduler runs them."""
-
-    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
-        self._conn = conn
-        self._lock = lock
-
-    def add(
-        self,
-        agent: str,
-        session_id: str,
-        text: str,
-        *,
-        run_at: float | None,
-        cron: str | None,
-        tainted: bool,
-        created_by: str,
-    ) -> Job:
-        now = time.time()
-        with self._lock:
-            cur = self._conn.execute(
-                """INSERT INTO jobs (agent, session_id, text, run_at, cron, tainted, created_by, created_at)
-                   VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
-                (agent, session_id, text, run_at, cron, int(tainted), created_by, now),
-            )
-            row = self._conn.execute("SELECT * FROM jobs WHERE id = ?", (cur.lastrowid,)).fetchone()
-        return _job(row)
-
-    def all(self, agent: str | None = None) -> list[Job]:
-        with self._lock:
-            if agent is None:
-                rows = self._conn.execute("SELECT * FROM jobs ORDER BY id").fetchall()
-            else:
-                rows = self._conn.execute(
-                    "SELECT * FROM jobs WHERE agent = ? ORDER BY id", (agent,)
-                ).fetchall()
-        return [_job(r) for r in rows]
-
-
-def _job(row: sqlite3.Row) -> Job:
-    return Job(
-        row["id"],
-        row["agent"],
-        row["session_id"],
-        row["text"],
-        row["run_at"],
-        row["cron"],
-        bool(row["tainted"]),
-        row["created_by"],
-        row["created_at"],
-        row["state"],
-    )
 
 
 @dataclass(frozen=True)

@@ -130,4 +130,34 @@ MIGRATIONS: tuple[str, ...] = (
         through_id INTEGER NOT NULL
     );
     """,
+    # 9: inbound messages carry their source's id (a channel's, an API client's, a job
+    # slot's) and come in once; the scheduler's jobs get their rules and a run history
+    """
+    ALTER TABLE events ADD COLUMN source_id TEXT;
+    CREATE UNIQUE INDEX events_by_source ON events(session_id, source_id) WHERE source_id IS NOT NULL;
+    ALTER TABLE jobs ADD COLUMN name TEXT;
+    ALTER TABLE jobs ADD COLUMN kind TEXT NOT NULL DEFAULT 'message';
+    ALTER TABLE jobs ADD COLUMN every_s REAL;
+    ALTER TABLE jobs ADD COLUMN tz TEXT;
+    ALTER TABLE jobs ADD COLUMN catch_up TEXT NOT NULL DEFAULT 'once';
+    ALTER TABLE jobs ADD COLUMN catch_up_max INTEGER NOT NULL DEFAULT 10;
+    ALTER TABLE jobs ADD COLUMN model TEXT;
+    ALTER TABLE jobs ADD COLUMN last_slot REAL;
+    ALTER TABLE jobs ADD COLUMN next_due REAL;
+    ALTER TABLE jobs ADD COLUMN runs INTEGER NOT NULL DEFAULT 0;
+    CREATE TABLE job_runs (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id     INTEGER NOT NULL,
+        slot       REAL NOT NULL,
+        due_at     REAL NOT NULL,
+        ran_at     REAL NOT NULL,
+        outcome    TEXT NOT NULL,
+        session_id TEXT,
+        message_id INTEGER,
+        missed     INTEGER NOT NULL DEFAULT 0,
+        detail     TEXT,
+        UNIQUE (job_id, slot)
+    );
+    CREATE INDEX job_runs_by_time ON job_runs(ran_at);
+    """,
 )

@@ -5,11 +5,12 @@ from __future__ import annotations
 import threading
 from pathlib import Path
 
-from hermitcrab.store.agentstate import FileMarks, Jobs
+from hermitcrab.store.agentstate import FileMarks
 from hermitcrab.store.aio import AsyncStore
 from hermitcrab.store.approvals import ApprovalRecords
 from hermitcrab.store.audit import AuditLog
 from hermitcrab.store.db import Writer, open_database
+from hermitcrab.store.jobs import Jobs
 from hermitcrab.store.sandboxes import SandboxRecords
 from hermitcrab.store.sessions import SessionStore
 from hermitcrab.store.usage import UsageLog
