@@ -111,3 +111,9 @@ def test_onboard_templates_are_valid(tmp_path: Path) -> None:
     policy = load_policy(write(tmp_path, templates.joinpath("policy.yaml").read_text(), "policy.yaml"))
     assert config.models["embedded"].provider == "llama_cpp"
     assert policy.process.run_as_uid != 0
+
+
+def test_an_unknown_time_zone_is_named_with_its_line(tmp_path: Path) -> None:
+    path = write(tmp_path, "version: 1\nscheduler:\n  timezone: Mars/Olympus\n")
+    message = error_of(load_config, path)
+    assert f"{path}:3:" in message and "scheduler.timezone" in message and "unknown time zone" in message

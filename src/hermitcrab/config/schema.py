@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 
 class StrictModel(BaseModel):
@@ -141,6 +141,18 @@ class SchedulerConfig(StrictModel):
     job_sessions: Literal["own", "main"] = "own"
     # The most runs catch-up "all" makes for slots missed while the gateway was down.
     catch_up_max: int = Field(10, ge=1, le=1000)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+            try:
+                ZoneInfo(value)
+            except (ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {value!r}; use an IANA name: Europe/Paris") from None
+        return value
 
 
 class RoutingConfig(StrictModel):
