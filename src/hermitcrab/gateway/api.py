@@ -33,6 +33,12 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
     async def status(request: Request) -> JSONResponse:
         return JSONResponse(gw.status())
 
+    async def metrics(request: Request) -> Response:
+        from hermitcrab.gateway.metrics import exposition
+
+        body, content_type = exposition(gw)
+        return Response(body, media_type=content_type)
+
     async def list_sessions(request: Request) -> JSONResponse:
         sessions = await gw.db.aio.sessions.list_sessions()
         return JSONResponse({"sessions": [s.to_json() for s in sessions]})
@@ -133,6 +139,7 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         Route("/api/usage", usage),
         Route("/healthz", healthz),
         Route("/api/status", status),
+        Route("/metrics", metrics),
         Route("/api/sessions", list_sessions),
         Route("/api/sessions/{session_id}/messages", post_message, methods=["POST"]),
         Route("/api/sessions/{session_id}/events", get_events),

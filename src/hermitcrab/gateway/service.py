@@ -17,6 +17,7 @@ from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
 from hermitcrab.errors import GatewayError, PolicyError
 from hermitcrab.gateway.hub import Hub
+from hermitcrab.gateway.metrics import Tally
 from hermitcrab.gateway.parts import build_agents, tool_entry
 from hermitcrab.inference import Provider, build_provider
 from hermitcrab.inference.queue import CALL_SESSION, ModelQueue, QueuedProvider
@@ -49,6 +50,7 @@ class Gateway:
         self.config = config
         self.token = paths.read_token()
         self.hub = Hub()
+        self.tally = Tally()  # counts for /metrics, as events are committed
         self.started_at = time.time()
         self.providers: dict[str, Provider] = providers or {
             name: build_provider(name, model) for name, model in config.models.items()
@@ -63,7 +65,7 @@ class Gateway:
         # What every turn borrows; the store is filled in at start.
         self.services = Services(
             store=None,
-            emit=self.hub.publish,
+            emit=self._emit,
             runtime=self.sandbox_runtime,  # type: ignore[arg-type]
             approvals=lambda: self.approvals,
         )
@@ -79,6 +81,13 @@ class Gateway:
         self._scheduler_started: asyncio.Task[None] | None = None
         self._stopping = False
 
+    def _emit(self, event: dict[str, Any]) -> None:
+        self.tally.event(event)
+        self.hub.publish(event)
+
+    def uptime(self) -> float:
+        return time.time() - self.started_at
+
     def _route(self, name: str, agent: AgentConfig) -> Router:
         """The agent's model, then its fallbacks; usage recorded, spend cap enforced."""
         chain = [agent.model, *[f for f in agent.fallbacks if f != agent.model]]
@@ -89,6 +98,7 @@ class Gateway:
         ]
 
         def on_usage(usage: Usage) -> None:
+            self.tally.usage(usage)
             if self.db is not None:
                 self.db.usage.record_soon(
                     name,
@@ -346,7 +356,7 @@ class Gateway:
         event, new = await sessions.append_inbound(session.id, data, source_id)
         if not new:
             return dataclasses.replace(event, duplicate=True)
-        self.hub.publish(event.to_json())
+        self._emit(event.to_json())
         self.runner.enqueue(event, session.agent)
         return event
 

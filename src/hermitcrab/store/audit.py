@@ -8,7 +8,7 @@ import queue
 import sqlite3
 import threading
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -100,12 +100,14 @@ class AuditLog:
         self._hurry = threading.Event()  # a reader waits: write what is queued now
         self._unwritten = 0
         self.lost = 0  # entries a failed write dropped, since start
+        self.tally: Counter[tuple[str, str]] = Counter()  # (action, outcome) since start: metrics
         self.last_error: str | None = None
         self._last_hash: str | None = None  # the newest entry's hash, read at the first write
         self._recent: OrderedDict[tuple[Any, ...], tuple[int, float]] = OrderedDict()  # key -> row, first ts
 
     def record(self, entry: AuditEntry) -> AuditEntry:
         """Write now and return with the entry committed."""
+        self.tally[(entry.action, entry.outcome)] += 1
         with self._lock:
             entry.id = self._insert(_values(entry))
         return entry
@@ -131,6 +133,7 @@ class AuditLog:
         paths (one entry per network connection), where a commit each would cost more than
         the work audited. Readers flush first, so nothing queued is ever missing from what
         they see."""
+        self.tally[(entry.action, entry.outcome)] += 1
         with self._idle:
             self._unwritten += 1
             if self._writer is None:
