@@ -10,6 +10,7 @@ import contextlib
 import os
 import subprocess
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -223,62 +224,71 @@ def _delegated_controller() -> tuple[Path, str]:
     pytest.skip(f"the cgroup v2 root offers no domain controller (only {offered})")
 
 
-def test_a_gateway_in_a_delegated_cgroup_steps_into_a_leaf_to_cap_its_sandboxes(tmp_path: Path) -> None:
+@pytest.fixture
+def v2_child() -> Iterator[tuple[Callable[[str], Path], str]]:
+    """Makes child cgroups of the v2 root that can be handed a domain controller (enabled
+    at the root for the test if it was not), and removes them and that afterwards."""
+    unified, controller = _delegated_controller()
+    root_control = unified / "cgroup.subtree_control"
+    enabled_here = controller not in root_control.read_text().split()
+    if enabled_here:
+        root_control.write_text(f"+{controller}")
+    made: list[Path] = []
+
+    def make(name: str) -> Path:
+        folder = unified / f"hc-test-{name}-{os.getpid()}"
+        folder.mkdir()
+        made.append(folder)
+        return folder
+
+    yield make, controller
+    for folder in made:
+        with contextlib.suppress(OSError):
+            (folder / cgroups.GATEWAY_LEAF).rmdir()
+        with contextlib.suppress(OSError):
+            folder.rmdir()
+    if enabled_here:
+        with contextlib.suppress(OSError):
+            root_control.write_text(f"-{controller}")
+
+
+def test_a_gateway_in_a_delegated_cgroup_steps_into_a_leaf_to_cap_its_sandboxes(v2_child) -> None:
     """A normal user's gateway under systemd (Delegate=yes) sits in its service's cgroup;
     v2 refuses to hand a controller down from a cgroup with a process in it, so the
     gateway moves itself into a leaf first (before, the memory cap was lost there)."""
-    unified, controller = _delegated_controller()
-    root_control = unified / "cgroup.subtree_control"
-    enabled_here = controller not in root_control.read_text().split()
-    if enabled_here:
-        root_control.write_text(f"+{controller}")
-    service = unified / f"hc-test-delegated-{os.getpid()}"
-    service.mkdir()
-    try:
-        # What systemd's Delegate=yes gives a user's service: the folder and these files.
-        for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
-            os.chown(service / name, NOBODY, NOBODY)
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # the "gateway": placed in the service's cgroup, then a normal user
-            try:
-                (service / "cgroup.procs").write_text("0")
-                os.setgroups([])
-                os.setgid(NOBODY)
-                os.setuid(NOBODY)
-                refused = not cgroups._enable(service, controller)  # the constraint is real
-                handed = cgroups._enable(service, controller, make_room=True)
-                where = Path("/proc/self/cgroup").read_text().splitlines()[-1]
-                os.write(write, f"{refused} {handed} {where}".encode())
-            finally:
-                os._exit(0)
-        os.close(write)
-        report = os.read(read, 4096).decode().split()
-        os.waitpid(pid, 0)
-        os.close(read)
-        assert report[:2] == ["True", "True"], report
-        assert report[2].endswith(f"/{service.name}/{cgroups.GATEWAY_LEAF}")
-        assert controller in (service / "cgroup.subtree_control").read_text().split()
-    finally:
-        with contextlib.suppress(OSError):
-            (service / cgroups.GATEWAY_LEAF).rmdir()
-        with contextlib.suppress(OSError):
-            service.rmdir()
-        if enabled_here:
-            with contextlib.suppress(OSError):
-                root_control.write_text(f"-{controller}")
+    make, controller = v2_child
+    service = make("delegated")
+    # What systemd's Delegate=yes gives a user's service: the folder and these files.
+    for name in ("", "cgroup.procs", "cgroup.subtree_control", "cgroup.threads"):
+        os.chown(service / name, NOBODY, NOBODY)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the "gateway": placed in the service's cgroup, then a normal user
+        try:
+            (service / "cgroup.procs").write_text("0")
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            refused = not cgroups._enable(service, controller)  # the constraint is real
+            handed = cgroups._enable(service, controller, make_room=True)
+            where = Path("/proc/self/cgroup").read_text().splitlines()[-1]
+            os.write(write, f"{refused} {handed} {where}".encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    report = os.read(read, 4096).decode().split()
+    os.waitpid(pid, 0)
+    os.close(read)
+    assert report[:2] == ["True", "True"], report
+    assert report[2].endswith(f"/{service.name}/{cgroups.GATEWAY_LEAF}")
+    assert controller in (service / "cgroup.subtree_control").read_text().split()
 
 
-def test_a_gateway_does_not_move_what_is_not_its_own(tmp_path: Path) -> None:
+def test_a_gateway_does_not_move_what_is_not_its_own(v2_child) -> None:
     """Another process in the same cgroup: the gateway does not step aside for it (its
-    move would not help, and the other is not ours to move), and says why."""
-    unified, controller = _delegated_controller()
-    root_control = unified / "cgroup.subtree_control"
-    enabled_here = controller not in root_control.read_text().split()
-    if enabled_here:
-        root_control.write_text(f"+{controller}")
-    shared = unified / f"hc-test-shared-{os.getpid()}"
-    shared.mkdir()
+    move would not help, and the other is not ours to move)."""
+    make, controller = v2_child
+    shared = make("shared")
     other = subprocess.Popen(["sleep", "30"])
     try:
         (shared / "cgroup.procs").write_text(str(other.pid))
@@ -288,8 +298,3 @@ def test_a_gateway_does_not_move_what_is_not_its_own(tmp_path: Path) -> None:
     finally:
         other.kill()
         other.wait()
-        with contextlib.suppress(OSError):
-            shared.rmdir()
-        if enabled_here:
-            with contextlib.suppress(OSError):
-                root_control.write_text(f"-{controller}")

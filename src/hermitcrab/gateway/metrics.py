@@ -59,40 +59,21 @@ class _Collector:
         from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
         gw, tally = self._gw, self._gw.tally
-        turns = CounterMetricFamily(
-            "hermitcrab_turns", "Turns answered since start", labels=["agent", "outcome"]
-        )
-        for (agent, outcome), n in sorted(tally.turns.items()):
-            turns.add_metric([agent, outcome], n)
-        yield turns
-        calls = CounterMetricFamily(
-            "hermitcrab_tool_calls", "Tool calls since start", labels=["tool", "outcome"]
-        )
-        for (tool, outcome), n in sorted(tally.tool_calls.items()):
-            calls.add_metric([tool, outcome], n)
-        yield calls
-        egress = CounterMetricFamily(
-            "hermitcrab_egress_decisions",
-            "Network decisions of the egress proxy since start",
-            labels=["outcome"],
-        )
+        network: dict[tuple[str, ...], float] = {}
         if gw.db is not None:
-            for (action, outcome), n in sorted(gw.db.audit.tally.items()):
-                if action == "network":
-                    egress.add_metric([outcome], n)
-        yield egress
-        tokens = CounterMetricFamily(
-            "hermitcrab_tokens", "Model tokens since start", labels=["model", "kind"]
-        )
-        for (model, kind), n in sorted(tally.tokens.items()):
-            tokens.add_metric([model, kind], n)
-        yield tokens
-        cost = CounterMetricFamily(
-            "hermitcrab_cost_usd", "Model spend since start, US dollars", labels=["model"]
-        )
-        for model, usd in sorted(tally.cost.items()):
-            cost.add_metric([model], usd)
-        yield cost
+            network = {(o,): n for (action, o), n in gw.db.audit.tally.items() if action == "network"}
+        counters: list[tuple[str, str, list[str], dict[Any, float]]] = [
+            ("hermitcrab_turns", "Turns answered since start", ["agent", "outcome"], tally.turns),
+            ("hermitcrab_tool_calls", "Tool calls since start", ["tool", "outcome"], tally.tool_calls),
+            ("hermitcrab_egress_decisions", "Network decisions since start", ["outcome"], network),
+            ("hermitcrab_tokens", "Model tokens since start", ["model", "kind"], tally.tokens),
+            ("hermitcrab_cost_usd", "Model spend since start, US dollars", ["model"], tally.cost),
+        ]
+        for name, help_text, labels, counts in counters:
+            family = CounterMetricFamily(name, help_text, labels=labels)
+            for key, value in sorted(counts.items()):
+                family.add_metric(list(key) if isinstance(key, tuple) else [key], value)
+            yield family
         queue = GaugeMetricFamily("hermitcrab_model_queue_depth", "Model calls waiting", labels=["model"])
         for name, queued in sorted(gw.queued.items()):
             queue.add_metric([name], queued.queue.waiting())
