@@ -416,6 +416,17 @@ def bench_egress(
     run.egress(json_output, requests)
 
 
+@bench_app.command("chaos")
+def bench_chaos(
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    kills: int = typer.Option(20, "--kills", help="How many times the daemon is killed with SIGKILL."),
+) -> None:
+    """kill -9 the daemon at random moments under load; count lost and doubled work."""
+    from hermitcrab.cli import bench_chaos as run
+
+    run.chaos(json_output, kills)
+
+
 @bench_app.command("prompt")
 def bench_prompt(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),

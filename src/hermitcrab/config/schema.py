@@ -85,10 +85,14 @@ class ScriptedCall(StrictModel):
 
 
 class ScriptedReply(StrictModel):
-    """A scripted model's answer: some text, some tool calls, or both."""
+    """A scripted model's answer: some text, some tool calls, or both. With `after`, it is
+    given only to a request that ends with a person's message ("user") or a tool's result
+    ("tool"), so that concurrent sessions each get "act, then answer". `{last_user}` in its
+    text or in a call's string arguments is the request's last user message, as it is."""
 
     text: str = ""
     calls: list[ScriptedCall] = Field(default_factory=list)
+    after: Literal["user", "tool"] | None = None
 
 
 class ScriptedModel(_ModelBase):

@@ -95,3 +95,28 @@ class ScriptedProvider:
             finish_reason="tool_calls" if said.calls else "stop",
             usage={"prompt_tokens": 0, "completion_tokens": len(pieces) + len(said.calls)},
         )
+
+
+def by_turn_step(replies: list[Any]) -> Callable[[ChatRequest], Say]:
+    """One reply function for the config's `after`-keyed replies (ScriptedReply): the next
+    reply meant for what the request ends with, its `{last_user}` filled in."""
+    counters = {"user": 0, "tool": 0}
+
+    def pick(request: ChatRequest) -> Say:
+        last = request.messages[-1] if request.messages else None
+        step = "tool" if last is not None and last.role == "tool" else "user"
+        fitting = [r for r in replies if isinstance(r, str) or r.after in (None, step)]
+        reply = fitting[counters[step] % len(fitting)]
+        counters[step] += 1
+        said = [m for m in request.messages if m.role == "user"]
+        asked = "".join(p.text for p in said[-1].parts if hasattr(p, "text")) if said else ""
+
+        def fill(value: Any) -> Any:
+            return value.replace("{last_user}", asked) if isinstance(value, str) else value
+
+        if isinstance(reply, str):
+            return Say(fill(reply))
+        calls = tuple(Call(c.name, {k: fill(v) for k, v in c.arguments.items()}) for c in reply.calls)
+        return Say(fill(reply.text), calls)
+
+    return pick

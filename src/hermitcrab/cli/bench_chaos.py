@@ -1,0 +1,268 @@
+"""`hermitcrab bench chaos`: kill -9 the daemon at random moments and count the harm.
+
+A fresh home in a temporary folder runs the real daemon with a scripted model that, for
+each message, makes one non-idempotent tool call (exec appends the message's text to a
+counter file in the workspace) and then answers. Once that file is there, the injection
+guard holds later exec calls for a person (a command wrote it, not the agent): the driver
+is that person and approves what waits, so approvals that outlive a kill are tested too.
+A client sends messages (each with its own source id, re-sent after a failed request, as a
+real client retries), a scheduled job runs every few seconds, and the driver kills the
+daemon with SIGKILL at random moments and starts it again. At the end every count of harm must be 0:
+
+- lost: a message the client sent that has no reply;
+- duplicated_replies: a message answered more than once;
+- duplicated_side_effects: a message whose tool call ran more than once;
+- missed_slots: scheduled slots neither run nor stood for by a run (catch-up "once").
+
+The store must also pass SQLite's integrity check.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+COUNTER = "chaos-counter.txt"
+JOB_EVERY_S = 2
+SETTLE_TIMEOUT_S = 120.0
+CONFIG = """\
+version: 1
+gateway:
+  port: {port}
+  turn_timeout_seconds: 60
+models:
+  scripted:
+    provider: scripted
+    replies:
+      - after: user
+        calls:
+          - name: exec
+            arguments: {{command: "echo '{{last_user}}' >> /workspace/{counter}"}}
+      - after: tool
+        text: "done: {{last_user}}"
+agents:
+  main:
+    model: scripted
+    tools: [exec]
+"""
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Chaos:
+    def __init__(self, home: Path, seed: int) -> None:
+        self.home = home
+        self.env = {**os.environ, "HERMITCRAB_HOME": str(home)}
+        self.random = random.Random(seed)
+        self.port = _free_port()
+        self.sent: dict[str, str] = {}  # source id -> text
+        self.unsent: list[str] = []  # source ids whose request failed: sent again later
+        self.kills = 0
+        self.approvals = 0
+
+    def hc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(
+            [sys.executable, "-m", "hermitcrab", *args],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        if check and result.returncode != 0:
+            raise RuntimeError(f"hermitcrab {' '.join(args)} failed: {result.stderr.strip()}")
+        return result
+
+    def setup(self) -> None:
+        self.hc("onboard", "--yes")
+        (self.home / "hermitcrab.yaml").write_text(CONFIG.format(port=self.port, counter=COUNTER))
+        policy = self.home / "policy.yaml"
+        # No loop-mounted image for a throwaway home: the measured quota is enough here.
+        policy.write_text(
+            policy.read_text().replace("workspace_quota: required", "workspace_quota: best_effort")
+        )
+        self.hc("up")
+        self.token = (self.home / "gateway.token").read_text().strip()
+        self.client = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.port}",
+            headers={"Authorization": f"Bearer {self.token}"},
+            timeout=10,
+            trust_env=False,
+        )
+        self._request("POST", "/api/jobs", json={"text": "job tick", "every": f"{JOB_EVERY_S}s"})
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        for _ in range(200):
+            try:
+                return self.client.request(method, path, **kwargs)
+            except httpx.TransportError:
+                time.sleep(0.05)
+        raise RuntimeError(f"the gateway does not answer {method} {path}")
+
+    def send(self, source_id: str) -> None:
+        text = self.sent[source_id]
+        try:
+            response = self.client.post(
+                "/api/sessions/chaos/messages", json={"text": text, "source_id": source_id}, timeout=5
+            )
+            if response.status_code in (200, 202):
+                return
+        except httpx.TransportError:
+            pass
+        self.unsent.append(source_id)
+
+    def approve_pending(self) -> None:
+        with contextlib.suppress(httpx.TransportError, ValueError, KeyError):
+            for approval in self.client.get("/api/approvals", timeout=5).json()["approvals"]:
+                if approval["state"] == "pending":
+                    self.client.post(
+                        f"/api/approvals/{approval['id']}",
+                        json={"decision": "approve", "actor": "chaos"},
+                        timeout=5,
+                    )
+                    self.approvals += 1
+
+    def pid(self) -> int | None:
+        try:
+            text = (self.home / "gateway.pid").read_text().strip()
+        except OSError:
+            return None
+        return int(text) if text.isdigit() else None
+
+    def kill(self) -> None:
+        pid = self.pid()
+        if pid is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, os.WNOHANG)
+            time.sleep(0.01)
+        self.kills += 1
+
+    def round(self, index: int, per_round: int) -> None:
+        retry, self.unsent = self.unsent, []
+        for source_id in retry:
+            self.send(source_id)
+        for n in range(per_round):
+            source_id = f"m{index}-{n}"
+            self.sent[source_id] = f"message {source_id}"
+            self.send(source_id)
+        pause = self.random.uniform(0.0, 0.4)  # mid-turn, mid-tool, mid-commit: anywhere
+        time.sleep(pause / 2)
+        self.approve_pending()
+        time.sleep(pause / 2)
+        self.kill()
+        self.hc("up")
+
+    def settle(self) -> None:
+        """Send what never got through, then wait until every message has its answer."""
+        while self.unsent:
+            retry, self.unsent = self.unsent, []
+            for source_id in retry:
+                self.send(source_id)
+        deadline = time.monotonic() + SETTLE_TIMEOUT_S
+        while time.monotonic() < deadline:
+            events = self._request("GET", "/api/sessions/chaos/events", params={"limit": 1000000}).json()
+            answered = {
+                e["reply_to"] for e in events.get("events", []) if e["kind"] in ("reply", "turn.failed")
+            }
+            asked = {e["id"] for e in events.get("events", []) if e["kind"] == "message"}
+            if asked and asked <= answered and len(asked) >= len(self.sent):
+                return
+            self.approve_pending()
+            time.sleep(0.2)
+
+    def verdict(self, seconds: float) -> dict[str, Any]:
+        self.client.close()
+        self.hc("down", check=False)
+        db = sqlite3.connect(self.home / "state.db")
+        db.row_factory = sqlite3.Row
+        try:
+            integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
+            messages = db.execute(
+                "SELECT id, source_id FROM events WHERE session_id = 'chaos' AND kind = 'message'"
+            ).fetchall()
+            answers = db.execute(
+                "SELECT reply_to, COUNT(*) AS n FROM events WHERE session_id = 'chaos' "
+                "AND kind IN ('reply', 'turn.failed') GROUP BY reply_to"
+            ).fetchall()
+            runs = db.execute("SELECT slot, missed FROM job_runs ORDER BY slot").fetchall()
+            job = db.execute("SELECT created_at, last_slot FROM jobs ORDER BY id LIMIT 1").fetchone()
+        finally:
+            db.close()
+        answered = {r["reply_to"]: r["n"] for r in answers}
+        # Per source id, every message kept for it (one, unless de-duplication failed).
+        replies_for: dict[str, int] = {}
+        for row in messages:
+            replies_for[row["source_id"]] = replies_for.get(row["source_id"], 0) + answered.get(row["id"], 0)
+        lost = sum(1 for sid in self.sent if replies_for.get(sid, 0) == 0)
+        duplicated_replies = sum(n - 1 for n in replies_for.values() if n > 1)
+        lines = (self.home / "workspace" / COUNTER).read_text().splitlines()
+        per_text: dict[str, int] = {}
+        for line in lines:
+            per_text[line] = per_text.get(line, 0) + 1
+        duplicated = sum(n - 1 for text, n in per_text.items() if n > 1 and text.startswith("message "))
+        stood_for = sum(1 + r["missed"] for r in runs if r["slot"] <= (job["last_slot"] or 0))
+        due = round(((job["last_slot"] or job["created_at"]) - job["created_at"]) / JOB_EVERY_S)
+        return {
+            "kills": self.kills,
+            "messages": len(self.sent),
+            "replies": sum(min(replies_for.get(sid, 0), 1) for sid in self.sent),
+            "lost": lost,
+            "duplicated_side_effects": duplicated,
+            "duplicated_replies": duplicated_replies,
+            "missed_slots": max(due - stood_for, 0),
+            "job_runs": len(runs),
+            "approvals": self.approvals,
+            "store_integrity": integrity,
+            "seconds": round(seconds, 1),
+        }
+
+
+def run(kills: int, per_round: int = 3, seed: int = 7) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hc-chaos-") as tmp:
+        chaos = Chaos(Path(tmp), seed)
+        started = time.monotonic()
+        try:
+            chaos.setup()
+            for index in range(kills):
+                chaos.round(index, per_round)
+            chaos.settle()
+            return chaos.verdict(time.monotonic() - started)
+        finally:
+            chaos.hc("down", check=False)
+
+
+def chaos(json_output: bool, kills: int) -> None:
+    results = run(kills)
+    if json_output:
+        print(json.dumps(results, indent=2))
+        return
+    for key, value in results.items():
+        print(f"{key:>24}  {value}")
+    harm = sum(results[k] for k in ("lost", "duplicated_side_effects", "duplicated_replies", "missed_slots"))
+    print("no harm" if harm == 0 and results["store_integrity"] == "ok" else "HARM FOUND")
