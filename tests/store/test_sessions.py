@@ -82,3 +82,33 @@ def test_garbage_file_gives_a_clear_error(tmp_path: Path) -> None:
     path.write_bytes(b"this is not a database" * 100)
     with pytest.raises(StoreError, match="cannot open the store"):
         open_database(path)
+
+
+def test_an_upgrade_that_fails_changes_nothing_and_keeps_the_old_store(tmp_path: Path, monkeypatch) -> None:
+    import sqlite3
+
+    import hermitcrab.store.db as db
+
+    path = tmp_path / "state.db"
+    monkeypatch.setattr(db, "MIGRATIONS", MIGRATIONS[:6])  # a store an older HermitCrab made
+    old = store_at(path)
+    old.ensure_session("s1", "main")
+    old.append("s1", MESSAGE, {"role": "user", "text": "keep me"})
+    old.close()
+    # This version's migrations, and one more that fails halfway through.
+    broken = (*MIGRATIONS, "CREATE TABLE extra (x INTEGER); INSERT INTO nowhere VALUES (1)")
+    monkeypatch.setattr(db, "MIGRATIONS", broken)
+    with pytest.raises(StoreError) as caught:
+        open_database(path)
+    assert "nothing was changed" in str(caught.value) and f"{path}.v6.bak" in str(caught.value)
+    raw = sqlite3.connect(path)
+    tables = {r[0] for r in raw.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert raw.execute("PRAGMA user_version").fetchone()[0] == 6
+    assert "job_runs" not in tables and "extra" not in tables  # not even the migrations that worked
+    raw.close()
+    assert (tmp_path / "state.db.v6.bak").is_file()
+    monkeypatch.setattr(db, "MIGRATIONS", MIGRATIONS)  # the fixed release
+    upgraded = store_at(path)
+    assert [e.data["text"] for e in upgraded.events("s1")] == ["keep me"]
+    upgraded.close()
+    assert not (tmp_path / "state.db.v6.bak").exists()  # the new store opened cleanly: the copy goes

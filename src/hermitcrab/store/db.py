@@ -101,22 +101,46 @@ def open_database(path: Path) -> sqlite3.Connection:
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the store to this version's schema in one transaction: an upgrade that fails
+    anywhere leaves the store as it was. A store that had data is first copied aside
+    (`state.db.vN.bak`); the copy goes once the migrated store has opened and checks out,
+    and stays, named in the error, when it does not."""
     current = conn.execute("PRAGMA user_version").fetchone()[0]
     if current > len(MIGRATIONS):
         raise StoreError(
             f"{path}: store schema version {current} is newer than this HermitCrab knows "
             f"({len(MIGRATIONS)}). fix: upgrade hermitcrab"
         )
-    for version in range(current, len(MIGRATIONS)):
-        conn.execute("BEGIN IMMEDIATE")
+    if current == len(MIGRATIONS):
+        return
+    backup = path.with_name(f"{path.name}.v{current}.bak") if current > 0 else None
+    if backup is not None:
+        copy = sqlite3.connect(backup)
         try:
+            conn.backup(copy)
+        finally:
+            copy.close()
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for version in range(current, len(MIGRATIONS)):
             for statement in _statements(MIGRATIONS[version]):
                 conn.execute(statement)
-            conn.execute(f"PRAGMA user_version = {version + 1}")
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS)}")
+        conn.execute("COMMIT")
+    except BaseException as exc:
+        conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.DatabaseError):
+            kept = f"; the store before it is also kept as {backup}" if backup else ""
+            raise StoreError(
+                f"{path}: upgrading the store from schema {current} to {len(MIGRATIONS)} failed ({exc}); "
+                f"nothing was changed{kept}. fix: report this, and run the previous HermitCrab meanwhile"
+            ) from None
+        raise
+    verdict = conn.execute("PRAGMA quick_check").fetchone()[0]
+    if verdict != "ok":
+        raise StoreError(f"{path}: the upgraded store fails its check ({verdict}); the old one is {backup}")
+    if backup is not None:
+        backup.unlink(missing_ok=True)
 
 
 def _statements(script: str) -> list[str]:
