@@ -125,6 +125,31 @@ secrets_app = typer.Typer(help="Credentials the egress proxy injects; never seen
                           no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
 app.add_typer(bench_app, name="bench")
 app.add_typer(secrets_app, name="secrets")
+service_app = typer.Typer(help="Run the gateway under the service manager (systemd, launchd).",
+                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
+app.add_typer(service_app, name="service")
+
+
+@service_app.command("install")
+def service_install(
+    launchd: bool = typer.Option(
+        False, "--launchd", help="Print the macOS launchd plist (the default on macOS)."
+    ),
+) -> None:
+    """Write (and, where systemd runs, enable and start) a user unit that restarts on failure."""
+    from hermitcrab.cli import service
+
+    service.install(launchd)
+
+
+@service_app.command("uninstall")
+def service_uninstall() -> None:
+    """Stop and remove the user unit."""
+    from hermitcrab.cli import service
+
+    service.uninstall()
+
+
 cron_app = typer.Typer(help="Scheduled jobs: add, list, remove, run now, history.", no_args_is_help=True,
                        rich_markup_mode=None)  # fmt: skip
 app.add_typer(cron_app, name="cron")

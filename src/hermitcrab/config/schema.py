@@ -23,6 +23,8 @@ class GatewayConfig(StrictModel):
     # Questions one sandbox may have waiting for a person at once; more are denied at once.
     max_pending_approvals: int = Field(32, ge=1, le=10000)
     shutdown_timeout_seconds: float = Field(10.0, gt=0)
+    # MemoryMax of the service unit `hermitcrab service install` writes (sandboxes included).
+    service_memory_max_mb: int | None = Field(None, ge=64)
     # Audit entries older than this are dropped (at start, then daily); None keeps them all.
     audit_retention_days: float | None = Field(90.0, gt=0)
 
