@@ -23,6 +23,9 @@ def test_cron_add_list_run_now_history_remove(daemon_home: Paths) -> None:
         assert added.returncode == 0, added.stderr
         job = json.loads(added.stdout)
         assert job["cron"] == "0 9 * * 1-5" and job["tz"] == "Europe/Paris"
+        status = json.loads(hc(daemon_home, "status", "--json").stdout)
+        assert status["jobs_next"][0]["id"] == job["id"] and status["spend_today_usd"] == 0
+        assert f"job {job['id']}" in hc(daemon_home, "status").stdout
         listed = hc(daemon_home, "cron", "list")
         assert "cron '0 9 * * 1-5' (Europe/Paris)" in listed.stdout
         ran = json.loads(hc(daemon_home, "cron", "run-now", str(job["id"]), "--json").stdout)

@@ -234,6 +234,13 @@ def _print_status(info: dict[str, Any]) -> None:
     for key in ("url", "pid", "version", "home", "uptime_seconds", "default_agent", "model", "turns_running"):
         if key in info:
             table.add_row(key, str(info[key]))
+    if "spend_today_usd" in info:
+        table.add_row("spend today", f"${info['spend_today_usd']:.4f}")
+    if info.get("queue"):
+        table.add_row("waiting at models", ", ".join(f"{m}={n}" for m, n in info["queue"].items()))
+    for job in info.get("jobs_next", []):
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(job["next_due"]))
+        table.add_row(f"job {job['id']}", f"{job['name']} ({job['agent']}) next at {when}")
     for name, model in info.get("models", {}).items():
         table.add_row(f"model {name}", ", ".join(f"{k}={v}" for k, v in model.items()))
     for box in info.get("sandboxes", []):
@@ -244,6 +251,9 @@ def _print_status(info: dict[str, Any]) -> None:
         )
     if "error" in info:
         table.add_row("error", info["error"])
+    scheduler = info.get("scheduler") or {}
+    if scheduler.get("last_error"):
+        table.add_row("scheduler error", str(scheduler["last_error"]))
     console = Console()
     console.print("[bold green]HermitCrab is running[/]")
     console.print(table)

@@ -31,7 +31,17 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         return JSONResponse({"ok": True, "pid": os.getpid(), "version": __version__})
 
     async def status(request: Request) -> JSONResponse:
-        return JSONResponse(gw.status())
+        info = gw.status()
+        # At a glance: what runs next, what today cost, how many wait at each model.
+        jobs = await gw.db.aio.jobs.all(live_only=True)
+        upcoming = sorted((j for j in jobs if j.next_due is not None), key=lambda j: j.next_due or 0)[:5]
+        info["jobs_next"] = [
+            {"id": j.id, "name": j.name or j.kind, "agent": j.agent, "next_due": j.next_due} for j in upcoming
+        ]
+        info["jobs"] = len(jobs)
+        info["spend_today_usd"] = round(await gw.db.aio.usage.spent_today(), 6)
+        info["queue"] = {name: q.queue.waiting() for name, q in gw.queued.items()}
+        return JSONResponse(info)
 
     async def metrics(request: Request) -> Response:
         from hermitcrab.gateway.metrics import exposition
