@@ -452,6 +452,17 @@ def bench_chaos(
     run.chaos(json_output, kills)
 
 
+@bench_app.command("soak")
+def bench_soak(
+    json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
+    rounds: int = typer.Option(20, "--rounds", help="Bursts of 1,000 text turns (50 sessions x 20)."),
+) -> None:
+    """The daemon under steady load: turns/s, gateway overhead, RSS slope, fds, threads."""
+    from hermitcrab.cli import bench_soak as run
+
+    run.soak(json_output, rounds)
+
+
 @bench_app.command("prompt")
 def bench_prompt(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),

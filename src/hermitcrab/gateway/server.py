@@ -11,12 +11,15 @@ import os
 import socket
 import sys
 from pathlib import Path
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from hermitcrab.config.loader import load_config
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import GatewayError, HermitCrabError
 from hermitcrab.gateway.logs import setup_logging
+
+if TYPE_CHECKING:
+    from hermitcrab.scheduler import Clock
 
 log = logging.getLogger("hermitcrab.gateway")
 
@@ -112,7 +115,7 @@ def serve(paths: Paths, foreground: bool) -> None:
         from hermitcrab.gateway.app import build_app
         from hermitcrab.gateway.service import Gateway
 
-        gateway = Gateway(paths, config)
+        gateway = Gateway(paths, config, clock=_bench_clock())
         log.info("gateway starting", extra={"url": gateway.url, "pid": os.getpid()})
         server = _idle_server_class(uvicorn.Server, gateway_config.local_url)(
             uvicorn.Config(
@@ -132,6 +135,20 @@ def serve(paths: Paths, foreground: bool) -> None:
         log.info("gateway stopped", extra={"pid": os.getpid()})
     finally:
         pidfile.release()
+
+
+def _bench_clock() -> Clock | None:
+    """HERMITCRAB_SCHEDULER_SPEED=N runs the scheduler's clock N times faster than the wall's:
+    for the soak bench's simulated days, never for real use."""
+    speed = os.environ.get("HERMITCRAB_SCHEDULER_SPEED")
+    if not speed:
+        return None
+    import time
+
+    from hermitcrab.scheduler import SimulatedClock
+
+    log.warning("the scheduler's clock runs %s times fast (HERMITCRAB_SCHEDULER_SPEED)", speed)
+    return SimulatedClock(time.time(), float(speed))
 
 
 def tell_starter(word: str, value: str) -> None:

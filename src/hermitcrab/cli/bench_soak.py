@@ -1,0 +1,258 @@
+"""`hermitcrab bench soak`: the daemon under steady load, long enough to see a trend.
+
+A fresh home in a temporary folder runs the real daemon (its own process) with scripted
+models: `main` answers with text, `worker` makes one exec call and then answers. The
+scheduler's clock runs 60 times fast with a job every minute, so scheduled turns run
+alongside. Measured, in one run:
+
+- latency: turns one at a time, each sent and its reply seen over the session's WebSocket;
+  the gateway's overhead is that time minus the model's (the scripted model's own time,
+  from the usage log);
+- throughput: bursts of text turns over many sessions, then the same over 1,000 sessions
+  at once, and tool turns; turns per second from the store's own timestamps;
+- resources: the daemon's RSS, open descriptors and threads, sampled as the turns go by;
+  the RSS slope is fitted over those samples, in MB per 1,000 turns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+CONFIG = """\
+version: 1
+gateway:
+  port: {port}
+  max_pending_approvals: 10000
+models:
+  text:
+    provider: scripted
+    concurrency: 64
+    replies: ["All done here."]
+  tools:
+    provider: scripted
+    concurrency: 64
+    replies:
+      - after: user
+        calls:
+          - name: exec
+            arguments: {{command: "true"}}
+      - after: tool
+        text: "ran it"
+agents:
+  main:
+    model: text
+    max_history_messages: 4
+  worker:
+    model: tools
+    tools: [exec]
+    max_history_messages: 4
+"""
+SPEED = 60.0  # the scheduler's clock: a job every simulated minute runs every real second
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _proc(pid: int) -> dict[str, float]:
+    status = Path(f"/proc/{pid}/status").read_text().splitlines()
+    fields = dict(line.split(":", 1) for line in status if ":" in line)
+    return {
+        "rss_mb": int(fields["VmRSS"].split()[0]) / 1024,
+        "threads": int(fields["Threads"]),
+        "fds": len(os.listdir(f"/proc/{pid}/fd")),
+    }
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y over x."""
+    if len(points) < 2:
+        return 0.0
+    mean_x = statistics.fmean(p[0] for p in points)
+    mean_y = statistics.fmean(p[1] for p in points)
+    spread = sum((x - mean_x) ** 2 for x, _ in points)
+    return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
+
+
+class Soak:
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = _free_port()
+        self.env = {**os.environ, "HERMITCRAB_HOME": str(home), "HERMITCRAB_SCHEDULER_SPEED": str(SPEED)}
+        self.samples: list[tuple[int, dict[str, float]]] = []  # (turns so far, resources)
+        self.turns = 0
+
+    def hc(self, *args: str) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "hermitcrab", *args], env=self.env, check=True, capture_output=True
+        )
+
+    def start(self) -> None:
+        self.hc("onboard", "--yes")
+        (self.home / "hermitcrab.yaml").write_text(CONFIG.format(port=self.port))
+        policy = self.home / "policy.yaml"
+        policy.write_text(
+            policy.read_text().replace("workspace_quota: required", "workspace_quota: best_effort")
+        )
+        self.hc("up")
+        self.pid = int((self.home / "gateway.pid").read_text())
+        self.token = (self.home / "gateway.token").read_text().strip()
+        self.headers = {"Authorization": f"Bearer {self.token}"}
+        self.base = f"http://127.0.0.1:{self.port}"
+
+    def sample(self) -> None:
+        self.samples.append((self.turns, _proc(self.pid)))
+
+    async def latency(self, count: int) -> dict[str, float]:
+        """Turns one at a time in one session, the reply seen on the session's WebSocket."""
+        from websockets.asyncio.client import connect
+
+        session = "soak-latency"
+        times = []
+        async with httpx.AsyncClient(base_url=self.base, headers=self.headers, trust_env=False) as client:
+            ws_url = self.base.replace("http", "ws") + f"/api/sessions/{session}/ws"
+            async with connect(ws_url, additional_headers=self.headers) as ws:
+                for n in range(count):
+                    started = time.perf_counter()
+                    await client.post(f"/api/sessions/{session}/messages", json={"text": f"hello {n}"})
+                    while json.loads(await ws.recv())["kind"] not in ("reply", "turn.failed"):
+                        pass
+                    times.append((time.perf_counter() - started) * 1000)
+        self.turns += count
+        model_ms = self._model_ms(session)
+        return {"turn_p50_ms": statistics.median(times), "model_p50_ms": model_ms}
+
+    def _model_ms(self, session: str) -> float:
+        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
+        try:
+            rows = [r[0] for r in db.execute("SELECT latency_ms FROM usage WHERE session = ?", (session,))]
+        finally:
+            db.close()
+        return statistics.median(rows) if rows else 0.0
+
+    async def burst(self, sessions: int, per_session: int, agent: str, tag: str) -> float:
+        """Messages over many sessions at once; turns per second from the store's timestamps
+        (first message committed to last answer committed)."""
+        limit = asyncio.Semaphore(32)
+        async with httpx.AsyncClient(
+            base_url=self.base, headers=self.headers, trust_env=False, timeout=60
+        ) as client:
+
+            async def send(session: str, n: int) -> None:
+                async with limit:
+                    body = {"text": f"{tag} {n}", "agent": agent}
+                    await client.post(f"/api/sessions/{session}/messages", json=body)
+
+            await asyncio.gather(
+                *(send(f"{tag}-{s}", n) for n in range(per_session) for s in range(sessions))
+            )
+            total = sessions * per_session
+            while True:
+                answered = self._answered(tag)
+                if answered[0] >= total:
+                    break
+                await asyncio.sleep(0.2)
+        self.turns += total
+        self.sample()
+        first, last = answered[1], answered[2]
+        return total / max(last - first, 1e-6)
+
+    def _answered(self, tag: str) -> tuple[int, float, float]:
+        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
+        try:
+            done, last = db.execute(
+                "SELECT COUNT(*), MAX(created_at) FROM events WHERE session_id LIKE ? "
+                "AND kind IN ('reply', 'turn.failed')",
+                (f"{tag}-%",),
+            ).fetchone()
+            first = db.execute(
+                "SELECT MIN(created_at) FROM events WHERE session_id LIKE ? AND kind = 'message'",
+                (f"{tag}-%",),
+            ).fetchone()[0]
+        finally:
+            db.close()
+        return done, first or 0.0, last or 0.0
+
+    def job_runs(self) -> int:
+        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
+        try:
+            return int(db.execute("SELECT COUNT(*) FROM job_runs").fetchone()[0])
+        finally:
+            db.close()
+
+    def stop(self) -> None:
+        subprocess.run(
+            [sys.executable, "-m", "hermitcrab", "down"], env=self.env, capture_output=True, check=False
+        )
+
+
+async def _run(soak: Soak, rounds: int) -> dict[str, Any]:
+    async with httpx.AsyncClient(base_url=soak.base, headers=soak.headers, trust_env=False) as client:
+        await client.post("/api/jobs", json={"text": "scheduled check", "every": "60s"})
+    await soak.latency(50)  # warm: imports on first use, the model routes, the sandbox
+    soak.sample()
+    start = soak.samples[-1][1]
+    latency = await soak.latency(300)
+    wide = await soak.burst(1000, 1, "main", "wide")
+    tools = await soak.burst(20, 10, "worker", "tools")
+    # The steady part: the same bursts again and again; the trend is fitted over these
+    # (after the first, which still fills caches), so one-off costs do not read as a leak.
+    steady_from = len(soak.samples)
+    rates = [await soak.burst(50, 20, "main", f"text{r}") for r in range(rounds)]
+    end = soak.samples[-1][1]
+    steady = soak.samples[steady_from + 1 :] if rounds > 2 else soak.samples[steady_from:]
+    slope = _slope([(turns / 1000, res["rss_mb"]) for turns, res in steady])
+    return {
+        "turns": soak.turns,
+        "turns_per_s": round(statistics.median(rates), 1),
+        "turns_per_s_1000_sessions": round(wide, 1),
+        "tool_turns_per_s": round(tools, 1),
+        "gateway_overhead_p50_ms": round(latency["turn_p50_ms"] - latency["model_p50_ms"], 2),
+        "turn_p50_ms": round(latency["turn_p50_ms"], 2),
+        "rss_start_mb": round(start["rss_mb"], 1),
+        "rss_end_mb": round(end["rss_mb"], 1),
+        "rss_slope_mb_per_1k_turns": round(slope, 3),
+        "open_fds_start": start["fds"],
+        "open_fds_end": end["fds"],
+        "threads_start": start["threads"],
+        "threads_end": end["threads"],
+        "job_runs": soak.job_runs(),
+    }
+
+
+def run(rounds: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="hc-soak-") as tmp:
+        soak = Soak(Path(tmp))
+        started = time.monotonic()
+        try:
+            soak.start()
+            results = asyncio.run(_run(soak, rounds))
+        finally:
+            soak.stop()
+        results["seconds"] = round(time.monotonic() - started, 1)
+        return results
+
+
+def soak(json_output: bool, rounds: int) -> None:
+    results = run(rounds)
+    if json_output:
+        print(json.dumps(results, indent=2))
+        return
+    for key, value in results.items():
+        print(f"{key:>28}  {value}")
