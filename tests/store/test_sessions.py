@@ -112,3 +112,36 @@ def test_an_upgrade_that_fails_changes_nothing_and_keeps_the_old_store(tmp_path:
     assert [e.data["text"] for e in upgraded.events("s1")] == ["keep me"]
     upgraded.close()
     assert not (tmp_path / "state.db.v6.bak").exists()  # the new store opened cleanly: the copy goes
+
+
+def test_appends_from_many_threads_share_commits_and_each_is_durable(tmp_path: Path) -> None:
+    """Group commit: turns that append at once share one commit (one fsync), and each
+    caller still returns only once its own event is committed, with its own id."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    path = tmp_path / "state.db"
+    store = store_at(path)
+    store.ensure_session("s", "main")
+    commits: list[str] = []
+    store._conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+    with ThreadPoolExecutor(16) as pool:
+        ids = list(pool.map(lambda n: store.append("s", MESSAGE, {"n": n}).id, range(400)))
+    store._conn.set_trace_callback(None)
+    store.close()
+    assert len(set(ids)) == 400
+    assert len(commits) < 400  # shared
+    again = store_at(path)
+    assert sorted(e.data["n"] for e in again.events("s", limit=1000)) == list(range(400))
+
+
+def test_a_write_that_fails_in_a_group_fails_alone(tmp_path: Path) -> None:
+    import sqlite3
+
+    from hermitcrab.store.db import GroupCommit
+
+    store = store_at(tmp_path / "state.db")
+    group = GroupCommit(store._conn, store._lock)
+    with pytest.raises(sqlite3.OperationalError):
+        group.run(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
+    store.ensure_session("s", "main")
+    assert store.append("s", MESSAGE, {"text": "still fine"}).id > 0

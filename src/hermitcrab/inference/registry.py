@@ -23,10 +23,12 @@ def build_provider(name: str, config: ModelConfig) -> Provider:
         from hermitcrab.inference.scripted import Call, Say, ScriptedProvider, by_turn_step
 
         if any(not isinstance(r, str) and r.after for r in config.replies):
-            return ScriptedProvider(name, [by_turn_step(config.replies)], delay_seconds=config.delay_seconds)
+            return ScriptedProvider(
+                name, [by_turn_step(config.replies)], delay_seconds=config.delay_seconds, record=False
+            )
         replies = [
             r if isinstance(r, str) else Say(r.text, tuple(Call(c.name, dict(c.arguments)) for c in r.calls))
             for r in config.replies
         ]
-        return ScriptedProvider(name, replies, delay_seconds=config.delay_seconds)
+        return ScriptedProvider(name, replies, delay_seconds=config.delay_seconds, record=False)
     raise TypeError(f"unknown model config {type(config).__name__}")

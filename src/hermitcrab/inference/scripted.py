@@ -45,8 +45,11 @@ class ScriptedProvider:
         replies: list[Reply] | None = None,
         delay_seconds: float = 0.0,
         gate: asyncio.Event | None = None,
+        record: bool = True,
     ) -> None:
         self.name = name
+        # Tests read what was asked; a daemon on a scripted model (a bench, a demo) keeps none.
+        self.record = record
         self.replies: list[Reply] = list(replies or ["Hello from the scripted model."])
         self.delay_seconds = delay_seconds
         self.gate = gate  # while set and cleared, every request waits on it
@@ -65,7 +68,8 @@ class ScriptedProvider:
         return {"provider": "scripted", "replies": len(self.replies)}
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[Chunk]:
-        self.requests.append(request)
+        if self.record:
+            self.requests.append(request)
         self.started.set()
         reply = self.replies[self._next % len(self.replies)]
         self._next += 1

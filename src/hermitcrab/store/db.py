@@ -100,6 +100,65 @@ def open_database(path: Path) -> sqlite3.Connection:
         ) from None
 
 
+class GroupCommit:
+    """Writes from many threads committed together: each caller returns once its own write
+    is durable, as with a commit of its own, but callers that arrive while a commit is on
+    its way share the next one (one fsync for the lot). The first caller of a batch leads:
+    it runs the batch's writes in one transaction; the others wait for its verdict."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._conn = conn
+        self._lock = lock  # the connection's: other tables use it outside batches
+        self._turn = threading.Condition()
+        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
+        self._leading = False
+
+    def run(self, write: Callable[[sqlite3.Connection], T]) -> T:
+        done: Future[T] = Future()
+        with self._turn:
+            self._pending.append((write, done))
+            while self._leading and not done.done():
+                self._turn.wait()
+            if done.done():
+                return done.result()
+            self._leading = True
+            batch, self._pending = self._pending, []
+        try:
+            self._commit(batch)
+        finally:
+            with self._turn:
+                self._leading = False
+                self._turn.notify_all()
+        return done.result()
+
+    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+        outcomes: list[tuple[bool, Any]] = []
+        try:
+            with self._lock:
+                self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    for write, _ in batch:
+                        # A write that fails undoes only its own statement (SQLite keeps the
+                        # transaction); it gets its error, the others still commit.
+                        try:
+                            outcomes.append((True, write(self._conn)))
+                        except Exception as exc:
+                            outcomes.append((False, exc))
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._conn.execute("ROLLBACK")
+                    raise
+        except BaseException as exc:
+            for _, done in batch:
+                done.set_exception(exc)
+            return
+        for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+            if ok:
+                done.set_result(value)
+            else:
+                done.set_exception(value)
+
+
 def migrate(conn: sqlite3.Connection, path: Path) -> None:
     """Bring the store to this version's schema in one transaction: an upgrade that fails
     anywhere leaves the store as it was. A store that had data is first copied aside

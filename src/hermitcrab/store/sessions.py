@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hermitcrab.errors import StoreError
+from hermitcrab.store.db import GroupCommit
 
 SESSION_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$")
 
@@ -87,6 +88,7 @@ class SessionStore:
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock | None = None) -> None:
         self._conn = conn
         self._lock = lock or threading.Lock()  # shared by every user of this connection
+        self._group = GroupCommit(conn, self._lock)  # appends from many turns share a commit
 
     def close(self) -> None:
         with self._lock:
@@ -94,14 +96,20 @@ class SessionStore:
 
     def ensure_session(self, session_id: str, agent: str) -> Session:
         check_session_id(session_id)
+        with self._lock:  # most messages go to a session that exists: no write for those
+            row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        if row is not None:
+            return _session(row)
         now = time.time()
-        with self._lock:
-            self._conn.execute(
+
+        def create(conn: sqlite3.Connection) -> sqlite3.Row:
+            conn.execute(
                 "INSERT OR IGNORE INTO sessions (id, agent, created_at, updated_at) VALUES (?, ?, ?, ?)",
                 (session_id, agent, now, now),
             )
-            row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return _session(row)
+            return conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+
+        return _session(self._group.run(create))
 
     def get_session(self, session_id: str) -> Session | None:
         with self._lock:
@@ -117,23 +125,19 @@ class SessionStore:
         return [_session(r, extra={"events": r["events"]}) for r in rows]
 
     def append(self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None = None) -> Event:
-        """Append one event and commit it before returning (durable before visible)."""
+        """Append one event and return once it is committed (durable before visible)."""
         now = time.time()
         payload = json.dumps(data, ensure_ascii=False)
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                cur = self._conn.execute(
-                    """INSERT INTO events (session_id, kind, reply_to, data, created_at)
-                       VALUES (?, ?, ?, ?, ?)""",
-                    (session_id, kind, reply_to, payload, now),
-                )
-                self._conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return Event(int(cur.lastrowid or 0), session_id, kind, data, now, reply_to)
+
+        def insert(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO events (session_id, kind, reply_to, data, created_at) VALUES (?, ?, ?, ?, ?)",
+                (session_id, kind, reply_to, payload, now),
+            )
+            conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+            return int(cur.lastrowid or 0)
+
+        return Event(self._group.run(insert), session_id, kind, data, now, reply_to)
 
     def append_inbound(
         self, session_id: str, data: dict[str, Any], source_id: str | None
@@ -144,26 +148,22 @@ class SessionStore:
             return self.append(session_id, MESSAGE, data), True
         now = time.time()
         payload = json.dumps(data, ensure_ascii=False)
-        with self._lock:
-            self._conn.execute("BEGIN IMMEDIATE")
-            try:
-                row = self._conn.execute(
-                    "SELECT * FROM events WHERE session_id = ? AND source_id = ?", (session_id, source_id)
-                ).fetchone()
-                if row is not None:
-                    self._conn.execute("ROLLBACK")
-                    return _event(row), False
-                cur = self._conn.execute(
-                    """INSERT INTO events (session_id, kind, reply_to, data, created_at, source_id)
-                       VALUES (?, ?, NULL, ?, ?, ?)""",
-                    (session_id, MESSAGE, payload, now, source_id),
-                )
-                self._conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
-                self._conn.execute("COMMIT")
-            except BaseException:
-                self._conn.execute("ROLLBACK")
-                raise
-        return Event(int(cur.lastrowid or 0), session_id, MESSAGE, data, now, None), True
+
+        def insert_once(conn: sqlite3.Connection) -> tuple[Event, bool]:
+            row = conn.execute(
+                "SELECT * FROM events WHERE session_id = ? AND source_id = ?", (session_id, source_id)
+            ).fetchone()
+            if row is not None:
+                return _event(row), False
+            cur = conn.execute(
+                """INSERT INTO events (session_id, kind, reply_to, data, created_at, source_id)
+                   VALUES (?, ?, NULL, ?, ?, ?)""",
+                (session_id, MESSAGE, payload, now, source_id),
+            )
+            conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
+            return Event(int(cur.lastrowid or 0), session_id, MESSAGE, data, now, None), True
+
+        return self._group.run(insert_once)
 
     def by_source_prefix(self, session_id: str, prefix: str) -> list[tuple[str, int, str]]:
         """(source_id, event id, session) of the session's messages whose source id starts

@@ -75,7 +75,12 @@ class Tool:
         return self.risk == "read"
 
     def spec(self) -> ToolSpec:
-        return ToolSpec(self.name, self.description, schema_of(self.Args))
+        """Built once per tool (every model call offers it; pydantic's schema generation is
+        not cheap). Nothing downstream changes it."""
+        made = self.__dict__.get("_spec")
+        if made is None:
+            made = self.__dict__["_spec"] = ToolSpec(self.name, self.description, schema_of(self.Args))
+        return made
 
     def summary(self, args: Args) -> str:
         """The call in plain words, for a person deciding on it."""
