@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
 import os
 import re
 import time
 from pathlib import Path
+from typing import Any
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -36,11 +38,27 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+MAX_LOG_BYTES = 10 * 1024 * 1024  # then gateway.log becomes gateway.log.1, and so on
+LOG_BACKUPS = 5
+
+
+class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
+    """Rotates at MAX_LOG_BYTES, keeping LOG_BACKUPS old files; every file it opens is
+    the owner's alone (0600), the fresh one after a rotation included."""
+
+    def _open(self) -> Any:
+        fd = os.open(self.baseFilename, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+        os.fchmod(fd, 0o600)
+        return os.fdopen(fd, "a", encoding=self.encoding or "utf-8")
+
+
 def setup_logging(log_file: Path, also_stderr: bool) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
-    os.close(os.open(log_file, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600))
-    os.chmod(log_file, 0o600)  # only the owner reads what the gateway did
-    handlers: list[logging.Handler] = [logging.FileHandler(log_file)]
+    handlers: list[logging.Handler] = [
+        PrivateRotatingFileHandler(
+            log_file, maxBytes=MAX_LOG_BYTES, backupCount=LOG_BACKUPS, encoding="utf-8"
+        )
+    ]
     if also_stderr:
         handlers.append(logging.StreamHandler())
     for handler in handlers:
