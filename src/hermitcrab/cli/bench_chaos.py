@@ -20,19 +20,18 @@ The store must also pass SQLite's integrity check.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import random
 import signal
 import sqlite3
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from hermitcrab.cli.bench_home import BenchHome, report
 
 COUNTER = "chaos-counter.txt"
 JOB_EVERY_S = 5
@@ -59,47 +58,18 @@ agents:
 """
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Chaos:
+class Chaos(BenchHome):
     def __init__(self, home: Path, seed: int) -> None:
-        self.home = home
-        self.env = {**os.environ, "HERMITCRAB_HOME": str(home)}
+        super().__init__(home)
         self.random = random.Random(seed)
-        self.port = _free_port()
         self.sent: dict[str, str] = {}  # source id -> text
         self.unsent: list[str] = []  # source ids whose request failed: sent again later
         self.kills = 0
         self.approvals = 0
 
-    def hc(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        result = subprocess.run(
-            [sys.executable, "-m", "hermitcrab", *args],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if check and result.returncode != 0:
-            raise RuntimeError(f"hermitcrab {' '.join(args)} failed: {result.stderr.strip()}")
-        return result
-
     def setup(self) -> None:
-        self.hc("onboard", "--yes")
-        (self.home / "hermitcrab.yaml").write_text(CONFIG.format(port=self.port, counter=COUNTER))
-        policy = self.home / "policy.yaml"
-        # No loop-mounted image for a throwaway home: the measured quota is enough here.
-        policy.write_text(
-            policy.read_text().replace("workspace_quota: required", "workspace_quota: best_effort")
-        )
+        self.onboard(CONFIG.format(port=self.port, counter=COUNTER))
         self.hc("up")
-        self.token = (self.home / "gateway.token").read_text().strip()
         self.client = httpx.Client(
             base_url=f"http://127.0.0.1:{self.port}",
             headers={"Authorization": f"Bearer {self.token}"},
@@ -139,15 +109,8 @@ class Chaos:
                     )
                     self.approvals += 1
 
-    def pid(self) -> int | None:
-        try:
-            text = (self.home / "gateway.pid").read_text().strip()
-        except OSError:
-            return None
-        return int(text) if text.isdigit() else None
-
     def kill(self) -> None:
-        pid = self.pid()
+        pid = self.pid
         if pid is None:
             return
         with contextlib.suppress(ProcessLookupError):
@@ -274,10 +237,8 @@ def run(kills: int, per_round: int = 3, seed: int = 7) -> dict[str, Any]:
 
 def chaos(json_output: bool, kills: int) -> None:
     results = run(kills)
+    report(results, json_output)
     if json_output:
-        print(json.dumps(results, indent=2))
         return
-    for key, value in results.items():
-        print(f"{key:>24}  {value}")
     harm = sum(results[k] for k in ("lost", "duplicated_side_effects", "duplicated_replies", "missed_slots"))
     print("no harm" if harm == 0 and results["store_integrity"] == "ok" else "HARM FOUND")

@@ -15,13 +15,14 @@ import http.server
 import io
 import json
 import os
-import socket
 import tempfile
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from hermitcrab.cli.bench_home import free_port
 
 USER_MESSAGE = "Say hello."
 SESSION = "bench-prompt"
@@ -100,12 +101,6 @@ class Recorder:
         return Handler
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @contextlib.contextmanager
 def _environ(**values: str) -> Iterator[None]:
     """Set environment variables for the bench only; the caller's values come back after."""
@@ -159,7 +154,7 @@ def first_request() -> bytes:
         with _environ(**{HOME_ENV: str(home), "NO_PROXY": no_proxy, "no_proxy": no_proxy}):
             with contextlib.redirect_stdout(io.StringIO()):
                 onboard(yes=True)
-            config = CONFIG.format(gateway_port=_free_port(), base_url=recorder.base_url)
+            config = CONFIG.format(gateway_port=free_port(), base_url=recorder.base_url)
             (home / "hermitcrab.yaml").write_text(config)
             asyncio.run(_one_turn(recorder))
         return recorder.bodies[0]

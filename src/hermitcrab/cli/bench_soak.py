@@ -21,14 +21,14 @@ import json
 import os
 import sqlite3
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+
+from hermitcrab.cli.bench_home import BenchHome, report
 
 CONFIG = """\
 version: 1
@@ -62,14 +62,6 @@ agents:
 SPEED = 60.0  # the scheduler's clock: a job every simulated minute runs every real second
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _proc(pid: int) -> dict[str, float]:
     status = Path(f"/proc/{pid}/status").read_text().splitlines()
     fields = dict(line.split(":", 1) for line in status if ":" in line)
@@ -90,34 +82,21 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mean_x) * (y - mean_y) for x, y in points) / spread if spread else 0.0
 
 
-class Soak:
+class Soak(BenchHome):
     def __init__(self, home: Path) -> None:
-        self.home = home
-        self.port = _free_port()
-        self.env = {**os.environ, "HERMITCRAB_HOME": str(home), "HERMITCRAB_SCHEDULER_SPEED": str(SPEED)}
+        super().__init__(home, HERMITCRAB_SCHEDULER_SPEED=str(SPEED))
         self.samples: list[tuple[int, dict[str, float]]] = []  # (turns so far, resources)
         self.turns = 0
 
-    def hc(self, *args: str) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "hermitcrab", *args], env=self.env, check=True, capture_output=True
-        )
-
     def start(self) -> None:
-        self.hc("onboard", "--yes")
-        (self.home / "hermitcrab.yaml").write_text(CONFIG.format(port=self.port))
-        policy = self.home / "policy.yaml"
-        policy.write_text(
-            policy.read_text().replace("workspace_quota: required", "workspace_quota: best_effort")
-        )
+        self.onboard(CONFIG.format(port=self.port))
         self.hc("up")
-        self.pid = int((self.home / "gateway.pid").read_text())
-        self.token = (self.home / "gateway.token").read_text().strip()
+        self.daemon = self.pid or 0
         self.headers = {"Authorization": f"Bearer {self.token}"}
         self.base = f"http://127.0.0.1:{self.port}"
 
     def sample(self) -> None:
-        self.samples.append((self.turns, _proc(self.pid)))
+        self.samples.append((self.turns, _proc(self.daemon)))
 
     async def latency(self, count: int) -> dict[str, float]:
         """Turns one at a time in one session, the reply seen on the session's WebSocket."""
@@ -197,9 +176,7 @@ class Soak:
             db.close()
 
     def stop(self) -> None:
-        subprocess.run(
-            [sys.executable, "-m", "hermitcrab", "down"], env=self.env, capture_output=True, check=False
-        )
+        self.hc("down", check=False)
 
 
 async def _run(soak: Soak, rounds: int) -> dict[str, Any]:
@@ -250,9 +227,4 @@ def run(rounds: int) -> dict[str, Any]:
 
 
 def soak(json_output: bool, rounds: int) -> None:
-    results = run(rounds)
-    if json_output:
-        print(json.dumps(results, indent=2))
-        return
-    for key, value in results.items():
-        print(f"{key:>28}  {value}")
+    report(run(rounds), json_output)
