@@ -113,14 +113,15 @@ class Scheduler:
             submitted = 0
             soonest: float | None = None
             for job in await self._store.aio.jobs.all(live_only=True):
-                submitted += await self._decide(job, now)
-                fresh = await self._store.aio.jobs.get(job.id)
-                if fresh is not None and fresh.state == "scheduled" and fresh.next_due is not None:
-                    soonest = fresh.next_due if soonest is None else min(soonest, fresh.next_due)
+                ran, next_due = await self._decide(job, now)
+                submitted += ran
+                if next_due is not None:
+                    soonest = next_due if soonest is None else min(soonest, next_due)
             self.next_due = soonest
             return submitted
 
-    async def _decide(self, job: Job, now: float) -> int:
+    async def _decide(self, job: Job, now: float) -> tuple[int, float | None]:
+        """Run the job's due slots by its catch-up rule: (runs submitted, when it is next due)."""
         settings = self._config.scheduler
         offset = jitter(job, settings.top_of_hour_jitter_seconds)
         keep = job.catch_up_max if job.catch_up == "all" else 1
@@ -134,7 +135,7 @@ class Scheduler:
             next_due = None if upcoming is None else upcoming + offset
             if next_due != job.next_due:
                 await self._store.aio.jobs.set_next(job.id, next_due)
-            return 0
+            return 0, next_due
         latest = slots[-1]
         late = now - (latest + offset)
         # (slot, run it?, slots missed that this entry stands for, beyond its own)
@@ -171,10 +172,9 @@ class Scheduler:
             )
         one_shot = job.run_at is not None
         upcoming = None if one_shot else first_after(job, latest, settings.timezone)
-        await self._store.aio.jobs.record(
-            job, runs, latest, None if upcoming is None else upcoming + offset, ran_at, one_shot
-        )
-        return submitted
+        next_due = None if upcoming is None else upcoming + offset
+        await self._store.aio.jobs.record(job, runs, latest, next_due, ran_at, one_shot)
+        return submitted, next_due
 
     # --- running
 
