@@ -42,3 +42,26 @@ def test_the_log_rotates_and_every_file_stays_private(
         assert (path.parent / name).stat().st_size <= 4096 + 200
     last = json.loads(path.read_text().splitlines()[-1])
     assert last["msg"] == "line 199" and last["session"] == "s1"
+
+
+def test_a_line_logged_inside_a_turn_names_its_session_and_agent(
+    tmp_path: Path, restore_root_logging
+) -> None:
+    import contextvars
+
+    from hermitcrab.agent.turns import TURN_AGENT
+    from hermitcrab.inference.queue import CALL_SESSION
+
+    path = tmp_path / "gateway.log"
+    logs.setup_logging(path, also_stderr=False)
+
+    def in_a_turn() -> None:
+        CALL_SESSION.set("s-42")
+        TURN_AGENT.set("main")
+        logging.getLogger("hermitcrab.tools").warning("the tool was slow")
+
+    contextvars.copy_context().run(in_a_turn)
+    logging.getLogger("hermitcrab.gateway").info("outside any turn")
+    inside, outside = (json.loads(line) for line in path.read_text().splitlines())
+    assert (inside["session"], inside["agent"]) == ("s-42", "main")
+    assert "session" not in outside and "agent" not in outside

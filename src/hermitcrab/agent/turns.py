@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 
 from hermitcrab.agent.turn import Agent, Services
 from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, CALL_SESSION, INTERACTIVE
 from hermitcrab.store.sessions import Event
 
 log = logging.getLogger("hermitcrab.turns")
+
+# The agent whose turn runs in this context: the gateway's log names it on every line.
+TURN_AGENT: ContextVar[str | None] = ContextVar("turn_agent", default=None)
 
 
 class TurnRunner:
@@ -40,6 +44,7 @@ class TurnRunner:
                 message = queue.get_nowait()
                 try:
                     CALL_SESSION.set(session_id)
+                    TURN_AGENT.set(agent_name)
                     CALL_PARTY.set(session_id)  # fair turns at the model queue are per session
                     # A scheduled job or heartbeat waits behind a person at the model.
                     background = message.data.get("priority") == "background"

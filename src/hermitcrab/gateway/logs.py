@@ -11,6 +11,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from hermitcrab.agent.turns import TURN_AGENT
+from hermitcrab.inference.queue import CALL_SESSION
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -33,6 +36,11 @@ class JsonFormatter(logging.Formatter):
             "msg": without_queries(record.getMessage()),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
+        # Inside a turn, every line names its session and agent, whoever logs it.
+        for key, var in (("session", CALL_SESSION), ("agent", TURN_AGENT)):
+            value = var.get()
+            if value is not None:
+                entry.setdefault(key, value)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
