@@ -298,3 +298,53 @@ def test_a_gateway_does_not_move_what_is_not_its_own(v2_child) -> None:
     finally:
         other.kill()
         other.wait()
+
+
+def test_a_sandbox_whose_gateway_died_is_swept_and_a_live_one_is_not() -> None:
+    """A gateway killed between starting bubblewrap and bubblewrap arming --die-with-parent
+    leaves an orphaned tree (the crash test found two in 400 kills): the next start kills
+    what is in it. A tree whose processes still have their gateway is left alone."""
+    _tracking()
+    support = cgroups.detect()
+    assert support.tracking is not None
+    orphan_tree = support.tracking / f"hc-test-orphan-{os.getpid()}"
+    live_tree = support.tracking / f"hc-test-live-{os.getpid()}"
+    orphan_tree.mkdir()
+    live_tree.mkdir()
+    live = subprocess.Popen(["sleep", "30"])  # its parent, this test, is alive
+    read, write = os.pipe()
+    middle = os.fork()
+    if middle == 0:  # joins the tree, starts a sleeper, and dies: the sleeper is an orphan
+        try:
+            (orphan_tree / "cgroup.procs").write_text("0")
+            sleeper = subprocess.Popen(["sleep", "30"], start_new_session=True)
+            os.write(write, str(sleeper.pid).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    orphan = int(os.read(read, 64))
+    os.close(read)
+    os.waitpid(middle, 0)
+    try:
+        (live_tree / "cgroup.procs").write_text(str(live.pid))
+        assert cgroups.orphaned(cgroups._procs(orphan_tree))
+        assert not cgroups.orphaned(cgroups._procs(live_tree))
+        cgroups.sweep_stale(support)
+        wait_until(lambda: not Path(f"/proc/{orphan}").exists() or _zombie(orphan), "the orphan to die")
+        assert live.poll() is None  # the live one untouched
+    finally:
+        live.kill()
+        live.wait()
+        for tree in (orphan_tree, live_tree):
+            with contextlib.suppress(OSError):
+                (tree / "cgroup.kill").write_text("1")
+            time.sleep(0.1)
+            with contextlib.suppress(OSError):
+                tree.rmdir()
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except OSError:
+        return True
