@@ -11,6 +11,6 @@ def test_kill_9_loses_nothing_and_doubles_nothing() -> None:
     results = run(kills=4, per_round=3, seed=11)
     assert results["kills"] == 4 and results["messages"] == 12
     assert results["store_integrity"] == "ok"
-    harm = ("lost", "duplicated_side_effects", "duplicated_replies", "missed_slots")
+    harm = ("lost", "duplicated_side_effects", "duplicated_replies", "missed_slots", "leftover_processes")
     assert {k: results[k] for k in harm} == dict.fromkeys(harm, 0), results
     assert results["replies"] == 12 and results["job_runs"] > 0

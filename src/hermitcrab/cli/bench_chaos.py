@@ -12,7 +12,8 @@ daemon with SIGKILL at random moments and starts it again. At the end every coun
 - lost: a message the client sent that has no reply;
 - duplicated_replies: a message answered more than once;
 - duplicated_side_effects: a message whose tool call ran more than once;
-- missed_slots: scheduled slots neither run nor stood for by a run (catch-up "once").
+- missed_slots: scheduled slots neither run nor stood for by a run (catch-up "once");
+- leftover_processes: processes still working in the home after `down`.
 
 The store must also pass SQLite's integrity check.
 """
@@ -174,9 +175,23 @@ class Chaos(BenchHome):
             db.close()
         return int(asked), int(answered)
 
+    def leftovers(self) -> int:
+        """Processes still working in this home after `down` (a sandbox a kill orphaned)."""
+        home = str(self.home.resolve())
+        count = 0
+        for entry in os.listdir("/proc"):
+            if entry.isdigit() and int(entry) != os.getpid():
+                with contextlib.suppress(OSError):
+                    if os.readlink(f"/proc/{entry}/cwd").startswith(home):
+                        count += 1
+        return count
+
     def verdict(self, seconds: float) -> dict[str, Any]:
         self.client.close()
         self.hc("down", check=False)
+        deadline = time.monotonic() + 10
+        while self.leftovers() and time.monotonic() < deadline:  # a sandbox stops with its gateway
+            time.sleep(0.1)
         db = sqlite3.connect(self.home / "state.db")
         db.row_factory = sqlite3.Row
         try:
@@ -217,6 +232,7 @@ class Chaos(BenchHome):
             "job_runs": len(runs),
             "approvals": self.approvals,
             "store_integrity": integrity,
+            "leftover_processes": self.leftovers(),
             "seconds": round(seconds, 1),
         }
 
@@ -240,5 +256,14 @@ def chaos(json_output: bool, kills: int) -> None:
     report(results, json_output)
     if json_output:
         return
-    harm = sum(results[k] for k in ("lost", "duplicated_side_effects", "duplicated_replies", "missed_slots"))
+    harm = sum(
+        results[k]
+        for k in (
+            "lost",
+            "duplicated_side_effects",
+            "duplicated_replies",
+            "missed_slots",
+            "leftover_processes",
+        )
+    )
     print("no harm" if harm == 0 and results["store_integrity"] == "ok" else "HARM FOUND")
