@@ -24,7 +24,6 @@ import contextlib
 import os
 import random
 import signal
-import sqlite3
 import tempfile
 import time
 from pathlib import Path
@@ -162,8 +161,7 @@ class Chaos(BenchHome):
     def _progress(self) -> tuple[int, int]:
         """Messages in the chaos session, and how many of them have an answer (read from the
         store: the events API pages, and this counts thousands)."""
-        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
-        try:
+        with self.store() as db:
             asked = db.execute(
                 "SELECT COUNT(*) FROM events WHERE session_id = 'chaos' AND kind = 'message'"
             ).fetchone()[0]
@@ -171,8 +169,6 @@ class Chaos(BenchHome):
                 "SELECT COUNT(DISTINCT reply_to) FROM events WHERE session_id = 'chaos' "
                 "AND kind IN ('reply', 'turn.failed')"
             ).fetchone()[0]
-        finally:
-            db.close()
         return int(asked), int(answered)
 
     def leftovers(self) -> int:
@@ -192,9 +188,7 @@ class Chaos(BenchHome):
         deadline = time.monotonic() + 10
         while self.leftovers() and time.monotonic() < deadline:  # a sandbox stops with its gateway
             time.sleep(0.1)
-        db = sqlite3.connect(self.home / "state.db")
-        db.row_factory = sqlite3.Row
-        try:
+        with self.store() as db:  # the daemon is down: nothing else has it open
             integrity = db.execute("PRAGMA integrity_check").fetchone()[0]
             messages = db.execute(
                 "SELECT id, source_id FROM events WHERE session_id = 'chaos' AND kind = 'message'"
@@ -205,8 +199,6 @@ class Chaos(BenchHome):
             ).fetchall()
             runs = db.execute("SELECT slot, missed FROM job_runs ORDER BY slot").fetchall()
             job = db.execute("SELECT created_at, last_slot FROM jobs ORDER BY id LIMIT 1").fetchone()
-        finally:
-            db.close()
         answered = {r["reply_to"]: r["n"] for r in answers}
         # Per source id, every message kept for it (one, unless de-duplication failed).
         replies_for: dict[str, int] = {}

@@ -3,11 +3,14 @@ onboarded with their own config, and how they print what they measured."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +49,16 @@ class BenchHome:
         policy.write_text(
             policy.read_text().replace("workspace_quota: required", "workspace_quota: best_effort")
         )
+
+    @contextlib.contextmanager
+    def store(self) -> Iterator[sqlite3.Connection]:
+        """The home's state.db, read-only beside the running daemon (WAL lets both be)."""
+        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
+        db.row_factory = sqlite3.Row
+        try:
+            yield db
+        finally:
+            db.close()
 
     @property
     def token(self) -> str:

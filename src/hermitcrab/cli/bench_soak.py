@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import statistics
 import tempfile
 import time
@@ -118,11 +117,8 @@ class Soak(BenchHome):
         return {"turn_p50_ms": statistics.median(times), "model_p50_ms": model_ms}
 
     def _model_ms(self, session: str) -> float:
-        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
-        try:
+        with self.store() as db:
             rows = [r[0] for r in db.execute("SELECT latency_ms FROM usage WHERE session = ?", (session,))]
-        finally:
-            db.close()
         return statistics.median(rows) if rows else 0.0
 
     async def burst(self, sessions: int, per_session: int, agent: str, tag: str) -> float:
@@ -153,8 +149,7 @@ class Soak(BenchHome):
         return total / max(last - first, 1e-6)
 
     def _answered(self, tag: str) -> tuple[int, float, float]:
-        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
-        try:
+        with self.store() as db:
             done, last = db.execute(
                 "SELECT COUNT(*), MAX(created_at) FROM events WHERE session_id LIKE ? "
                 "AND kind IN ('reply', 'turn.failed')",
@@ -164,16 +159,11 @@ class Soak(BenchHome):
                 "SELECT MIN(created_at) FROM events WHERE session_id LIKE ? AND kind = 'message'",
                 (f"{tag}-%",),
             ).fetchone()[0]
-        finally:
-            db.close()
         return done, first or 0.0, last or 0.0
 
     def job_runs(self) -> int:
-        db = sqlite3.connect(f"file:{self.home / 'state.db'}?mode=ro", uri=True)
-        try:
+        with self.store() as db:
             return int(db.execute("SELECT COUNT(*) FROM job_runs").fetchone()[0])
-        finally:
-            db.close()
 
     def stop(self) -> None:
         self.hc("down", check=False)
