@@ -127,12 +127,7 @@ class Scheduler:
         keep = job.catch_up_max if job.catch_up == "all" else 1
         slots, count = due(job, now - offset, settings.timezone, keep)
         if not slots:
-            upcoming = first_after(
-                job, job.last_slot if job.last_slot is not None else job.created_at, settings.timezone
-            )
-            if job.run_at is not None:
-                upcoming = job.run_at if job.last_slot is None else None
-            next_due = None if upcoming is None else upcoming + offset
+            next_due = self._due_after(job, job.last_slot if job.last_slot is not None else job.created_at)
             if next_due != job.next_due:
                 await self._store.aio.jobs.set_next(job.id, next_due)
             return 0, next_due
@@ -170,11 +165,15 @@ class Scheduler:
                     "; ".join(filter(None, (detail, gone))) or None,
                 )
             )
-        one_shot = job.run_at is not None
-        upcoming = None if one_shot else first_after(job, latest, settings.timezone)
-        next_due = None if upcoming is None else upcoming + offset
-        await self._store.aio.jobs.record(job, runs, latest, next_due, ran_at, one_shot)
+        next_due = self._due_after(job, latest)
+        await self._store.aio.jobs.record(job, runs, latest, next_due, ran_at, job.run_at is not None)
         return submitted, next_due
+
+    def _due_after(self, job: Job, after: float) -> float | None:
+        """When the job's first slot after `after` starts, its jitter included; None for a
+        one-shot that has had its slot."""
+        slot = first_after(job, after, self._config.scheduler.timezone)
+        return None if slot is None else slot + jitter(job, self._config.scheduler.top_of_hour_jitter_seconds)
 
     # --- running
 
@@ -250,16 +249,8 @@ class Scheduler:
                 (s, s + offset, SUBMITTED, sess, eid, 0, "recorded after a restart") for s, eid, sess in slots
             ]
             latest = slots[-1][0]
-            upcoming = (
-                None if job.run_at is not None else first_after(job, latest, self._config.scheduler.timezone)
-            )
             await self._store.aio.jobs.record(
-                job,
-                runs,
-                latest,
-                None if upcoming is None else upcoming + offset,
-                time.time(),
-                job.run_at is not None,
+                job, runs, latest, self._due_after(job, latest), time.time(), job.run_at is not None
             )
             log.info("job %s: %d run(s) recorded after a restart", job.id, len(runs))
 
