@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, Protocol
@@ -250,7 +249,7 @@ class Scheduler:
             ]
             latest = slots[-1][0]
             await self._store.aio.jobs.record(
-                job, runs, latest, self._due_after(job, latest), time.time(), job.run_at is not None
+                job, runs, latest, self._due_after(job, latest), self.clock.now(), job.run_at is not None
             )
             log.info("job %s: %d run(s) recorded after a restart", job.id, len(runs))
 
