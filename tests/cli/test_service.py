@@ -3,6 +3,7 @@ so the files are what is checked), and the launchd plist."""
 
 from __future__ import annotations
 
+import json
 import os
 import plistlib
 import subprocess
@@ -11,9 +12,23 @@ from pathlib import Path
 
 from hermitcrab.config.paths import Paths
 
+# systemd cannot run here; this stands in for its `systemctl --user`, answering in the
+# real command's formats and noting each call.
+FAKE_SYSTEMCTL = """#!/bin/sh
+echo "$@" >> "$(dirname "$0")/calls"
+case "$2" in
+  is-system-running) echo running ;;
+  show) printf 'ActiveState=failed\\nSubState=failed\\nResult=start-limit-hit\\nNRestarts=5\\n' ;;
+esac
+"""
 
-def hc(home: Paths, config_home: Path, *args: str) -> subprocess.CompletedProcess[str]:
+
+def hc(
+    home: Paths, config_home: Path, *args: str, path: str | None = None
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HERMITCRAB_HOME": str(home.home), "XDG_CONFIG_HOME": str(config_home)}
+    if path is not None:
+        env["PATH"] = f"{path}:{env['PATH']}"
     return subprocess.run(
         [sys.executable, "-m", "hermitcrab", *args], env=env, capture_output=True, text=True
     )
@@ -35,6 +50,7 @@ def test_install_writes_a_unit_that_restarts_backs_off_and_delegates(home: Paths
         "StartLimitBurst=5",
         "Delegate=yes",
         "MemoryMax=2048M",
+        "RestartPreventExitStatus=78",  # the gateway's own crash-loop stop stays stopped
     ):
         assert line in text.splitlines(), line
     assert "WantedBy=default.target" in text
@@ -57,3 +73,38 @@ def test_launchd_plist_runs_the_gateway_and_keeps_it_alive(home: Paths, tmp_path
     assert plist["ProgramArguments"] == [sys.executable, "-P", "-m", "hermitcrab.gateway"]
     assert plist["EnvironmentVariables"] == {"HERMITCRAB_HOME": str(home.home)}
     assert plist["KeepAlive"] == {"SuccessfulExit": False}
+
+
+def test_where_systemd_runs_the_unit_is_enabled_and_a_failed_one_shows_in_status(
+    home: Paths, tmp_path: Path
+) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    fake = bin_dir / "systemctl"
+    fake.write_text(FAKE_SYSTEMCTL)
+    fake.chmod(0o755)
+    installed = hc(home, tmp_path, "service", "install", path=str(bin_dir))
+    assert installed.returncode == 0, installed.stderr
+    assert "enabled and started hermitcrab.service" in installed.stdout
+    calls = (bin_dir / "calls").read_text().splitlines()
+    assert "--user daemon-reload" in calls and "--user enable --now hermitcrab.service" in calls
+
+    shown = hc(home, tmp_path, "status", "--json", path=str(bin_dir))
+    assert shown.returncode == 1
+    service = json.loads(shown.stdout)["service"]
+    assert service == {
+        "unit": "hermitcrab.service",
+        "active": "failed",
+        "sub": "failed",
+        "result": "start-limit-hit",
+        "restarts": "5",
+    }
+    said = hc(home, tmp_path, "status", path=str(bin_dir))
+    assert "hermitcrab.service failed (start-limit-hit, 5 restarts)" in said.stdout
+    assert "journalctl --user -u hermitcrab.service" in said.stdout
+
+    removed = hc(home, tmp_path, "service", "uninstall", path=str(bin_dir))
+    assert removed.returncode == 0
+    assert "--user disable --now hermitcrab.service" in (bin_dir / "calls").read_text()
+    without_unit = hc(home, tmp_path, "status", "--json", path=str(bin_dir))
+    assert "service" not in json.loads(without_unit.stdout)

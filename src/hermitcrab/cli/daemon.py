@@ -59,6 +59,7 @@ def up(foreground: bool) -> None:
         serve(paths, foreground=True)
         return
     started = time.perf_counter()
+    paths.crashes.unlink(missing_ok=True)  # a person starts it: a stopped crash loop may go again
     paths.logs.mkdir(parents=True, exist_ok=True)
     out = os.open(paths.logs / "gateway.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
     os.chmod(paths.logs / "gateway.out", 0o600)
@@ -202,6 +203,9 @@ def status(json_output: bool) -> None:
     pid = running_pid(paths)
     if pid is None:
         info = {"running": False, "pid": None, "url": None, "model": None, "home": str(paths.home)}
+        service = _service_state()
+        if service is not None:
+            info["service"] = service
     else:
         from hermitcrab.cli.client import GatewayClient
 
@@ -209,14 +213,64 @@ def status(json_output: bool) -> None:
             info = GatewayClient(paths).request("GET", "/api/status")
         except GatewayError as exc:
             info = {"running": True, "pid": pid, "url": None, "model": None, "error": str(exc)}
+    from hermitcrab.gateway.crashes import CrashLedger
+
+    crashes = CrashLedger(paths.crashes).summary()
+    if crashes is not None:
+        info["crashes"] = crashes
     if json_output:
         print_json(info)
     elif not info["running"]:
         print(f"HermitCrab is not running (home {paths.home}). Start it with `hermitcrab up`.")
+        _print_trouble(info)
     else:
         _print_status(info)
+        _print_trouble(info)
     if not info["running"]:
         raise SystemExit(1)
+
+
+def _service_state() -> dict[str, str] | None:
+    """The systemd user unit's state, where one is installed and a user manager runs."""
+    from hermitcrab.cli.service import UNIT, systemctl, unit_path
+
+    if not unit_path().exists():
+        return None
+    shown = systemctl("show", UNIT, "--property=ActiveState,SubState,Result,NRestarts")
+    if shown is None or shown.returncode != 0:
+        return None
+    fields = dict(line.split("=", 1) for line in shown.stdout.splitlines() if "=" in line)
+    return {
+        "unit": UNIT,
+        "active": fields.get("ActiveState", ""),
+        "sub": fields.get("SubState", ""),
+        "result": fields.get("Result", ""),
+        "restarts": fields.get("NRestarts", ""),
+    }
+
+
+def _print_trouble(info: dict[str, Any]) -> None:
+    """Crash loops and a failed service unit, said plainly whatever else status shows."""
+    crashes = info.get("crashes") or {}
+    if crashes.get("stopped"):
+        stopped = crashes["stopped"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stopped["at"]))
+        print(
+            f"CRASH LOOP: the gateway stopped starting on its own at {when}, after {stopped['count']} "
+            f"unclean ends in 10 minutes. Last: {stopped['why']}\n"
+            "Read `hermitcrab logs`, mend the cause, then `hermitcrab up`."
+        )
+    elif crashes.get("recent"):
+        last = crashes["last"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+        print(f"{crashes['recent']} unclean end(s) in the last 10 minutes; the last at {when}: {last['why']}")
+    service = info.get("service") or {}
+    if service.get("active") == "failed":
+        print(
+            f"The service {service['unit']} failed ({service['result']}, {service['restarts']} restarts): "
+            f"`journalctl --user -u {service['unit']}` says why; `systemctl --user reset-failed "
+            f"{service['unit']}` once mended."
+        )
 
 
 def dashboard_url() -> str:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from hermitcrab.cli.output import fail
 from hermitcrab.config.paths import Paths
+from hermitcrab.gateway.crashes import STOPPED_EXIT
 
 UNIT = "hermitcrab.service"
 LAUNCHD_LABEL = "org.hermitcrab.gateway"
@@ -44,6 +45,8 @@ Environment=HERMITCRAB_HOME={paths.home}
 Environment=PYTHONUNBUFFERED=1
 WorkingDirectory={paths.home}
 Restart=on-failure
+# The gateway's own crash-loop stop (gateway.crashes): not restarted until a person looks.
+RestartPreventExitStatus={STOPPED_EXIT}
 # Restarts back off: 2 s, growing to a minute (systemd >= 254; older ones wait 2 s).
 RestartSec=2
 RestartSteps=5
@@ -74,7 +77,7 @@ def launchd_plist(paths: Paths) -> bytes:
     )
 
 
-def _systemctl(*args: str) -> subprocess.CompletedProcess[str] | None:
+def systemctl(*args: str) -> subprocess.CompletedProcess[str] | None:
     """`systemctl --user ARGS`, or None where no user manager runs (no systemd, a container)."""
     if shutil.which("systemctl") is None:
         return None
@@ -101,12 +104,12 @@ def install(launchd: bool) -> None:
     )
     print(f"wrote {path}")
     user = getpass.getuser()
-    enabled = _systemctl("daemon-reload")
+    enabled = systemctl("daemon-reload")
     if enabled is None:
         print("No systemd user manager runs here. Where one does:")
         print(f"  systemctl --user daemon-reload && systemctl --user enable --now {UNIT}")
     else:
-        done = _systemctl("enable", "--now", UNIT)
+        done = systemctl("enable", "--now", UNIT)
         if done is None or done.returncode != 0:
             fail(f"systemctl --user enable --now {UNIT} failed: {(done.stderr if done else '').strip()}")
         print(f"enabled and started {UNIT}")
@@ -116,11 +119,11 @@ def install(launchd: bool) -> None:
 
 def uninstall() -> None:
     path = unit_path()
-    stopped = _systemctl("disable", "--now", UNIT)
+    stopped = systemctl("disable", "--now", UNIT)
     if path.exists():
         path.unlink()
         print(f"removed {path}")
     else:
         print(f"no unit at {path}")
     if stopped is not None:
-        _systemctl("daemon-reload")
+        systemctl("daemon-reload")

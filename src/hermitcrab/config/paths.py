@@ -59,6 +59,11 @@ class Paths:
         return self.home / "gateway.pid"
 
     @property
+    def crashes(self) -> Path:
+        """Recent unclean ends of the gateway, so that a crash loop stops (gateway.crashes)."""
+        return self.home / "gateway.crashes.json"
+
+    @property
     def sandboxes(self) -> Path:
         """Sandbox state (control sockets, generated /etc files): kept short for socket paths."""
         return self.home / "sbx"

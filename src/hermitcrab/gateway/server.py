@@ -8,6 +8,7 @@ import ipaddress
 import json
 import logging
 import os
+import signal
 import socket
 import sys
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import IO, TYPE_CHECKING
 from hermitcrab.config.loader import load_config
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import GatewayError, HermitCrabError
+from hermitcrab.gateway.crashes import STOPPED_EXIT, CrashLedger, CrashLoop
 from hermitcrab.gateway.logs import setup_logging
 
 if TYPE_CHECKING:
@@ -42,7 +44,8 @@ class PidFile:
         self.path = path
         self._handle: IO[str] | None = None
 
-    def acquire(self) -> None:
+    def acquire(self) -> str | None:
+        """Lock it and write our pid; returns the pid a run that never released it left."""
         handle = self.path.open("a+")
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -54,10 +57,13 @@ class PidFile:
                 f"the gateway is already running (pid {pid}). fix: `hermitcrab down` first"
             ) from None
         handle.seek(0)
+        left = handle.read().strip() or None  # release() unlinks: a pid here never shut down
+        handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
         handle.flush()
         self._handle = handle
+        return left
 
     def release(self) -> None:
         if self._handle is not None:
@@ -82,19 +88,30 @@ def check_port_free(host: str, port: int) -> None:
 def run_daemon(paths: Paths, foreground: bool) -> int:
     """The daemon's life, as an exit code: a fault found at start is said on stderr (the
     daemon's log, when detached) and to `hermitcrab up` through its pipe."""
+    ledger = CrashLedger(paths.crashes)
     try:
-        serve(paths, foreground)
+        serve(paths, foreground, ledger)
+    except CrashLoop as exc:
+        log.error("crash loop: %s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        tell_starter("error", json.dumps(str(exc)))
+        return STOPPED_EXIT
     except HermitCrabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         tell_starter("error", json.dumps(str(exc)))
+        ledger.record(f"start failed: {exc}")
         return 1
     except KeyboardInterrupt:
         pass
+    except Exception as exc:
+        ledger.record(f"crashed: {exc!r}")
+        raise
     return 0
 
 
-def serve(paths: Paths, foreground: bool) -> None:
-    """Load everything, then serve until SIGTERM/SIGINT. Raises before binding on bad config."""
+def serve(paths: Paths, foreground: bool, ledger: CrashLedger | None = None) -> None:
+    """Load everything, then serve until SIGTERM/SIGINT. Raises before binding on bad config,
+    and before anything else when the ledger says a crash loop must stop."""
     config = load_config(paths.config, cache=paths.config_cache)
     gateway_config = config.gateway
     tell_starter("timeout", str(gateway_config.startup_timeout_seconds))
@@ -106,10 +123,15 @@ def serve(paths: Paths, foreground: bool) -> None:
     if not paths.token.is_file():
         raise GatewayError(f"{paths.token} is missing. fix: run `hermitcrab onboard`")
     pidfile = PidFile(paths.pidfile)
-    pidfile.acquire()
+    left = pidfile.acquire()
+    # Until the server takes signals over, a SIGTERM (`down`, the service manager) ends the
+    # start cleanly, pidfile released, rather than leave what reads as a crash.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
-        check_port_free(gateway_config.host, gateway_config.port)
         setup_logging(paths.gateway_log, also_stderr=foreground)
+        if ledger is not None:
+            _back_off(ledger, left)
+        check_port_free(gateway_config.host, gateway_config.port)
         import uvicorn
 
         from hermitcrab.gateway.app import build_app
@@ -135,6 +157,23 @@ def serve(paths: Paths, foreground: bool) -> None:
         log.info("gateway stopped", extra={"pid": os.getpid()})
     finally:
         pidfile.release()
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _back_off(ledger: CrashLedger, left: str | None) -> None:
+    """Count the last run's unclean end, if it had one; then stop, wait, or go on."""
+    if left is not None:
+        ledger.record(f"the run with pid {left} ended without shutting down")
+    wait = ledger.check()
+    if wait:
+        import time
+
+        recent = len(ledger.recent())
+        log.warning("%d unclean ends in 10 minutes: waiting %.0f s before starting", recent, wait)
+        time.sleep(wait)
 
 
 def _bench_clock() -> Clock | None:
