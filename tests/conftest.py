@@ -192,3 +192,17 @@ def release_temporary_loops() -> None:
             continue
         if source.startswith(roots):
             subprocess.run(["losetup", "-d", f"/dev/{device.name}"], capture_output=True)
+
+
+@pytest.fixture
+def restore_root_logging() -> Iterator[None]:
+    """For a test that calls setup_logging: the root logger as it was, afterwards."""
+    import logging
+
+    root = logging.getLogger()
+    saved = root.handlers[:], root.level
+    yield
+    for handler in root.handlers:
+        handler.close()
+    root.handlers[:], _ = saved
+    root.setLevel(saved[1])

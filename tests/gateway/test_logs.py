@@ -7,20 +7,7 @@ import json
 import logging
 from pathlib import Path
 
-import pytest
-
 from hermitcrab.gateway import logs
-
-
-@pytest.fixture
-def restore_root_logging():
-    root = logging.getLogger()
-    saved = root.handlers[:], root.level
-    yield
-    for handler in root.handlers:
-        handler.close()
-    root.handlers[:], _ = saved
-    root.setLevel(saved[1])
 
 
 def test_the_log_rotates_and_every_file_stays_private(

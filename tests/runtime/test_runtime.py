@@ -122,3 +122,24 @@ def test_a_slow_store_does_not_stall_the_event_loop(env, runtime, run) -> None:
         holder.join()
     assert [e.action for e in runtime.audit.entries(sandbox="slow")] == ["sandbox.create", "exec"]
     assert [r["state"] for r in env.store.approvals.recent()] == ["approved"]
+
+
+def test_a_line_logged_during_an_exec_names_the_sandbox(runtime, run, tmp_path, restore_root_logging) -> None:
+    import json
+    import logging
+
+    from hermitcrab.gateway.logs import setup_logging
+
+    path = tmp_path / "gateway.log"
+    setup_logging(path, also_stderr=False)
+    run(runtime.create("a", actor="cli"))
+
+    def note(chunk) -> None:
+        logging.getLogger("hermitcrab.tools").info("output came", extra={"bytes": len(chunk.data)})
+
+    run(runtime.exec("a", ["echo", "hi"], on_output=note))
+    logging.getLogger("hermitcrab.gateway").info("after the exec")
+    lines = [json.loads(line) for line in path.read_text().splitlines()]
+    during = next(line for line in lines if line["msg"] == "output came")
+    after = next(line for line in lines if line["msg"] == "after the exec")
+    assert during["sandbox"] == "a" and "sandbox" not in after

@@ -13,6 +13,7 @@ from typing import Any
 
 from hermitcrab.agent.turns import TURN_AGENT
 from hermitcrab.inference.queue import CALL_SESSION
+from hermitcrab.sandbox.base import IN_SANDBOX
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -36,8 +37,9 @@ class JsonFormatter(logging.Formatter):
             "msg": without_queries(record.getMessage()),
         }
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
-        # Inside a turn, every line names its session and agent, whoever logs it.
-        for key, var in (("session", CALL_SESSION), ("agent", TURN_AGENT)):
+        # Inside a turn, every line names its session and agent, whoever logs it; inside
+        # a sandbox's exec, the sandbox too.
+        for key, var in (("session", CALL_SESSION), ("agent", TURN_AGENT), ("sandbox", IN_SANDBOX)):
             value = var.get()
             if value is not None:
                 entry.setdefault(key, value)

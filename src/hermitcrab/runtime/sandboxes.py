@@ -23,6 +23,7 @@ from hermitcrab.policy import Policy, parse_policy, policy_version
 from hermitcrab.runtime import snapshots
 from hermitcrab.sandbox.base import (
     EGRESS_PORT,
+    IN_SANDBOX,
     ExecResult,
     Layers,
     OutputChunk,
@@ -210,6 +211,22 @@ class SandboxRuntime:
         timeout: float | None = None,
         stdin: bytes | None = None,
         on_output: Callable[[OutputChunk], None] | None = None,
+    ) -> ExecResult:
+        named = IN_SANDBOX.set(name)
+        try:
+            return await self._exec(name, argv, actor, cwd, timeout, stdin, on_output)
+        finally:
+            IN_SANDBOX.reset(named)
+
+    async def _exec(
+        self,
+        name: str,
+        argv: list[str],
+        actor: str,
+        cwd: str | None,
+        timeout: float | None,
+        stdin: bytes | None,
+        on_output: Callable[[OutputChunk], None] | None,
     ) -> ExecResult:
         managed = self.get(name)
         if not managed.box.alive:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -13,6 +14,8 @@ from hermitcrab.policy.schema import Policy
 
 WORKSPACE_MOUNT = "/workspace"  # where the workspace appears inside every sandbox
 EGRESS_PORT = 3128  # inside every sandbox, 127.0.0.1:EGRESS_PORT is the one door out
+# The sandbox a piece of work is about: every log line written inside it names it.
+IN_SANDBOX: ContextVar[str | None] = ContextVar("in_sandbox", default=None)
 NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
