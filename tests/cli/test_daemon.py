@@ -14,6 +14,7 @@ import httpx
 
 from hermitcrab.config.paths import Paths
 from tests.cli.conftest import hc
+from tests.conftest import wait_for
 
 
 def test_up_ask_down_up_keeps_history(daemon_home: Paths) -> None:
@@ -286,3 +287,16 @@ def test_the_daemon_keeps_nothing_up_was_handed_and_imports_nothing_from_where_i
     finally:
         os.close(read_end)
         hc(daemon_home, "down")
+
+
+def test_status_shows_sessions_and_the_last_error_at_a_glance(daemon_home: Paths) -> None:
+    assert hc(daemon_home, "up").returncode == 0
+    assert hc(daemon_home, "ask", "hello").returncode == 0
+    status = json.loads(hc(daemon_home, "status", "--json").stdout)
+    assert status["sessions"] == 1 and status["last_error"] is None
+    daemon_home.policy.write_text("version: 1\nfilesystem: [not, a, mapping\n")
+    wait_for(lambda: json.loads(hc(daemon_home, "status", "--json").stdout)["last_error"], what="the error")
+    last = json.loads(hc(daemon_home, "status", "--json").stdout)["last_error"]
+    assert last["logger"] == "hermitcrab.runtime" and "policy reload failed" in last["msg"]
+    said = " ".join(hc(daemon_home, "status").stdout.split())  # rich wraps to the terminal
+    assert "last error" in said and "hermitcrab.runtime: policy reload failed" in said

@@ -283,9 +283,11 @@ def dashboard_url() -> str:
 def _print_status(info: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(show_header=False, box=None)
-    for key in ("url", "pid", "version", "home", "uptime_seconds", "default_agent", "model", "turns_running"):
+    glance = ("url", "pid", "version", "home", "uptime_seconds", "default_agent", "model", "sessions")
+    for key in (*glance, "turns_running"):
         if key in info:
             table.add_row(key, str(info[key]))
     if "spend_today_usd" in info:
@@ -305,6 +307,10 @@ def _print_status(info: dict[str, Any]) -> None:
         )
     if "error" in info:
         table.add_row("error", info["error"])
+    if info.get("last_error"):
+        last = info["last_error"]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(last["at"]))
+        table.add_row("last error", Text(f"{when} {last['logger']}: {last['msg']}"))
     scheduler = info.get("scheduler") or {}
     if scheduler.get("last_error"):
         table.add_row("scheduler error", str(scheduler["last_error"]))

@@ -15,6 +15,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from hermitcrab import __version__
 from hermitcrab.errors import HermitCrabError
 from hermitcrab.gateway.http import ApiError, check_text_size, drain, read_json
+from hermitcrab.gateway.logs import LAST_ERROR
 from hermitcrab.gateway.service import Gateway
 from hermitcrab.store.sessions import check_session_id
 
@@ -39,6 +40,8 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
             {"id": j.id, "name": j.name or j.kind, "agent": j.agent, "next_due": j.next_due} for j in upcoming
         ]
         info["jobs"] = len(jobs)
+        info["sessions"] = await gw.db.aio.sessions.count()
+        info["last_error"] = LAST_ERROR.last
         info["spend_today_usd"] = round(await gw.db.aio.usage.spent_today(), 6)
         info["queue"] = {name: q.queue.waiting() for name, q in gw.queued.items()}
         return JSONResponse(info)

@@ -62,6 +62,25 @@ class PrivateRotatingFileHandler(logging.handlers.RotatingFileHandler):
         return os.fdopen(fd, "a", encoding=self.encoding or "utf-8")
 
 
+class LastError(logging.Handler):
+    """Keeps the last error logged, for `hermitcrab status` to show at a glance."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.last: dict[str, Any] | None = None
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.last = {
+            "at": record.created,
+            "logger": record.name,
+            "msg": without_queries(record.getMessage())[:500],
+            "session": getattr(record, "session", None) or CALL_SESSION.get(),
+        }
+
+
+LAST_ERROR = LastError()
+
+
 def setup_logging(log_file: Path, also_stderr: bool) -> None:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     handlers: list[logging.Handler] = [
@@ -74,7 +93,7 @@ def setup_logging(log_file: Path, also_stderr: bool) -> None:
     for handler in handlers:
         handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
-    root.handlers[:] = handlers
+    root.handlers[:] = [*handlers, LAST_ERROR]
     root.setLevel(logging.INFO)
     for noisy in ("uvicorn.access",):
         logging.getLogger(noisy).setLevel(logging.WARNING)

@@ -116,6 +116,10 @@ class SessionStore:
             row = self._conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
         return _session(row) if row else None
 
+    def count(self) -> int:
+        with self._lock:
+            return int(self._conn.execute("SELECT COUNT(*) FROM sessions").fetchone()[0])
+
     def list_sessions(self) -> list[Session]:
         with self._lock:
             rows = self._conn.execute(
