@@ -168,6 +168,20 @@ class RoutingConfig(StrictModel):
     spend_cap_usd_per_day: float | None = Field(None, ge=0)
 
 
+class TelemetryConfig(StrictModel):
+    # OTLP over HTTP (an OpenTelemetry Collector, Jaeger, Tempo...): turns, model calls and
+    # tool calls go there as spans; needs `pip install 'hermitcrab[otel]'`. None: no traces.
+    otlp_endpoint: str | None = None
+    service_name: str = "hermitcrab"
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL; the OTLP/HTTP port: http://127.0.0.1:4318")
+        return value
+
+
 class Config(StrictModel):
     version: Literal[1]
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -176,6 +190,7 @@ class Config(StrictModel):
     default_agent: str = "main"
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Cross-references pydantic cannot check: (location, problem, fix)."""

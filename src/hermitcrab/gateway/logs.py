@@ -7,13 +7,13 @@ import logging
 import logging.handlers
 import os
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from hermitcrab.agent.turns import TURN_AGENT
 from hermitcrab.inference.queue import CALL_SESSION
-from hermitcrab.sandbox.base import IN_SANDBOX
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
@@ -39,10 +39,15 @@ class JsonFormatter(logging.Formatter):
         entry.update({k: v for k, v in vars(record).items() if k not in _STANDARD})
         # Inside a turn, every line names its session and agent, whoever logs it; inside
         # a sandbox's exec, the sandbox too.
-        for key, var in (("session", CALL_SESSION), ("agent", TURN_AGENT), ("sandbox", IN_SANDBOX)):
+        for key, var in (("session", CALL_SESSION), ("agent", TURN_AGENT)):
             value = var.get()
             if value is not None:
                 entry.setdefault(key, value)
+        # Not imported here: it loads the policy schema, which the gateway leaves until it
+        # answers. Until something has loaded it, no exec can be running.
+        sandboxes = sys.modules.get("hermitcrab.sandbox.base")
+        if sandboxes is not None and (box := sandboxes.IN_SANDBOX.get()) is not None:
+            entry.setdefault("sandbox", box)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)

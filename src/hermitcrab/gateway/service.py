@@ -19,6 +19,7 @@ from hermitcrab.errors import GatewayError, PolicyError
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.metrics import Tally
 from hermitcrab.gateway.parts import build_agents, tool_entry
+from hermitcrab.gateway.tracing import Traces
 from hermitcrab.inference import Provider, build_provider
 from hermitcrab.inference.queue import CALL_SESSION, ModelQueue, QueuedProvider
 from hermitcrab.inference.router import Price, Router, Usage
@@ -51,6 +52,7 @@ class Gateway:
         self.token = paths.read_token()
         self.hub = Hub()
         self.tally = Tally()  # counts for /metrics, as events are committed
+        self.traces = Traces.from_config(config.telemetry)  # None unless an endpoint is set
         self.started_at = time.time()
         self.providers: dict[str, Provider] = providers or {
             name: build_provider(name, model) for name, model in config.models.items()
@@ -83,6 +85,8 @@ class Gateway:
 
     def _emit(self, event: dict[str, Any]) -> None:
         self.tally.event(event)
+        if self.traces is not None:
+            self.traces.event(event)
         self.hub.publish(event)
 
     def uptime(self) -> float:
@@ -315,6 +319,8 @@ class Gateway:
             await provider.close()
         if self.db is not None:
             self.db.close()
+        if self.traces is not None:
+            await asyncio.to_thread(self.traces.shutdown)
 
     def agent(self, name: str, model: str | None = None) -> Agent:
         """An agent; with `model`, the same agent on that model route (a heartbeat's
