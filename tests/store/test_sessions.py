@@ -145,3 +145,45 @@ def test_a_write_that_fails_in_a_group_fails_alone(tmp_path: Path) -> None:
         group.run(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
     store.ensure_session("s", "main")
     assert store.append("s", MESSAGE, {"text": "still fine"}).id > 0
+
+
+def test_appends_awaited_from_an_event_loop_share_commits_and_need_no_thread_each(tmp_path: Path) -> None:
+    """The async path: coroutines submit to the committer with no worker thread of their
+    own; each gets its own committed event, and the lot shares commits."""
+    import asyncio
+    import threading
+
+    path = tmp_path / "state.db"
+    store = store_at(path)
+    store.ensure_session("s", "main")
+    commits: list[str] = []
+    store._conn.set_trace_callback(lambda sql: commits.append(sql) if sql == "COMMIT" else None)
+
+    async def many() -> tuple[list[int], int]:
+        threads_before = threading.active_count()
+        events = await asyncio.gather(*(store.append_async("s", MESSAGE, {"n": n}) for n in range(400)))
+        return [e.id for e in events], threading.active_count() - threads_before
+
+    ids, new_threads = asyncio.run(many())
+    store._conn.set_trace_callback(None)
+    assert len(set(ids)) == 400 and len(commits) < 400
+    assert new_threads <= 1  # the committer, started with the first write
+
+    async def bad() -> None:
+        await store._group.run_async(lambda conn: conn.execute("INSERT INTO nowhere VALUES (1)"))
+
+    with pytest.raises(sqlite3.OperationalError):  # a bad write fails alone, on the awaiting side
+        asyncio.run(bad())
+    first, again = asyncio.run(_inbound_twice(store))
+    assert first[1] and not again[1] and again[0].id == first[0].id  # the same source id: taken once
+    store.close()
+    with pytest.raises(StoreError, match="closed"):
+        store.append("s", MESSAGE, {"n": "late"})
+    reopened = store_at(path)
+    assert sorted(e.data["n"] for e in reopened.events("s", limit=1000) if "n" in e.data) == list(range(400))
+
+
+async def _inbound_twice(store: SessionStore) -> tuple[tuple[object, bool], tuple[object, bool]]:
+    first = await store.append_inbound_async("s", {"text": "hi"}, "client-1")
+    again = await store.append_inbound_async("s", {"text": "hi"}, "client-1")
+    return first, again

@@ -47,11 +47,12 @@ class Persona:
 
     def __init__(self, workspace: Path) -> None:
         self.workspace = workspace
-        self._stamp: tuple[tuple[str, int], ...] | None = None
+        self._files = [str(workspace / name) for name in WORKSPACE_FILES]  # looked at every turn
+        self._stamp: list[tuple[int, int, int]] | None = None
         self._prompt = ""
 
     def system_prompt(self) -> str:
-        stamp = tuple((name, _identity(self.workspace / name)) for name in WORKSPACE_FILES)
+        stamp = [_identity(path) for path in self._files]
         if stamp != self._stamp:
             self._prompt = "\n\n".join(
                 section for name in WORKSPACE_FILES if (section := _section(self.workspace, name))
@@ -60,9 +61,9 @@ class Persona:
         return self._prompt
 
 
-def _identity(path: Path) -> tuple[int, int, int]:
+def _identity(path: str) -> tuple[int, int, int]:
     try:
-        info = path.lstat()  # the link itself: its target may be anything on the host
+        info = os.lstat(path)  # the link itself: its target may be anything on the host
     except OSError:
         return (-1, -1, -1)
     return (info.st_mtime_ns, info.st_size, info.st_ino)

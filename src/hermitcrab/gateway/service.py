@@ -31,6 +31,7 @@ if TYPE_CHECKING:
     from hermitcrab.runtime import SandboxRuntime
     from hermitcrab.scheduler import Clock, Scheduler
 
+SESSION_AGENTS_KEPT = 10_000
 log = logging.getLogger("hermitcrab.gateway")
 
 APPROVALS_CHANNEL = "_approvals"  # not a valid session id: no session stream can receive these
@@ -82,6 +83,7 @@ class Gateway:
         self.scheduler: Scheduler | None = None
         self._scheduler_started: asyncio.Task[None] | None = None
         self._stopping = False
+        self._session_agents: dict[str, str] = {}  # session -> its agent, the latest few
 
     def _emit(self, event: dict[str, Any]) -> None:
         self.tally.event(event)
@@ -354,16 +356,21 @@ class Gateway:
         first one's event comes back (its `duplicate` is True) and no turn starts."""
         assert self.db is not None and self.runner is not None
         sessions = self.db.aio.sessions
-        session = await sessions.ensure_session(session_id, agent_name or self.config.default_agent)
-        self.agent(session.agent)
+        agent = self._session_agents.get(session_id)
+        if agent is None:  # a session's agent never changes: asked of the store once
+            session = await sessions.ensure_session(session_id, agent_name or self.config.default_agent)
+            agent = self._session_agents[session_id] = session.agent
+            if len(self._session_agents) > SESSION_AGENTS_KEPT:
+                del self._session_agents[next(iter(self._session_agents))]
+        self.agent(agent)
         data = {"role": "user", "text": text, "source": source, **options}
         if source_id is not None:
             data["source_id"] = source_id
-        event, new = await sessions.append_inbound(session.id, data, source_id)
+        event, new = await sessions.append_inbound(session_id, data, source_id)
         if not new:
             return dataclasses.replace(event, duplicate=True)
         self._emit(event.to_json())
-        self.runner.enqueue(event, session.agent)
+        self.runner.enqueue(event, agent)
         return event
 
     def status(self) -> dict[str, Any]:

@@ -27,6 +27,9 @@ class Awaited(Generic[T]):
         self._table = table
 
     def __getattr__(self, name: str) -> Callable[..., Awaitable[Any]]:
+        native = getattr(self._table, f"{name}_async", None)
+        if native is not None:  # the table awaits this itself, with no thread of its own
+            return native  # type: ignore[no-any-return]
         method = getattr(self._table, name)
 
         async def call(*args: Any, **kwargs: Any) -> Any:

@@ -101,37 +101,64 @@ def open_database(path: Path) -> sqlite3.Connection:
 
 
 class GroupCommit:
-    """Writes from many threads committed together: each caller returns once its own write
-    is durable, as with a commit of its own, but callers that arrive while a commit is on
-    its way share the next one (one fsync for the lot). The first caller of a batch leads:
-    it runs the batch's writes in one transaction; the others wait for its verdict."""
+    """Writes committed together by one committer thread: each caller gets its result once
+    its own write is durable, as with a commit of its own, but writes that arrive while a
+    commit is on its way share the next one (one fsync for the lot).
+
+    Async code submits without a thread of its own (`run_async`): the committer resolves a
+    whole batch's futures with one call into each waiting event loop, so a turn's append
+    costs no worker thread and no wake-up per caller. Threads wait with `run`."""
 
     def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
         self._conn = conn
         self._lock = lock  # the connection's: other tables use it outside batches
-        self._turn = threading.Condition()
-        self._pending: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]] = []
-        self._leading = False
+        self._wake = threading.Condition()
+        self._pending: _Batch = []
+        self._thread: threading.Thread | None = None
+        self._closed = False
 
     def run(self, write: Callable[[sqlite3.Connection], T]) -> T:
         done: Future[T] = Future()
-        with self._turn:
-            self._pending.append((write, done))
-            while self._leading and not done.done():
-                self._turn.wait()
-            if done.done():
-                return done.result()
-            self._leading = True
-            batch, self._pending = self._pending, []
-        try:
-            self._commit(batch)
-        finally:
-            with self._turn:
-                self._leading = False
-                self._turn.notify_all()
+        self._submit(write, done)
         return done.result()
 
-    def _commit(self, batch: list[tuple[Callable[[sqlite3.Connection], Any], Future[Any]]]) -> None:
+    def run_async(self, write: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[T] = loop.create_future()
+        self._submit(write, (loop, done))
+        return done
+
+    def close(self) -> None:
+        """Commit what is pending, then stop the committer."""
+        with self._wake:
+            self._closed = True
+            self._wake.notify()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def _submit(self, write: Callable[[sqlite3.Connection], Any], waiter: _Waiter) -> None:
+        with self._wake:
+            if self._closed:
+                raise StoreError("the store is closed")
+            self._pending.append((write, waiter))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._commit_loop, name="store-commit", daemon=True)
+                self._thread.start()
+            self._wake.notify()
+
+    def _commit_loop(self) -> None:
+        while True:
+            with self._wake:
+                while not self._pending and not self._closed:
+                    self._wake.wait()
+                batch, self._pending = self._pending, []
+                if not batch and self._closed:
+                    return
+            _settle(batch, self._commit(batch))
+
+    def _commit(
+        self, batch: list[tuple[Callable[[sqlite3.Connection], Any], _Waiter]]
+    ) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         try:
             with self._lock:
@@ -149,14 +176,40 @@ class GroupCommit:
                     self._conn.execute("ROLLBACK")
                     raise
         except BaseException as exc:
-            for _, done in batch:
-                done.set_exception(exc)
-            return
-        for (_, done), (ok, value) in zip(batch, outcomes, strict=True):
+            return [(False, exc)] * len(batch)
+        return outcomes
+
+
+# Who waits for a write: a thread (a concurrent Future) or a coroutine (its loop, its future).
+_Waiter = Future | tuple[asyncio.AbstractEventLoop, asyncio.Future]
+_Batch = list[tuple[Callable[[sqlite3.Connection], Any], _Waiter]]
+
+
+def _settle(batch: _Batch, outcomes: list[tuple[bool, Any]]) -> None:
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]] = {}
+    for (_, waiter), (ok, value) in zip(batch, outcomes, strict=True):
+        if isinstance(waiter, Future):
             if ok:
-                done.set_result(value)
+                waiter.set_result(value)
             else:
-                done.set_exception(value)
+                waiter.set_exception(value)
+        else:
+            by_loop.setdefault(waiter[0], []).append((waiter[1], ok, value))
+    for loop, settled in by_loop.items():
+        try:
+            loop.call_soon_threadsafe(_resolve, settled)
+        except RuntimeError:
+            pass  # that loop is closed: nobody waits any more
+
+
+def _resolve(settled: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    for future, ok, value in settled:
+        if future.done():
+            continue  # its caller was cancelled; the write stands
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -11,6 +11,7 @@ import re
 import sqlite3
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -91,8 +92,13 @@ class SessionStore:
         self._group = GroupCommit(conn, self._lock)  # appends from many turns share a commit
 
     def close(self) -> None:
+        self.close_commits()
         with self._lock:
             self._conn.close()
+
+    def close_commits(self) -> None:
+        """Commit what is pending and stop the committer (the connection stays open)."""
+        self._group.close()
 
     def ensure_session(self, session_id: str, agent: str) -> Session:
         check_session_id(session_id)
@@ -130,6 +136,19 @@ class SessionStore:
 
     def append(self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None = None) -> Event:
         """Append one event and return once it is committed (durable before visible)."""
+        write, made = self._appending(session_id, kind, data, reply_to)
+        return made(self._group.run(write))
+
+    async def append_async(
+        self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None = None
+    ) -> Event:
+        """`append`, awaited without a thread of its own (`store.aio` prefers it)."""
+        write, made = self._appending(session_id, kind, data, reply_to)
+        return made(await self._group.run_async(write))
+
+    def _appending(
+        self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None
+    ) -> tuple[Callable[[sqlite3.Connection], int], Callable[[int], Event]]:
         now = time.time()
         payload = json.dumps(data, ensure_ascii=False)
 
@@ -141,7 +160,7 @@ class SessionStore:
             conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
             return int(cur.lastrowid or 0)
 
-        return Event(self._group.run(insert), session_id, kind, data, now, reply_to)
+        return insert, lambda event_id: Event(event_id, session_id, kind, data, now, reply_to)
 
     def append_inbound(
         self, session_id: str, data: dict[str, Any], source_id: str | None
@@ -150,6 +169,18 @@ class SessionStore:
         it): a second delivery returns the first event and False, and starts no turn."""
         if source_id is None:
             return self.append(session_id, MESSAGE, data), True
+        return self._group.run(self._inbound(session_id, data, source_id))
+
+    async def append_inbound_async(
+        self, session_id: str, data: dict[str, Any], source_id: str | None
+    ) -> tuple[Event, bool]:
+        if source_id is None:
+            return await self.append_async(session_id, MESSAGE, data), True
+        return await self._group.run_async(self._inbound(session_id, data, source_id))
+
+    def _inbound(
+        self, session_id: str, data: dict[str, Any], source_id: str
+    ) -> Callable[[sqlite3.Connection], tuple[Event, bool]]:
         now = time.time()
         payload = json.dumps(data, ensure_ascii=False)
 
@@ -167,7 +198,7 @@ class SessionStore:
             conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
             return Event(int(cur.lastrowid or 0), session_id, MESSAGE, data, now, None), True
 
-        return self._group.run(insert_once)
+        return insert_once
 
     def by_source_prefix(self, session_id: str, prefix: str) -> list[tuple[str, int, str]]:
         """(source_id, event id, session) of the session's messages whose source id starts

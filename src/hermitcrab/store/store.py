@@ -36,5 +36,6 @@ class Store:
     def close(self) -> None:
         self.writer.close()
         self.audit.flush()
+        self.sessions.close_commits()
         with self._lock:
             self._conn.close()
