@@ -49,8 +49,11 @@ class TurnFailed(HermitCrabError):
     pass
 
 
-async def run_turn(agent: Agent, services: Services, message: Event, timeout_seconds: float) -> Event:
-    """Answer `message`; return the committed reply or turn.failed event."""
+async def run_turn(
+    agent: Agent, services: Services, message: Event, timeout_seconds: float, fresh: bool = False
+) -> Event:
+    """Answer `message`; return the committed reply or turn.failed event. `fresh`: the
+    message was committed just now, so no earlier run of this turn left events to resume."""
     data = message.data
     taint = Taint()
     if data.get("sender", OWNER) != OWNER:
@@ -65,7 +68,7 @@ async def run_turn(agent: Agent, services: Services, message: Event, timeout_sec
         taint,
         present=data.get("approvals", "ask") != "deny",
     )
-    events = await services.store.aio.sessions.turn_events(message.session_id, message.id)
+    events = [] if fresh else await services.store.aio.sessions.turn_events(message.session_id, message.id)
     if not any(e.kind == TURN_STARTED for e in events):
         events.append(await turn.append(TURN_STARTED, {"agent": agent.name}))
     clock = time.perf_counter()

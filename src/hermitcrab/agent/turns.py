@@ -24,12 +24,14 @@ class TurnRunner:
         self._services = services
         self._agent_for = agent_for
         self._timeout = timeout_seconds
-        self._queues: dict[str, asyncio.Queue[Event]] = {}
+        self._queues: dict[str, asyncio.Queue[tuple[Event, bool]]] = {}
         self._workers: dict[str, asyncio.Task[None]] = {}
 
-    def enqueue(self, message: Event, agent_name: str) -> None:
+    def enqueue(self, message: Event, agent_name: str, fresh: bool = False) -> None:
+        """Queue the turn for `message`; `fresh`: it was committed just now, so no earlier
+        run of its turn left events to resume from (the store need not be asked)."""
         queue = self._queues.setdefault(message.session_id, asyncio.Queue())
-        queue.put_nowait(message)
+        queue.put_nowait((message, fresh))
         if message.session_id not in self._workers:
             task = asyncio.create_task(self._work(message.session_id, agent_name))
             self._workers[message.session_id] = task
@@ -41,7 +43,7 @@ class TurnRunner:
         queue = self._queues[session_id]
         try:
             while not queue.empty():
-                message = queue.get_nowait()
+                message, fresh = queue.get_nowait()
                 try:
                     CALL_SESSION.set(session_id)
                     TURN_AGENT.set(agent_name)
@@ -52,7 +54,7 @@ class TurnRunner:
                     agent = self._agent_for(agent_name, message.data.get("model"))
                     from hermitcrab.agent.loop import run_turn  # loaded with the first turn
 
-                    answer = await run_turn(agent, self._services, message, self._timeout)
+                    answer = await run_turn(agent, self._services, message, self._timeout, fresh)
                 except Exception:  # the next message must still get its turn
                     log.exception("turn crashed", extra={"session": session_id, "message_id": message.id})
                     continue

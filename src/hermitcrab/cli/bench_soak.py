@@ -58,6 +58,45 @@ agents:
     tools: [exec]
     max_history_messages: 4
 """
+
+
+class Poster:
+    """One kept-alive HTTP/1.1 connection that POSTs messages. A lean client of our own:
+    on two cores, httpx spent as much CPU sending as the gateway spent answering, so the
+    bench measured the client."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, head: str) -> None:
+        self._reader, self._writer, self._head = reader, writer, head
+
+    @classmethod
+    async def open(cls, port: int, token: str) -> Poster:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        head = (
+            f"Host: 127.0.0.1:{port}\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\n"
+        )
+        return cls(reader, writer, head)
+
+    async def post(self, session: str, text: str, agent: str) -> None:
+        body = json.dumps({"text": text, "agent": agent}).encode()
+        self._writer.write(
+            f"POST /api/sessions/{session}/messages HTTP/1.1\r\n{self._head}"
+            f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        head = await self._reader.readuntil(b"\r\n\r\n")
+        if not head.startswith(b"HTTP/1.1 202"):
+            raise RuntimeError(f"the gateway refused a message: {head[:200]!r}")
+        length = next(
+            int(line.split(b":", 1)[1])
+            for line in head.split(b"\r\n")
+            if line.lower().startswith(b"content-length:")
+        )
+        await self._reader.readexactly(length)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
 SPEED = 60.0  # the scheduler's clock: a job every simulated minute runs every real second
 
 
@@ -92,7 +131,6 @@ class Soak(BenchHome):
         self.hc("up")
         self.daemon = self.pid or 0
         self.headers = {"Authorization": f"Bearer {self.token}"}
-        self.headers_line = f"Authorization: Bearer {self.token}\r\n"
         self.base = f"http://127.0.0.1:{self.port}"
 
     def sample(self) -> None:
@@ -104,15 +142,18 @@ class Soak(BenchHome):
 
         session = "soak-latency"
         times = []
-        async with httpx.AsyncClient(base_url=self.base, headers=self.headers, trust_env=False) as client:
+        poster = await Poster.open(self.port, self.token)
+        try:
             ws_url = self.base.replace("http", "ws") + f"/api/sessions/{session}/ws"
             async with connect(ws_url, additional_headers=self.headers) as ws:
                 for n in range(count):
                     started = time.perf_counter()
-                    await client.post(f"/api/sessions/{session}/messages", json={"text": f"hello {n}"})
+                    await poster.post(session, f"hello {n}", "main")
                     while json.loads(await ws.recv())["kind"] not in ("reply", "turn.failed"):
                         pass
                     times.append((time.perf_counter() - started) * 1000)
+        finally:
+            poster.close()
         self.turns += count
         model_ms = self._model_ms(session)
         return {"turn_p50_ms": statistics.median(times), "model_p50_ms": model_ms}
@@ -139,34 +180,16 @@ class Soak(BenchHome):
         return total / max(last - first, 1e-6)
 
     async def _post_all(self, messages: list[tuple[str, str]], agent: str, connections: int = 32) -> None:
-        """POST every message over `connections` kept-alive HTTP/1.1 connections. A lean
-        client of our own: on two cores, httpx spent as much CPU sending as the gateway
-        spent answering, and the bench measured the client."""
+        """POST every message over `connections` kept-alive connections at once."""
         todo = iter(messages)
-        host = f"127.0.0.1:{self.port}"
 
         async def connection() -> None:
-            reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
+            poster = await Poster.open(self.port, self.token)
             try:
                 for session, text in todo:
-                    body = json.dumps({"text": text, "agent": agent}).encode()
-                    writer.write(
-                        f"POST /api/sessions/{session}/messages HTTP/1.1\r\nHost: {host}\r\n"
-                        f"{self.headers_line}Content-Type: application/json\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n".encode()
-                        + body
-                    )
-                    head = await reader.readuntil(b"\r\n\r\n")
-                    if not head.startswith(b"HTTP/1.1 202"):
-                        raise RuntimeError(f"the gateway refused a message: {head[:200]!r}")
-                    length = next(
-                        int(line.split(b":", 1)[1])
-                        for line in head.split(b"\r\n")
-                        if line.lower().startswith(b"content-length:")
-                    )
-                    await reader.readexactly(length)
+                    await poster.post(session, text, agent)
             finally:
-                writer.close()
+                poster.close()
 
         await asyncio.gather(*(connection() for _ in range(connections)))
 

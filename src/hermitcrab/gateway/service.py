@@ -370,7 +370,7 @@ class Gateway:
         if not new:
             return dataclasses.replace(event, duplicate=True)
         self._emit(event.to_json())
-        self.runner.enqueue(event, agent)
+        self.runner.enqueue(event, agent, fresh=True)
         return event
 
     def status(self) -> dict[str, Any]:

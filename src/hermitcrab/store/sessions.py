@@ -6,6 +6,7 @@ in place, so the log is the history.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import sqlite3
@@ -136,31 +137,30 @@ class SessionStore:
 
     def append(self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None = None) -> Event:
         """Append one event and return once it is committed (durable before visible)."""
-        write, made = self._appending(session_id, kind, data, reply_to)
-        return made(self._group.run(write))
+        return self._group.run(self._appending(session_id, kind, data, reply_to))
 
-    async def append_async(
+    def append_async(
         self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None = None
-    ) -> Event:
-        """`append`, awaited without a thread of its own (`store.aio` prefers it)."""
-        write, made = self._appending(session_id, kind, data, reply_to)
-        return made(await self._group.run_async(write))
+    ) -> asyncio.Future[Event]:
+        """`append` for the event loop (`store.aio` prefers it): submitted at once, in
+        order before anything submitted later, and awaited without a thread of its own."""
+        return self._group.run_async(self._appending(session_id, kind, data, reply_to))
 
     def _appending(
         self, session_id: str, kind: str, data: dict[str, Any], reply_to: int | None
-    ) -> tuple[Callable[[sqlite3.Connection], int], Callable[[int], Event]]:
+    ) -> Callable[[sqlite3.Connection], Event]:
         now = time.time()
         payload = json.dumps(data, ensure_ascii=False)
 
-        def insert(conn: sqlite3.Connection) -> int:
+        def insert(conn: sqlite3.Connection) -> Event:
             cur = conn.execute(
                 "INSERT INTO events (session_id, kind, reply_to, data, created_at) VALUES (?, ?, ?, ?, ?)",
                 (session_id, kind, reply_to, payload, now),
             )
             conn.execute("UPDATE sessions SET updated_at = ? WHERE id = ?", (now, session_id))
-            return int(cur.lastrowid or 0)
+            return Event(int(cur.lastrowid or 0), session_id, kind, data, now, reply_to)
 
-        return insert, lambda event_id: Event(event_id, session_id, kind, data, now, reply_to)
+        return insert
 
     def append_inbound(
         self, session_id: str, data: dict[str, Any], source_id: str | None
