@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 HC := $(BIN)/hermitcrab
 HELLO := Say hello in one short sentence.
 
-.PHONY: up test install install-dev bwrap lint down bench clean
+.PHONY: up test install install-dev bwrap mcp-peers lint down bench clean
 .DEFAULT_GOAL := help
 
 help:
@@ -46,7 +46,11 @@ up: install bwrap
 down:
 	@$(HC) down
 
-test: install-dev
+# Node 22, the MCP conformance suite and MCP servers, for the MCP tests (from npm).
+mcp-peers:
+	@scripts/mcp-test-peers.sh
+
+test: install-dev mcp-peers
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
@@ -54,4 +58,4 @@ bench: install-dev
 	$(BIN)/python bench/startup.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache tests/tools/mcp/node/node_modules

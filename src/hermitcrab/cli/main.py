@@ -487,3 +487,30 @@ def main() -> None:
 
 if __name__ == "__main__":
     main()
+
+
+mcp_app = typer.Typer(help="MCP: probe a server as a client.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("probe")
+def mcp_probe(
+    url: str = typer.Option(
+        ..., "--url", help="The server's streamable HTTP endpoint, e.g. http://127.0.0.1:3000/mcp."
+    ),
+    call: str = typer.Option(
+        "read-only", "--call", help="Which tools to call: read-only (those the server marks so), all, none."
+    ),
+    timeout: float = typer.Option(30.0, "--timeout", help="Give up after this many seconds."),
+    client_metadata_url: str | None = typer.Option(
+        None,
+        "--client-metadata-url",
+        help="OAuth: an https URL serving this client's metadata document, used as its client id "
+        "where the server takes those (else the client registers itself).",
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Connect to an MCP server from this machine, list its tools and call them."""
+    from hermitcrab.cli import mcp as run
+
+    run.probe(url, call, timeout, json_output, client_metadata_url)

@@ -1,0 +1,55 @@
+"""`hermitcrab mcp probe`: an MCP server, seen from this machine as a client sees it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+
+from hermitcrab.cli.output import fail, print_json
+
+CALLS = ("read-only", "all", "none")
+
+
+def probe(url: str, call: str, timeout: float, json_output: bool, client_metadata_url: str | None) -> None:
+    from hermitcrab.tools.mcp import oauth
+    from hermitcrab.tools.mcp.probe import probe as run_probe
+
+    if call not in CALLS:
+        fail(f"--call {call!r} is not one of: {', '.join(CALLS)}")
+    if client_metadata_url is not None and not client_metadata_url.startswith("https://"):
+        fail(f"--client-metadata-url {client_metadata_url!r}: a client id URL must be https")
+    if not url.startswith(("http://", "https://")):
+        fail(f"{url!r} is not an http(s) URL. fix: the server's endpoint, e.g. http://127.0.0.1:3000/mcp")
+    # The conformance suite names pre-registered OAuth clients here; so may a person.
+    context = oauth.conformance_context(os.environ.get("MCP_CONFORMANCE_CONTEXT"))
+    try:
+        report = asyncio.run(asyncio.wait_for(run_probe(url, call, context, client_metadata_url), timeout))  # type: ignore[arg-type]
+    except TimeoutError:
+        fail(f"{url} did not finish answering within {timeout:g} s")
+    except oauth.SignInNeeded as exc:
+        fail(f"{url}: {exc}")
+    except Exception as exc:  # a server's fault, said plainly: this is a diagnostic
+        fail(f"{url}: {_cause(exc)}")
+    if json_output:
+        print_json(report.to_json())
+        return
+    print(f"{report.url}: {report.server}, protocol {report.protocol_version}"
+          + (", signed in by OAuth" if report.signed_in else ""))  # fmt: skip
+    for tool in report.tools:
+        mark = "read-only" if tool.read_only else "may change things"
+        print(f"  tool {tool.name} ({mark}): {tool.description}")
+        if tool.called:
+            outcome = "error" if tool.is_error else "ok"
+            print(f"    called with {tool.arguments}: {outcome}: {tool.result}")
+    for label, count in (("resources", report.resources), ("prompts", report.prompts)):
+        if count is not None:
+            print(f"  {label}: {count}")
+    for asked in report.elicitations:
+        print(f"  asked {asked['message']!r}: answered {asked['answer']}")
+
+
+def _cause(exc: BaseException) -> str:
+    """The innermost cause of an exception group (anyio wraps a transport's fault in one)."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
