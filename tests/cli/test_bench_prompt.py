@@ -49,3 +49,12 @@ def test_first_request_is_counted_whole(tmp_path: Path, monkeypatch: pytest.Monk
         assert "embedded_error" not in results
     else:
         assert results["embedded_tokens"] is None and results["embedded_error"]
+
+
+def test_fifty_installed_skills_reach_the_prompt_by_name_only() -> None:
+    body = json.loads(bench_prompt.first_request(skills=50))
+    system = next(m["content"] for m in body["messages"] if m["role"] == "system")
+    assert system.count("\n- skill-") == 50 and "Steps..." not in system  # bodies load on request
+    assert "skill" in [t["function"]["name"] for t in body["tools"]]
+    tokens = bench_prompt.count(json.dumps(body).encode())["bare_turn_prompt_tokens"]
+    assert tokens <= bench_prompt.SKILLS_TARGET_TOKENS

@@ -10,10 +10,14 @@ import os
 import re
 import stat
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hermitcrab.config.paths import WORKSPACE_FILES
 from hermitcrab.inference.base import ChatMessage, ToolCallPart, ToolResultPart, part_from_json
 from hermitcrab.store.sessions import MODEL_RESPONSE, TOOL_RESULT, Event
+
+if TYPE_CHECKING:
+    from hermitcrab.agent.skills import Shelf
 
 # A line that is only "(...)" is a template placeholder; it costs tokens and says nothing.
 _PLACEHOLDER = re.compile(r"^\s*\(.*\)\s*$")
@@ -45,8 +49,9 @@ def read_workspace_file(workspace: Path, name: str, limit: int) -> str | None:
 class Persona:
     """The system prompt, rebuilt only when a workspace file changes."""
 
-    def __init__(self, workspace: Path) -> None:
+    def __init__(self, workspace: Path, shelf: Shelf | None = None) -> None:
         self.workspace = workspace
+        self.shelf = shelf  # the agent's skills: their names and descriptions close the prompt
         self._files = [str(workspace / name) for name in WORKSPACE_FILES]  # looked at every turn
         self._stamp: list[tuple[int, int, int]] | None = None
         self._prompt = ""
@@ -58,7 +63,10 @@ class Persona:
                 section for name in WORKSPACE_FILES if (section := _section(self.workspace, name))
             )
             self._stamp = stamp
-        return self._prompt
+        if self.shelf is None:
+            return self._prompt
+        skills = self.shelf.prompt_section()
+        return f"{self._prompt}\n\n{skills}" if skills and self._prompt else skills or self._prompt
 
 
 def _identity(path: str) -> tuple[int, int, int]:

@@ -68,6 +68,7 @@ async def run_turn(
         taint,
         present=data.get("approvals", "ask") != "deny",
     )
+    await _skills_taint(turn)
     events = [] if fresh else await services.store.aio.sessions.turn_events(message.session_id, message.id)
     if not any(e.kind == TURN_STARTED for e in events):
         events.append(await turn.append(TURN_STARTED, {"agent": agent.name}))
@@ -93,9 +94,29 @@ async def run_turn(
 
 
 def _offered(agent: Agent, names: list[str] | None) -> dict[str, Any]:
-    if names is None:
-        return dict(agent.tools)
-    return {n: agent.tools[n] for n in names if n in agent.tools}
+    tools = dict(agent.tools) if names is None else {n: agent.tools[n] for n in names if n in agent.tools}
+    shelf = agent.persona.shelf
+    if "skill" in tools and (shelf is None or not shelf.offered()):
+        del tools["skill"]  # nothing to load: the tool would cost tokens and say nothing
+    return tools
+
+
+async def _skills_taint(turn: Turn) -> None:
+    """A skill from the workspace shown in the prompt is content a sandbox may have
+    written: unless it is the agent's own untainted work, the turn is tainted."""
+    shelf = turn.agent.persona.shelf
+    if shelf is None:
+        return
+    from hermitcrab.agent.provenance import file_taint
+
+    for skill in shelf.offered():
+        if skill.source != "workspace":
+            continue
+        relative = f"skills/{skill.folder.name}/{skill.file_name}"
+        mark = await turn.store.aio.file_marks.get(turn.agent.name, relative)
+        reason = file_taint(mark, turn.agent.workspace, relative, relative)
+        if reason is not None:
+            turn.taint.add(f"skill {skill.name} listed in the prompt: {reason}")
 
 
 async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[str, dict[str, Any]]:

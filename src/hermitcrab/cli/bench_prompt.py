@@ -28,6 +28,7 @@ USER_MESSAGE = "Say hello."
 SESSION = "bench-prompt"
 TURN_TIMEOUT_SECONDS = 30.0
 TARGET_TOKENS = 2000
+SKILLS_TARGET_TOKENS = 3000
 # Measured on this machine with the same stub model, the whole first request in cl100k tokens.
 PEERS = (("OpenClaw", 14600), ("Hermes Agent", 13408), ("nanobot", 7941))
 
@@ -142,8 +143,35 @@ async def _one_turn(recorder: Recorder) -> None:
         await gateway.stop()
 
 
-def first_request() -> bytes:
-    """The raw body of the first model request a freshly onboarded agent sends for a hello."""
+# Fifty skills as people install them: a name and a one-line description each (about as
+# long as those of OpenClaw's bundled skills).
+SKILL_TOPICS = (
+    "GitHub issues and pull requests", "calendar events", "expense reports from CSV files",
+    "weather forecasts", "Docker containers", "PDF documents", "spreadsheets", "email drafts",
+    "meeting notes", "invoices", "database backups", "log files", "photo albums", "recipes",
+    "travel plans", "reading lists", "home automation scenes", "package updates",
+    "SSL certificates", "DNS records", "Kubernetes deployments", "CI pipelines", "test reports",
+    "release notes", "translations", "podcasts", "RSS feeds", "bookmarks", "passwords policies",
+    "server health checks", "disk usage", "music playlists", "flashcards", "timesheets",
+    "grocery lists", "fitness logs", "budgets", "contracts", "slide decks", "diagrams",
+    "changelogs", "API documentation", "code reviews", "screenshots", "video transcripts",
+    "weekly reports", "customer tickets", "inventory", "shipping labels", "newsletters",
+)  # fmt: skip
+
+
+def write_skills(folder: Path, count: int) -> None:
+    for n, topic in enumerate(SKILL_TOPICS[:count]):
+        name = f"skill-{n:02d}"
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        (folder / name / "SKILL.md").write_text(
+            f"---\nname: {name}\ndescription: Create, search and summarise {topic}, "
+            f"with the commands and checks this takes.\n---\n# {topic}\n\nSteps...\n"
+        )
+
+
+def first_request(skills: int = 0) -> bytes:
+    """The raw body of the first model request a freshly onboarded agent sends for a hello,
+    with `skills` skills installed."""
     from hermitcrab.cli.onboard import run as onboard
     from hermitcrab.config.paths import HOME_ENV
 
@@ -154,6 +182,7 @@ def first_request() -> bytes:
         with _environ(**{HOME_ENV: str(home), "NO_PROXY": no_proxy, "no_proxy": no_proxy}):
             with contextlib.redirect_stdout(io.StringIO()):
                 onboard(yes=True)
+            write_skills(home / "skills", skills)
             config = CONFIG.format(gateway_port=free_port(), base_url=recorder.base_url)
             (home / "hermitcrab.yaml").write_text(config)
             asyncio.run(_one_turn(recorder))
@@ -223,7 +252,11 @@ def count(body: bytes) -> dict[str, Any]:
 
 def measure() -> dict[str, Any]:
     _cl100k()  # fail before the gateway starts when the tokenizer is missing
-    return count(first_request())
+    results = count(first_request())
+    with_skills = first_request(skills=len(SKILL_TOPICS))
+    results["with_50_skills_tokens"] = count(with_skills)["bare_turn_prompt_tokens"]
+    results["skills_target_tokens"] = SKILLS_TARGET_TOKENS
+    return results
 
 
 def prompt(json_output: bool) -> None:
@@ -237,6 +270,9 @@ def prompt(json_output: bool) -> None:
           f"with all {r['tools_offered']} built-in tools offered)")  # fmt: skip
     print(f"  system prompt             {r['system_prompt_tokens']:7,}")
     print(f"  tools                     {r['tools_tokens']:7,}")
+    print(
+        f"with 50 skills installed    {r['with_50_skills_tokens']:7,}   (target <= {SKILLS_TARGET_TOKENS:,})"
+    )
     embedded = r["embedded_tokens"]
     shown = f"{embedded:7,}" if embedded is not None else f"   n/a ({r.get('embedded_error')})"
     print(f"embedded model's tokenizer  {shown}")

@@ -514,3 +514,31 @@ def mcp_probe(
     from hermitcrab.cli import mcp as run
 
     run.probe(url, call, timeout, json_output, client_metadata_url)
+
+
+skills_app = typer.Typer(help="Skills: list what each agent is offered, install one.", no_args_is_help=True,
+                         rich_markup_mode=None)  # fmt: skip
+app.add_typer(skills_app, name="skills")
+
+
+@skills_app.command("list")
+def skills_list(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Each agent's skills: where each comes from, and why a hidden one is hidden."""
+    from hermitcrab.cli import skills as run
+
+    run.list_skills(json_output)
+
+
+@skills_app.command("install")
+def skills_install(
+    source: str = typer.Argument(
+        ..., help="A skill's folder, a .zip or .tar.gz of one, a SKILL.md, or a URL."
+    ),
+    sha256: str | None = typer.Option(None, "--sha256", help="Refuse it unless its SHA-256 is this."),
+    yes: bool = typer.Option(False, "--yes", help="Install even if it has content flagged as risky."),
+    force: bool = typer.Option(False, "--force", help="Replace an installed skill of the same name."),
+) -> None:
+    """Install a skill for every agent, pinned by its SHA-256."""
+    from hermitcrab.cli import skills as run
+
+    run.install(source, sha256, yes, force)

@@ -73,6 +73,11 @@ class Paths:
         return self.home / "sandboxes"
 
     @property
+    def skills(self) -> Path:
+        """Skills a person installed (`hermitcrab skills install`), hash pinned."""
+        return self.home / "skills"
+
+    @property
     def workspace(self) -> Path:
         return self.home / "workspace"
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hermitcrab.agent import Agent, Persona, Services
+from hermitcrab.agent.skills import Shelf
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
 from hermitcrab.errors import PolicyError
@@ -66,18 +67,23 @@ def build_agents(
     agents = {}
     for name, agent in config.agents.items():
         workspace = Path(agent.workspace).expanduser() if agent.workspace else paths.workspace
-        toolbox = functools.partial(_toolbox, agent.tools, services, agent_for)
-        agents[name] = Agent(name, agent, route(name, agent), Persona(workspace), toolbox)
+        shelf = Shelf.for_agent(workspace, paths.skills)
+        persona = Persona(workspace, shelf)
+        toolbox = functools.partial(_toolbox, agent.tools, services, agent_for, shelf)
+        agents[name] = Agent(name, agent, route(name, agent), persona, toolbox)
     return agents
 
 
 def _toolbox(
-    names: list[str] | None, services: Services, agent_for: Callable[[str], Agent]
+    names: list[str] | None, services: Services, agent_for: Callable[[str], Agent], shelf: Shelf | None = None
 ) -> dict[str, Tool]:
+    from hermitcrab.agent.skill_tool import SkillTool
     from hermitcrab.agent.subagents import SpawnAgentTool
     from hermitcrab.tools import builtin_tools
 
     tools = {**builtin_tools(), "spawn_agent": SpawnAgentTool(services, agent_for)}
+    if shelf is not None:
+        tools["skill"] = SkillTool(shelf)
     return tools if names is None else {n: t for n, t in tools.items() if n in names}
 
 
