@@ -105,6 +105,23 @@ class Sandbox(Protocol):
     def alive(self) -> bool: ...
 
 
+class Stream(Protocol):
+    """A long-lived command in a sandbox with its stdin and stdout open both ways (an MCP
+    server over stdio). It lives until `close`, or until it exits."""
+
+    async def write(self, data: bytes) -> None: ...
+
+    async def close_stdin(self) -> None: ...
+
+    async def read(self) -> OutputChunk | ExecResult:
+        """The next piece of output, or, once it has exited, how it ended (then again)."""
+        ...
+
+    async def close(self) -> None:
+        """Kill it and everything it started, and let its resources go."""
+        ...
+
+
 class SandboxDriver(Protocol):
     """Makes sandboxes and runs commands in them. The runtime speaks only this."""
 
@@ -126,6 +143,10 @@ class SandboxDriver(Protocol):
         stdin: bytes | None = None,
         on_output: Callable[[OutputChunk], None] | None = None,
     ) -> ExecResult: ...
+
+    async def stream(
+        self, box: Any, argv: list[str], *, cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> Stream: ...
 
     async def destroy(self, box: Any, forget: bool = False) -> None:
         """Stop it; `forget`: for good (what it holds on the host may go too)."""

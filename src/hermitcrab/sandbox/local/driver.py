@@ -348,6 +348,34 @@ class LocalDriver:
             duration_ms=frame.get("duration_ms", 0.0),
         )
 
+    async def stream(
+        self, box: LocalSandbox, argv: list[str], *, cwd: str | None = None, env: dict[str, str] | None = None
+    ) -> LocalStream:
+        """Start a long-lived command with stdin and stdout open both ways, on a connection
+        of its own: no deadline (it lives until closed), its output uncapped, and killed
+        with all it started when the connection closes (supervisor.py, "stream")."""
+        if not argv:
+            raise SandboxError("nothing to run: the command is empty")
+        if not box.alive:
+            raise SandboxError(f"sandbox '{box.name}' is not running. fix: recreate it")
+        request: dict[str, Any] = {"argv": argv, "stream": True}
+        if cwd:
+            request["cwd"] = cwd
+        if env is not None:
+            request["env"] = {**bwrap.sandbox_env(box.spec), **env}
+        groups = box.groups
+        leaf = groups.lease() if groups is not None else None
+        try:
+            channel = await _channel(box)
+            socket.send_fds(channel.sock, [b"F"], [leaf.procs_fd, leaf.kill_fd] if leaf else [])
+            channel.writer.write(json.dumps(request).encode() + b"\n")
+            await channel.writer.drain()
+        except OSError as exc:
+            if leaf is not None and groups is not None:
+                groups.retire(leaf)
+            raise SandboxError(f"cannot reach sandbox '{box.name}': {exc.strerror}") from None
+        return LocalStream(box, channel, leaf)
+
     async def destroy(self, box: LocalSandbox, forget: bool = False) -> None:
         """Kill everything inside: the sandbox's init is its pid namespace's init, and when
         it dies the kernel kills every process left in the namespace. `forget`: it will not
@@ -403,6 +431,54 @@ class LocalDriver:
         for pid in self.processes(box):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, sig)
+
+
+class LocalStream:
+    """A streamed command's two ways (see LocalDriver.stream); its connection is its own
+    and is never reused for another command."""
+
+    def __init__(self, box: LocalSandbox, channel: Channel, leaf: cgroups.Leaf | None) -> None:
+        self._box, self._channel, self._leaf = box, channel, leaf
+        self._end: ExecResult | None = None
+        self._closed = False
+
+    async def write(self, data: bytes) -> None:
+        frame = {"t": "i", "d": base64.b64encode(data).decode()}
+        self._channel.writer.write(json.dumps(frame).encode() + b"\n")
+        await self._channel.writer.drain()
+
+    async def close_stdin(self) -> None:
+        self._channel.writer.write(b'{"t":"c"}\n')
+        await self._channel.writer.drain()
+
+    async def read(self) -> OutputChunk | ExecResult:
+        if self._end is not None:
+            return self._end
+        line = await self._channel.reader.readline()
+        if not line:
+            self._end = ExecResult(exit_code=None, killed_by="sandbox_gone")
+            return self._end
+        frame = json.loads(line)
+        if frame["t"] == "x":
+            self._end = ExecResult(
+                exit_code=frame.get("exit"),
+                signal=frame.get("signal"),
+                killed_by=frame.get("killed_by"),
+                stderr=(frame.get("error") or "").encode(),
+                bytes_out=frame.get("bytes_out", 0),
+                duration_ms=frame.get("duration_ms", 0.0),
+            )
+            return self._end
+        return OutputChunk("stdout" if frame["t"] == "o" else "stderr", base64.b64decode(frame["d"]))
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        _drop(self._channel)  # the supervisor kills the command when its connection ends
+        groups = self._box.groups
+        if self._leaf is not None and groups is not None:
+            await _settle(groups, self._leaf, kill=True)
 
 
 @dataclass

@@ -13,6 +13,11 @@ then one JSON line
 and receives JSON lines: {"t": "o"|"e", "d": "<b64>"} for output as it is produced, then
 one {"t": "x", "exit": ..., "signal": ..., "killed_by": ..., ...} at the end.
 
+With "stream": true the command is a long-lived peer (an MCP server over stdio): after the
+request the host sends {"t": "i", "d": "<b64>"} for its stdin and {"t": "c"} to close it;
+there is no deadline and no output cap (the socket's backpressure bounds it), and when
+the host closes the connection the command and everything it started are killed.
+
 The host imports this module too, for `landlock_abi()`: one implementation of Landlock.
 """
 
@@ -341,14 +346,15 @@ class Supervisor:
         with self.lock:
             self.counter += 1
             exec_id = f"{self.counter}-{int(time.time() * 1000)}"
-        max_output = int(request.get("max_output", self.config["max_output"]))
+        stream = bool(request.get("stream"))
+        max_output = sys.maxsize if stream else int(request.get("max_output", self.config["max_output"]))
         timeout = float(request.get("timeout") or self.config["timeout"])
         stdin_data = base64.b64decode(request["stdin"]) if request.get("stdin") else None
         started = time.monotonic()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         wake_r, wake_w = os.pipe()
-        if stdin_data is not None:
+        if stdin_data is not None or stream:
             stdin_fd, stdin_w = os.pipe()
         else:
             stdin_fd, stdin_w = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC), -1
@@ -383,7 +389,7 @@ class Supervisor:
                 pass  # already gone
         for fd in (out_w, err_w, stdin_fd):
             os.close(fd)
-        if stdin_w >= 0:
+        if stdin_w >= 0 and not stream:
             threading.Thread(target=_feed, args=(stdin_w, stdin_data), daemon=True).start()
         sent = total = 0
         spill = None
@@ -397,13 +403,22 @@ class Supervisor:
                 _kill_leaf(leaf[1])  # the command and everything it started, wherever it went
             _kill_group(pid)
 
+        if stream:
+
+            def stop_if_running() -> None:
+                with self.lock:  # its pid is ours until run() lets it go: never kill a reused one
+                    if pid in self.active:
+                        kill()
+
+            threading.Thread(target=_pump, args=(conn, stdin_w, stop_if_running), daemon=True).start()
+
         sel = selectors.DefaultSelector()
         try:
             sel.register(out_r, selectors.EVENT_READ, "o")
             sel.register(err_r, selectors.EVENT_READ, "e")
             sel.register(wake_r, selectors.EVENT_READ, "w")
             streams = 2
-            deadline = started + timeout
+            deadline = float("inf") if stream else started + timeout
             drain_until = None
             while streams or status is None:
                 now = time.monotonic()
@@ -413,7 +428,8 @@ class Supervisor:
                 if drain_until is not None and now >= drain_until:
                     break  # something left the group and holds a pipe open: stop reading
                 limit = deadline if status is None and killed_by is None else (drain_until or now + 1.0)
-                for key, _ in sel.select(timeout=max(limit - now, 0.0)):
+                wait = None if limit == float("inf") else max(limit - now, 0.0)
+                for key, _ in sel.select(timeout=wait):
                     if key.data == "w":
                         sel.unregister(wake_r)
                         with self.lock:
@@ -520,6 +536,32 @@ def open_door(port: int, socket_path: str) -> None:
             socket.send_fds(gate, [b"l"], [listener.fileno()])
     finally:
         listener.close()  # the proxy holds it now
+
+
+def _pump(conn: socket.socket, fd: int, stop: Any) -> None:
+    """A streamed command's stdin, from the host's frames. When the host goes (the
+    connection ends, or sends what is not a frame), the command and all it started die."""
+    reader = conn.makefile("rb")
+    try:
+        for line in reader:
+            frame = json.loads(line)
+            if frame.get("t") == "i" and fd >= 0:
+                _write_all(fd, base64.b64decode(frame["d"]))
+            elif frame.get("t") == "c" and fd >= 0:
+                os.close(fd)
+                fd = -1
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        pass
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        stop()
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view) :]
 
 
 def _feed(fd: int, data: bytes) -> None:
