@@ -55,6 +55,8 @@ async def run_turn(
     """Answer `message`; return the committed reply or turn.failed event. `fresh`: the
     message was committed just now, so no earlier run of this turn left events to resume."""
     data = message.data
+    if services.before_turn is not None:
+        await services.before_turn(agent.name)
     taint = Taint()
     if data.get("sender", OWNER) != OWNER:
         taint.add(f"a message from {data['sender']}")
@@ -94,7 +96,8 @@ async def run_turn(
 
 
 def _offered(agent: Agent, names: list[str] | None) -> dict[str, Any]:
-    tools = dict(agent.tools) if names is None else {n: agent.tools[n] for n in names if n in agent.tools}
+    every = agent.tools if agent.extra_tools is None else {**agent.tools, **agent.extra_tools()}
+    tools = dict(every) if names is None else {n: every[n] for n in names if n in every}
     shelf = agent.persona.shelf
     if "skill" in tools and (shelf is None or not shelf.offered()):
         del tools["skill"]  # nothing to load: the tool would cost tokens and say nothing

@@ -35,6 +35,8 @@ class Agent:
     # What it offers the model, built on first use: the tools' modules are not loaded
     # before the gateway answers.
     toolbox: Callable[[], dict[str, Tool]] = dict
+    # Tools that come and go (an MCP server's, once it runs): asked for at each turn.
+    extra_tools: Callable[[], dict[str, Tool]] | None = None
 
     @functools.cached_property
     def tools(self) -> dict[str, Tool]:
@@ -63,6 +65,8 @@ class Services:
     emit: Emit
     runtime: Callable[[], Awaitable[SandboxRuntime]] | None = None
     approvals: Callable[[], Approvals | None] = lambda: None
+    # Awaited at the start of each turn, with the agent's name (its MCP servers come up).
+    before_turn: Callable[[str], Awaitable[None]] | None = None
 
 
 @dataclass

@@ -489,8 +489,17 @@ if __name__ == "__main__":
     main()
 
 
-mcp_app = typer.Typer(help="MCP: probe a server as a client.", no_args_is_help=True, rich_markup_mode=None)
+mcp_app = typer.Typer(help="MCP: the servers the agents use; probe one as a client.", no_args_is_help=True,
+                      rich_markup_mode=None)  # fmt: skip
 app.add_typer(mcp_app, name="mcp")
+
+
+@mcp_app.command("list")
+def mcp_list(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The MCP servers each agent runs: their state and their tools."""
+    from hermitcrab.cli import mcp as run
+
+    run.list_servers(json_output)
 
 
 @mcp_app.command("probe")

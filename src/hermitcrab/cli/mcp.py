@@ -53,3 +53,23 @@ def _cause(exc: BaseException) -> str:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
+
+
+def list_servers(json_output: bool) -> None:
+    from hermitcrab.cli.approvals import _client
+
+    servers = _client().request("GET", "/api/mcp")["servers"]
+    if json_output:
+        print_json({"servers": servers})
+        return
+    if not servers:
+        print("No MCP servers are configured (mcp.servers in hermitcrab.yaml).")
+    for server in servers:
+        line = f"{server['server']} (agent {server['agent']}): {server['state']}"
+        if server.get("server_info"):
+            line += f", {server['server_info']}"
+        print(line)
+        if server.get("error"):
+            print(f"  error: {server['error']}")
+        for tool in server.get("tools", []):
+            print(f"  {tool['name']} [{tool['risk']}]: {tool['description']}")

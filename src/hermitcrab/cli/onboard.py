@@ -95,6 +95,8 @@ def _policy_for_this_machine() -> str:
     text = _template("policy.yaml")
     if cgroups.detect().memory is not None:
         text = text.replace("  memory: best_effort ", "  memory: required    ", 1)
+        # The cgroup caps memory used; the address space may then be roomy enough for Node.
+        text = text.replace("  # address_space_mb: 32768 ", "  address_space_mb: 32768   ", 1)
     if quota.cap_unavailable() is None:
         text = text.replace("  workspace_quota: best_effort ", "  workspace_quota: required    ", 1)
     return text

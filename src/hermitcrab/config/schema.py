@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 
 class StrictModel(BaseModel):
@@ -168,6 +169,54 @@ class RoutingConfig(StrictModel):
     spend_cap_usd_per_day: float | None = Field(None, ge=0)
 
 
+class McpToolFilter(StrictModel):
+    allow: list[str] | None = None  # the server's tools offered (by their own names); None: all
+    deny: list[str] = Field(default_factory=list)
+
+
+class McpServerConfig(StrictModel):
+    """An MCP server whose tools the agents are offered, as `NAME__tool`. A stdio server
+    (`command`) runs inside each agent's sandbox, under its policy: it reads only what the
+    policy lets it and reaches the network only through the door."""
+
+    command: str | None = None
+    args: list[str] = Field(default_factory=list)
+    env: dict[str, str] = Field(default_factory=dict)  # plain settings: secrets never enter a sandbox
+    cwd: str | None = None  # inside the sandbox; default the workspace
+    url: str | None = None
+    tools: McpToolFilter = Field(default_factory=McpToolFilter)
+    # Every tool of this server at this risk, whatever its annotations say.
+    risk: Literal["read", "write", "exec", "network", "external"] | None = None
+    timeout_seconds: float = Field(60.0, gt=0, le=3600)
+    agents: list[str] | None = None  # the agents offered it; None: every agent
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> McpServerConfig:
+        if self.url is not None:
+            raise ValueError(
+                "HTTP MCP servers (url) are not supported yet: they must be reached through the "
+                "egress door, which is not built for them. fix: run the server over stdio (command)"
+            )
+        if not self.command:
+            raise ValueError("a server needs a command (stdio): e.g. command: node, args: [server.js]")
+        return self
+
+
+class McpConfig(StrictModel):
+    servers: dict[str, McpServerConfig] = Field(default_factory=dict)
+
+    @field_validator("servers")
+    @classmethod
+    def _names(cls, servers: dict[str, McpServerConfig]) -> dict[str, McpServerConfig]:
+        for name in servers:
+            if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,23}", name):
+                raise ValueError(
+                    f"server name {name!r}: use up to 24 lowercase letters, digits and '-' "
+                    "(its tools are offered as NAME__tool)"
+                )
+        return servers
+
+
 class TelemetryConfig(StrictModel):
     # OTLP over HTTP (an OpenTelemetry Collector, Jaeger, Tempo...): turns, model calls and
     # tool calls go there as spans; needs `pip install 'hermitcrab[otel]'`. None: no traces.
@@ -191,10 +240,21 @@ class Config(StrictModel):
     routing: RoutingConfig = Field(default_factory=RoutingConfig)
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    mcp: McpConfig = Field(default_factory=McpConfig)
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Cross-references pydantic cannot check: (location, problem, fix)."""
         problems: list[tuple[tuple[str | int, ...], str, str]] = []
+        for server, spec in self.mcp.servers.items():
+            for index, agent_name in enumerate(spec.agents or []):
+                if agent_name not in self.agents:
+                    problems.append(
+                        (
+                            ("mcp", "servers", server, "agents", index),
+                            f"MCP server '{server}' is offered to agent '{agent_name}', which is not defined",
+                            f"use one of the agents under 'agents:' ({', '.join(sorted(self.agents))})",
+                        )
+                    )
         for name, agent in self.agents.items():
             for index, fallback in enumerate(agent.fallbacks):
                 if fallback not in self.models:

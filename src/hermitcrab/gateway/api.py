@@ -46,6 +46,9 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         info["queue"] = {name: q.queue.waiting() for name, q in gw.queued.items()}
         return JSONResponse(info)
 
+    async def mcp_servers(request: Request) -> JSONResponse:
+        return JSONResponse({"servers": gw.mcp.describe() if gw.mcp is not None else []})
+
     async def metrics(request: Request) -> Response:
         from hermitcrab.gateway.metrics import exposition
 
@@ -152,6 +155,7 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         Route("/api/usage", usage),
         Route("/healthz", healthz),
         Route("/api/status", status),
+        Route("/api/mcp", mcp_servers),
         Route("/metrics", metrics),
         Route("/api/sessions", list_sessions),
         Route("/api/sessions/{session_id}/messages", post_message, methods=["POST"]),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import os
 import time
@@ -27,9 +28,11 @@ from hermitcrab.store import SessionStore, Store
 from hermitcrab.store.sessions import Event
 
 if TYPE_CHECKING:
+    from hermitcrab.config.schema import McpServerConfig
     from hermitcrab.egress.proxy import EgressProxy
-    from hermitcrab.runtime import SandboxRuntime
+    from hermitcrab.runtime import SandboxRuntime, Stream
     from hermitcrab.scheduler import Clock, Scheduler
+    from hermitcrab.tools.mcp.hub import McpHub
 
 SESSION_AGENTS_KEPT = 10_000
 log = logging.getLogger("hermitcrab.gateway")
@@ -73,6 +76,14 @@ class Gateway:
             approvals=lambda: self.approvals,
         )
         self.agents: dict[str, Agent] = build_agents(config, paths, self._route, self.agent, self.services)
+        self.mcp: McpHub | None = None
+        if config.mcp.servers:  # their tools join the agent's once its servers run (after ready)
+            from hermitcrab.tools.mcp.hub import McpHub
+
+            self.mcp = McpHub(config.mcp.servers)
+            self.services.before_turn = self.mcp.settle
+            for name, agent in self.agents.items():
+                agent.extra_tools = functools.partial(self.mcp.tools, name)
         self.runtime: SandboxRuntime | None = None
         self.egress: EgressProxy | None = None
         self.approvals: Approvals | None = None
@@ -202,6 +213,23 @@ class Gateway:
         # Sandboxes come back from their records in the background, as the model loads.
         self._preload.append(asyncio.create_task(self._restore_sandboxes()))
         self._runtime_started.set()
+        if self.mcp is not None:
+            for name, agent in self.agents.items():
+                if self.mcp.wanted(name):
+                    self._start_mcp(agent)
+
+    def _start_mcp(self, agent: Agent) -> None:
+        """The agent's MCP servers, each a streamed command in the agent's own sandbox."""
+        assert self.mcp is not None and self.runtime is not None
+        runtime = self.runtime
+
+        async def open_stream(server: str, spec: McpServerConfig) -> Stream:
+            await runtime.ensure(agent.sandbox, workspace=agent.workspace, agent=agent.name)
+            argv = [spec.command or "", *spec.args]
+            return await runtime.stream(agent.sandbox, argv, actor=f"mcp:{server}", cwd=spec.cwd,
+                                        env=spec.env or None)  # fmt: skip
+
+        self.mcp.start(agent.name, open_stream)
 
     async def sandbox_runtime(self) -> SandboxRuntime:
         """The runtime, once started (a few milliseconds after the gateway answers)."""
@@ -310,6 +338,8 @@ class Gateway:
             await self.scheduler.stop()
         if self.runner is not None:
             await self.runner.stop()
+        if self.mcp is not None:
+            await self.mcp.stop()
         for task in self._preload:
             task.cancel()
         await asyncio.gather(*self._preload, return_exceptions=True)

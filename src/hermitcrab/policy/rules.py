@@ -67,7 +67,8 @@ def _names(entries: list[str], tool: str, command: str | None, strict: bool) -> 
     wherever the command might run it."""
     found: tuple[str, bool] | None = None
     for entry in entries:
-        if entry in (tool, "*"):
+        # `SERVER__*`: every tool of one MCP server (they are named SERVER__tool).
+        if entry in (tool, "*") or (entry.endswith("__*") and tool.startswith(entry[:-1])):
             found = found or (entry, False)
             continue
         if command is not None and strict and entry.startswith(f"{tool}="):

@@ -49,6 +49,10 @@ class ProcessPolicy(_Strict):
     # Each process's address space (RLIMIT_AS), and all the sandbox's commands together
     # (a memory cgroup, which counts shared memory and memfds too).
     max_memory_mb: int = Field(1024, ge=16, le=1024 * 1024)
+    # Each process's address space (RLIMIT_AS) when it should differ from max_memory_mb:
+    # Node (most MCP servers) and Go reserve gigabytes they never touch, and abort under a
+    # tight one. Raise it only where a memory cgroup (memory: required) caps real use.
+    address_space_mb: int | None = Field(None, ge=16, le=1024 * 1024 * 1024)
     # required: no sandbox starts without a memory cgroup to hold max_memory_mb.
     memory: Literal["required", "best_effort"] = "best_effort"
     # false: whatever a command leaves running dies when the command ends.
@@ -167,12 +171,13 @@ class NetworkPolicy(_Strict):
 
 
 DEFAULT_TOOLS = ["exec", "read_file", "write_file", "edit_file", "list_files", "web_fetch", "send_message",
-                 "schedule"]  # fmt: skip
+                 "schedule", "skill"]  # fmt: skip
 
 
 class ToolsPolicy(_Strict):
     """Which tools run (allow), wait for a person (ask) or never run (deny). An entry is a
-    tool's name, '*', or `tool:prefix` (exec whose command begins with those words)."""
+    tool's name, '*', `tool:prefix` (exec whose command begins with those words), or
+    `SERVER__*` (every tool of one MCP server)."""
 
     allow: list[str] = Field(default_factory=lambda: list(DEFAULT_TOOLS))
     ask: list[str] = Field(default_factory=list)

@@ -6,12 +6,12 @@ door and CA; live policy reload; snapshots; the exec audit. It knows no agent lo
 
 from typing import TYPE_CHECKING, Any
 
-from hermitcrab.sandbox.base import WORKSPACE_MOUNT, ExecResult
+from hermitcrab.sandbox.base import WORKSPACE_MOUNT, ExecResult, OutputChunk, Stream
 
 if TYPE_CHECKING:
     from hermitcrab.runtime.sandboxes import Managed, SandboxRuntime
 
-__all__ = ["WORKSPACE_MOUNT", "ExecResult", "Managed", "SandboxRuntime"]
+__all__ = ["WORKSPACE_MOUNT", "ExecResult", "Managed", "OutputChunk", "SandboxRuntime", "Stream"]
 
 
 def __getattr__(name: str) -> Any:

@@ -30,6 +30,7 @@ from hermitcrab.sandbox.base import (
     Sandbox,
     SandboxDriver,
     SandboxSpec,
+    Stream,
     check_name,
 )
 from hermitcrab.store import AuditEntry, AuditLog, SandboxRecord, SandboxRecords
@@ -62,6 +63,33 @@ def _best_effort(status: dict[str, Any]) -> list[str]:
     if status.get("workspace_quota") == "best_effort":
         weak.append("filesystem.workspace_quota")
     return weak
+
+
+class _AuditedStream:
+    """A stream that says in the audit log how it ended."""
+
+    def __init__(self, inner: Stream, ended: Callable[[str], None]) -> None:
+        self._inner, self._ended = inner, ended
+        self._said = False
+
+    async def write(self, data: bytes) -> None:
+        await self._inner.write(data)
+
+    async def close_stdin(self) -> None:
+        await self._inner.close_stdin()
+
+    async def read(self) -> OutputChunk | ExecResult:
+        piece = await self._inner.read()
+        if isinstance(piece, ExecResult) and not self._said:
+            self._said = True
+            self._ended(f"exit {piece.exit_code}" + (f", {piece.killed_by}" if piece.killed_by else ""))
+        return piece
+
+    async def close(self) -> None:
+        await self._inner.close()
+        if not self._said:
+            self._said = True
+            self._ended("closed by the gateway")
 
 
 class SandboxRuntime:
@@ -268,6 +296,31 @@ class SandboxRuntime:
             killed_by=result.killed_by,
         )
         return result
+
+    async def stream(
+        self,
+        name: str,
+        argv: list[str],
+        *,
+        actor: str = "api",
+        cwd: str | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Stream:
+        """A long-lived command in the sandbox with stdin and stdout open both ways (an MCP
+        server over stdio); audited when it starts and when it ends."""
+        managed = self.get(name)
+        try:
+            stream = await self.driver.stream(managed.box, argv, cwd=cwd, env=env)
+        except SandboxError as exc:
+            self._audit(actor, "exec.stream", "failed", name, argv=argv, cwd=cwd,
+                        policy_version=managed.version, detail=str(exc))  # fmt: skip
+            raise
+        self._audit(actor, "exec.stream", "started", name, argv=argv, cwd=cwd, policy_version=managed.version)
+
+        def ended(detail: str) -> None:
+            self._audit(actor, "exec.stream", "ended", name, argv=argv, detail=detail)
+
+        return _AuditedStream(stream, ended)
 
     def deny(
         self, name: str | None, argv: list[str] | None, actor: str, rule: str, reason: str

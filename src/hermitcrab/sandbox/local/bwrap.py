@@ -184,7 +184,7 @@ def supervisor_config(
     rlimits = (
         {
             "max_processes": process.max_processes,
-            "max_memory_mb": process.max_memory_mb,
+            "max_memory_mb": process.address_space_mb or process.max_memory_mb,
             "max_file_size_mb": process.max_file_size_mb,
             "max_open_files": process.max_open_files,
             "cpu_seconds": process.cpu_seconds,

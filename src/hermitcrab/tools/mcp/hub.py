@@ -1,0 +1,67 @@
+"""Every agent's MCP servers: started in its sandbox once the runtime is up, their tools
+merged into what the agent offers, waited for briefly at a turn's start, stopped on `down`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from hermitcrab.tools.mcp.servers import McpSchemaTool, McpServer, McpTool
+
+if TYPE_CHECKING:
+    from hermitcrab.config.schema import McpServerConfig
+    from hermitcrab.runtime import Stream
+    from hermitcrab.tools.base import Tool
+
+Opener = Callable[[str, "McpServerConfig"], Awaitable["Stream"]]
+SETTLE_SECONDS = 20.0  # the longest a turn waits for its agent's servers to come up
+
+
+class McpHub:
+    def __init__(self, servers: dict[str, McpServerConfig]) -> None:
+        self.configs = servers
+        self.servers: dict[str, dict[str, McpServer]] = {}  # agent -> server name -> server
+
+    def wanted(self, agent: str) -> dict[str, McpServerConfig]:
+        return {n: s for n, s in self.configs.items() if s.agents is None or agent in s.agents}
+
+    def start(self, agent: str, open_stream: Opener) -> None:
+        mine = self.servers.setdefault(agent, {})
+        for name, spec in self.wanted(agent).items():
+            if name not in mine:
+                mine[name] = McpServer(name, spec, agent, lambda n=name, s=spec: open_stream(n, s))
+            mine[name].start()
+
+    def tools(self, agent: str) -> dict[str, Tool]:
+        offered: dict[str, McpTool] = {}
+        for server in self.servers.get(agent, {}).values():
+            if server.state == "ready":
+                offered.update(server.tools)
+        merged: dict[str, Tool] = dict(offered)
+        if any(t.compact for t in offered.values()):
+            merged["mcp_schema"] = McpSchemaTool(lambda: offered)
+        return merged
+
+    async def settle(self, agent: str, timeout: float = SETTLE_SECONDS) -> None:
+        """Before a turn: a server that failed a while ago is tried again, and one still
+        starting is waited for (briefly), so that the turn sees its tools."""
+        servers = list(self.servers.get(agent, {}).values())
+        for server in servers:
+            if server.retry_due():
+                server.start()
+        starting = [s.wait_ready(timeout) for s in servers if s.state == "starting"]
+        if starting:
+            await asyncio.gather(*starting)
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = [s.describe() for mine in self.servers.values() for s in mine.values()]
+        known = {(d["agent"], d["server"]) for d in out}
+        for name, spec in self.configs.items():
+            for agent in spec.agents or ["*"]:
+                if agent != "*" and (agent, name) not in known:
+                    out.append({"server": name, "agent": agent, "state": "not started", "tools": []})
+        return out
+
+    async def stop(self) -> None:
+        await asyncio.gather(*(s.stop() for mine in self.servers.values() for s in mine.values()))

