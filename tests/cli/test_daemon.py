@@ -133,8 +133,10 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
         "sandbox uid",
         "port",
         "model",
+        "memory search",
     }
     assert checks["config"]["ok"] and checks["gateway token"]["ok"] and checks["port"]["ok"]
+    assert checks["memory search"]["warning"] and "BM25" in checks["memory search"]["detail"]
     assert checks["sandbox uid"]["ok"], checks["sandbox uid"]
 
     daemon_home.token.chmod(0o644)

@@ -221,6 +221,12 @@ async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) 
         mark = await store.aio.file_marks.get(agent, path or "") if path else None
         shown = read if workspace_path(read) == path else f"{read} (a link to {real})"
         result.taint = file_taint(mark, workspace, path, shown)
+    for read in (result.data or {}).get("read_paths", []) if result.taint is None else []:
+        path = workspace_path(read)  # memory_search: the files its lines came from
+        mark = await store.aio.file_marks.get(agent, path or "") if path else None
+        result.taint = file_taint(mark, workspace, path, read)
+        if result.taint is not None:
+            break
     if result.taint is None and tool.reads_workspace:
         result.taint = _reach_taint(runtime.get(turn.sandbox).policy) if tool.risk == "exec" else None
         result.taint = result.taint or await asyncio.to_thread(workspace_taint, store, agent, workspace)

@@ -218,6 +218,22 @@ def _model(paths: Paths) -> Check:
     return Check("model", True, "; ".join(found) or "no embedded model configured")
 
 
+def _memory_search() -> Check:
+    """Memory search ranks by BM25 alone: no embedding model ships with HermitCrab yet."""
+    import sqlite3
+
+    try:
+        sqlite3.connect(":memory:").execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='porter')")
+    except sqlite3.OperationalError as exc:
+        return Check("memory search", False, f"SQLite has no FTS5 ({exc})", "a Python whose SQLite has FTS5")
+    return Check(
+        "memory search",
+        True,
+        "BM25 (SQLite FTS5, stemmed) with a recency boost; no embedding model, so no semantic matching",
+        warning=True,
+    )
+
+
 def run(json_output: bool) -> None:
     paths = Paths.from_env()
     probes: list[Callable[[], Check]] = [
@@ -232,6 +248,7 @@ def run(json_output: bool) -> None:
         lambda: _sandbox_uid(paths),
         lambda: _port(paths),
         lambda: _model(paths),
+        _memory_search,
     ]
     checks = [probe() for probe in probes]
     healthy = all(c.ok for c in checks)

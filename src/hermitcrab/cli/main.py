@@ -463,6 +463,14 @@ def bench_soak(
     run.soak(json_output, rounds)
 
 
+@bench_app.command("memory")
+def bench_memory(json_output: bool = typer.Option(False, "--json", help="Print one JSON object.")) -> None:
+    """The memory index with 10,000 notes: search p50, re-reading one file, recall@5."""
+    from hermitcrab.cli import bench_memory as run
+
+    run.bench(json_output)
+
+
 @bench_app.command("prompt")
 def bench_prompt(
     json_output: bool = typer.Option(False, "--json", help="Print one JSON object."),
@@ -551,3 +559,31 @@ def skills_install(
     from hermitcrab.cli import skills as run
 
     run.install(source, sha256, yes, force)
+
+
+memory_app = typer.Typer(help="Long-term memory: search it, rebuild its index.", no_args_is_help=True,
+                         rich_markup_mode=None)  # fmt: skip
+app.add_typer(memory_app, name="memory")
+
+
+@memory_app.command("search")
+def memory_search(
+    query: str = typer.Argument(..., help="What to recall, in plain words."),
+    agent: str | None = typer.Option(None, "--agent", help="Whose memory (default: the default agent)."),
+    limit: int = typer.Option(5, "--limit", help="How many lines."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Search MEMORY.md and the daily notes; each line with its file:line."""
+    from hermitcrab.cli import memory as run
+
+    run.search(query, agent, limit, json_output)
+
+
+@memory_app.command("reindex")
+def memory_reindex(
+    agent: str | None = typer.Option(None, "--agent", help="Whose memory (default: the default agent)."),
+) -> None:
+    """Rebuild the memory index from the files (searches keep it current on their own)."""
+    from hermitcrab.cli import memory as run
+
+    run.reindex(agent)

@@ -171,7 +171,7 @@ class NetworkPolicy(_Strict):
 
 
 DEFAULT_TOOLS = ["exec", "read_file", "write_file", "edit_file", "list_files", "web_fetch", "send_message",
-                 "schedule", "skill"]  # fmt: skip
+                 "schedule", "skill", "memory_search", "memory_write"]  # fmt: skip
 
 
 class ToolsPolicy(_Strict):

@@ -160,4 +160,20 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX job_runs_by_time ON job_runs(ran_at);
     """,
+    # 10: the memory index (memory/): each agent's memory files, line by line, and the
+    # stamp of each file as indexed
+    """
+    CREATE TABLE memory_files (
+        agent      TEXT NOT NULL,
+        path       TEXT NOT NULL,
+        mtime_ns   INTEGER NOT NULL,
+        size       INTEGER NOT NULL,
+        indexed_at REAL NOT NULL,
+        PRIMARY KEY (agent, path)
+    );
+    CREATE VIRTUAL TABLE memory_fts USING fts5(
+        text, heading UNINDEXED, agent UNINDEXED, path UNINDEXED, line UNINDEXED,
+        tokenize = 'porter unicode61'
+    );
+    """,
 )

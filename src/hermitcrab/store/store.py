@@ -11,6 +11,7 @@ from hermitcrab.store.approvals import ApprovalRecords
 from hermitcrab.store.audit import AuditLog
 from hermitcrab.store.db import Writer, open_database
 from hermitcrab.store.jobs import Jobs
+from hermitcrab.store.memory_index import MemoryIndex
 from hermitcrab.store.sandboxes import SandboxRecords
 from hermitcrab.store.sessions import SessionStore
 from hermitcrab.store.usage import UsageLog
@@ -29,6 +30,7 @@ class Store:
         self.usage = UsageLog(self._conn, lock, self.writer)
         self.jobs = Jobs(self._conn, lock)
         self.file_marks = FileMarks(self._conn, lock)
+        self.memory = MemoryIndex(self._conn, lock)
         self.approvals = ApprovalRecords(self._conn, lock, self.writer)
         self._lock = lock
         self.aio = AsyncStore(self)  # the same tables, awaited: what async code speaks

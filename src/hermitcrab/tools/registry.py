@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from hermitcrab.tools.base import Tool
 from hermitcrab.tools.files import EditFileTool, ListFilesTool, ReadFileTool, WriteFileTool
+from hermitcrab.tools.memory import MemorySearchTool, MemoryWriteTool
 from hermitcrab.tools.messaging import SendMessageTool
 from hermitcrab.tools.schedule import ScheduleTool
 from hermitcrab.tools.shell import ExecTool
@@ -21,5 +22,7 @@ def builtin_tools() -> dict[str, Tool]:
         WebFetchTool(),
         SendMessageTool(),
         ScheduleTool(),
+        MemorySearchTool(),
+        MemoryWriteTool(),
     ]
     return {tool.name: tool for tool in tools}
