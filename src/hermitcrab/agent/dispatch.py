@@ -188,9 +188,10 @@ async def _run(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolRes
         )
 
 
-async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolResult:
+async def tool_context(turn: Turn, call_id: str) -> ToolContext:
+    """What a tool call of this turn may reach (its agent's sandbox, workspace, store)."""
     runtime = await turn.sandbox_runtime()
-    ctx = ToolContext(
+    return ToolContext(
         agent=turn.agent.name,
         session_id=turn.session_id,
         sandbox=turn.sandbox,
@@ -200,9 +201,14 @@ async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) 
         actor=turn.actor,
         taint=tuple(turn.taint.sources),
         present=turn.present,
-        call_id=str(call_event.id),
+        call_id=call_id,
         post=turn.post,
     )
+
+
+async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolResult:
+    ctx = await tool_context(turn, str(call_event.id))
+    runtime = ctx.runtime
     result = await tool.run(args, ctx)
     agent, workspace, store = turn.agent.name, turn.agent.workspace, turn.store
     if (

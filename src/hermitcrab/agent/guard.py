@@ -16,6 +16,15 @@ from hermitcrab.tools.base import HIGH_RISK, Args, Tool
 from hermitcrab.tools.shell import workspace_path
 
 PERSONA_FILES = frozenset({*WORKSPACE_FILES, "HEARTBEAT.md"})
+OWNER = "owner"  # the sender of a message from the agent's own person (anyone else taints)
+EARLIER = "an earlier turn that read "
+
+
+def earlier(source: str) -> str:
+    """A source of taint seen again in a later turn, named once however often it returns."""
+    return source if source.startswith(EARLIER) else f"{EARLIER}{source}"
+
+
 GUARDED_FOLDERS = ("skills",)
 
 

@@ -17,9 +17,9 @@ import logging
 import time
 from typing import Any
 
-from hermitcrab.agent import dispatch
+from hermitcrab.agent import compaction, dispatch
 from hermitcrab.agent.context import build_messages
-from hermitcrab.agent.guard import Taint
+from hermitcrab.agent.guard import OWNER, Taint, earlier
 from hermitcrab.agent.turn import Agent, Services, Turn
 from hermitcrab.errors import HermitCrabError
 from hermitcrab.inference.base import CallAssembler, ChatRequest, TextPart, ToolCallPart, part_to_json
@@ -38,7 +38,6 @@ from hermitcrab.tools.base import ToolResult
 
 log = logging.getLogger("hermitcrab.agent")
 
-OWNER = "owner"
 INTERRUPTED = (
     "interrupted: the gateway stopped while this call ran, so it may or may not have taken "
     "effect. Check its effect before you repeat it."
@@ -127,7 +126,12 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
     for event in events:  # what an earlier run of this turn already learnt
         if event.kind == TOOL_RESULT and event.data.get("taint"):
             turn.taint.add(event.data["taint"])
-    history = await _history(turn)
+    persona = agent.persona.system_prompt()
+    note, history = await compaction.history(turn, persona)
+    for source in note.taint:  # what the compacted exchanges had read comes back with the note
+        turn.taint.add(earlier(source))
+    _taint_from(turn, history)
+    system = "\n\n".join(p for p in (persona, note.render()) if p)
     steps = [e for e in events if e.kind in (MODEL_RESPONSE, TOOL_RESULT)]
     responses = [e for e in events if e.kind == MODEL_RESPONSE]
     budget = turn.message.data.get("token_budget")
@@ -148,7 +152,7 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
         # its answer: the next step must reply.
         stuck = count >= 2 and _repeats(answered[-1], answered[:-1])
         request = ChatRequest(
-            build_messages(agent.persona.system_prompt(), history, turn.message, steps),
+            build_messages(system, history, turn.message, steps),
             tools=tuple(t.spec() for t in turn.tools.values()),
             tool_choice="none" if out_of_steps or stuck else choice,
         )
@@ -168,17 +172,14 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
         steps.extend(await _run_calls(turn, response, []))
 
 
-async def _history(turn: Turn) -> list[tuple[Event, Event]]:
-    """The earlier exchanges the model will see again. What tainted them taints this turn:
-    a reply that quoted a web page brings the page's words back into the context."""
-    limit = turn.agent.config.max_history_messages // 2
-    history = await turn.store.aio.sessions.conversation(turn.session_id, turn.message.id, limit)
+def _taint_from(turn: Turn, history: list[tuple[Event, Event]]) -> None:
+    """The earlier exchanges the model will see again: what tainted them taints this turn
+    (a reply that quoted a web page brings the page's words back into the context)."""
     for asked, answered in history:
         if asked.data.get("sender", OWNER) != OWNER:
             turn.taint.add(f"an earlier message from {asked.data['sender']}")
         for source in answered.data.get("taint") or ():
-            turn.taint.add(f"an earlier turn that read {source}")
-    return history
+            turn.taint.add(earlier(source))
 
 
 async def _ask_model(turn: Turn, request: ChatRequest, partial: list[str], step: int) -> Event:

@@ -112,6 +112,15 @@ ModelConfig = Annotated[
 ]
 
 
+class CompactionConfig(StrictModel):
+    # The model's context window, in tokens; None: the model's own (llama_cpp's
+    # context_tokens), else 32,768.
+    context_tokens: int | None = Field(None, ge=512, le=10_000_000)
+    # Past this share of the window the older exchanges are summarised into a note.
+    at_share: float = Field(0.75, gt=0.1, le=0.95)
+    keep_exchanges: int = Field(4, ge=1, le=100)  # the most recent, kept word for word
+
+
 class AgentConfig(StrictModel):
     model: str = "embedded"
     # Tried in order when the model is rate-limited, failing, unreachable or too slow.
@@ -127,6 +136,7 @@ class AgentConfig(StrictModel):
     # A longer tool result is cut; the whole text goes to a workspace file the model is shown.
     max_tool_result_chars: int = Field(16000, ge=200, le=10_000_000)
     heartbeat: HeartbeatConfig | None = None
+    compaction: CompactionConfig = Field(default_factory=CompactionConfig)
 
 
 class HeartbeatConfig(StrictModel):

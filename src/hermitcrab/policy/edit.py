@@ -12,6 +12,7 @@ def _yaml() -> Any:
     yaml = YAML(typ="rt")
     yaml.indent(mapping=2, sequence=4, offset=2)  # the layout our templates and docs use
     yaml.preserve_quotes = True
+    yaml.width = 4096  # never fold a line: an entry like `exec=echo one` must stay whole to the eye
     return yaml
 
 

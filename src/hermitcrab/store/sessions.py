@@ -33,6 +33,7 @@ TOOL_RESULT = "tool.result"
 AGENT_MESSAGE = "agent.message"  # what send_message said, before the reply
 REPLY = "reply"
 TURN_FAILED = "turn.failed"
+COMPACTION = "compaction"  # older exchanges summarised into a note; see agent/compaction.py
 ANSWERS = (REPLY, TURN_FAILED)
 
 
@@ -228,19 +229,21 @@ class SessionStore:
             ).fetchall()
         return [_event(r) for r in rows]
 
-    def conversation(self, session_id: str, before: int, limit: int) -> list[tuple[Event, Event]]:
+    def conversation(
+        self, session_id: str, before: int, limit: int, after: int = 0
+    ) -> list[tuple[Event, Event]]:
         """The last `limit` answered exchanges (message, reply) whose message came before
-        event `before`, oldest first. Pairing by reply_to keeps the order right even when
-        a message was queued while an earlier turn was still running."""
+        event `before` (and after event `after`), oldest first. Pairing by reply_to keeps
+        the order right even when a message was queued while an earlier turn was running."""
         with self._lock:
             rows = self._conn.execute(
                 """SELECT m.id, m.session_id, m.kind, m.reply_to, m.data, m.created_at,
                           r.id AS r_id, r.kind AS r_kind, r.reply_to AS r_reply_to,
                           r.data AS r_data, r.created_at AS r_created_at
                    FROM events m JOIN events r ON r.reply_to = m.id AND r.kind = ?
-                   WHERE m.session_id = ? AND m.kind = ? AND m.id < ?
+                   WHERE m.session_id = ? AND m.kind = ? AND m.id < ? AND m.id > ?
                    ORDER BY m.id DESC LIMIT ?""",
-                (REPLY, session_id, MESSAGE, before, limit),
+                (REPLY, session_id, MESSAGE, before, after, limit),
             ).fetchall()
         pairs = []
         for row in reversed(rows):
@@ -254,6 +257,16 @@ class SessionStore:
             )
             pairs.append((_event(row), reply))
         return pairs
+
+    def latest(self, session_id: str, kind: str) -> Event | None:
+        """The session's last event of this kind (turns run one at a time per session, so
+        no later turn's event can be among them yet)."""
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT * FROM events WHERE session_id = ? AND kind = ? ORDER BY id DESC LIMIT 1",
+                (session_id, kind),
+            ).fetchone()
+        return _event(row) if row else None
 
     def unanswered(self) -> list[Event]:
         """Messages with no reply yet, oldest first: the turns a restart must resume."""

@@ -49,26 +49,36 @@ class MemoryWriteTool(Tool):
     Args = WriteArgs
 
     def written_path(self, args: WriteArgs) -> str:
-        return f"{NOTES_FOLDER}/{_today()}.md"
+        return today_note()
 
     async def run(self, args: WriteArgs, ctx: ToolContext) -> ToolResult:
-        text = " ".join(args.text.split())[:MAX_NOTE_CHARS]
-        if not text:
+        if not " ".join(args.text.split()):
             return ToolResult("memory_write: nothing to remember", error=True)
         path = self.written_path(args)
-        line = f"- {time.strftime('%H:%M')} {text}\n"
-        # Written inside the sandbox, as every write to the workspace is (its quota, its uid).
-        script = 'mkdir -p "$(dirname "$1")" && cat >> "$1"'
-        result = await ctx.runtime.exec(
-            ctx.sandbox, ["sh", "-c", script, "sh", path], actor=ctx.actor, stdin=line.encode()
-        )
-        if result.exit_code != 0:
-            return ToolResult(
-                f"memory_write: could not write {path}: {result.stderr.decode()[:300]}", error=True
-            )
-        memory = Memory(ctx.store.memory, ctx.agent, ctx.workspace)
-        await asyncio.to_thread(memory.index_file, path)
+        failure = await append_note(ctx, path, [args.text])
+        if failure:
+            return ToolResult(f"memory_write: could not write {path}: {failure}", error=True)
         return ToolResult(f"remembered in {path}")
+
+
+async def append_note(ctx: ToolContext, path: str, texts: list[str]) -> str | None:
+    """Append lines to a daily note, inside the sandbox as every write to the workspace is
+    (its quota, its uid), and index it; returns what went wrong, or None."""
+    stamp = time.strftime("%H:%M")
+    lines = "".join(f"- {stamp} {' '.join(t.split())[:MAX_NOTE_CHARS]}\n" for t in texts if t.strip())
+    script = 'mkdir -p "$(dirname "$1")" && cat >> "$1"'
+    result = await ctx.runtime.exec(
+        ctx.sandbox, ["sh", "-c", script, "sh", path], actor=ctx.actor, stdin=lines.encode()
+    )
+    if result.exit_code != 0:
+        return result.stderr.decode(errors="replace")[:300] or f"exit {result.exit_code}"
+    memory = Memory(ctx.store.memory, ctx.agent, ctx.workspace)
+    await asyncio.to_thread(memory.index_file, path)
+    return None
+
+
+def today_note() -> str:
+    return f"{NOTES_FOLDER}/{_today()}.md"
 
 
 def _today() -> str:
