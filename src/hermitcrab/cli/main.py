@@ -510,6 +510,14 @@ def mcp_list(json_output: bool = typer.Option(False, "--json", help="Print JSON.
     run.list_servers(json_output)
 
 
+@mcp_app.command("serve")
+def mcp_serve() -> None:
+    """Serve the agent to an MCP client over stdio (relayed to the gateway's /mcp)."""
+    from hermitcrab.cli import mcp as run
+
+    run.serve()
+
+
 @mcp_app.command("probe")
 def mcp_probe(
     url: str = typer.Option(

@@ -73,3 +73,41 @@ def list_servers(json_output: bool) -> None:
             print(f"  error: {server['error']}")
         for tool in server.get("tools", []):
             print(f"  {tool['name']} [{tool['risk']}]: {tool['description']}")
+
+
+def serve() -> None:
+    """`hermitcrab mcp serve`: MCP over stdio for a client that starts its servers as
+    commands, relayed to the running gateway's /mcp with its token. One server, two doors."""
+    from hermitcrab.cli.client import GatewayClient
+    from hermitcrab.config.paths import Paths
+
+    client = GatewayClient(Paths.from_env())
+    try:
+        asyncio.run(_relay(f"{client.base_url}/mcp", client.token))
+    except Exception as exc:
+        fail(f"mcp serve: {_cause(exc)}")
+
+
+async def _relay(url: str, token: str) -> None:
+    import anyio
+    import httpx2
+    from mcp.client.streamable_http import streamable_http_client
+    from mcp.server.stdio import stdio_server
+
+    async def pump(source: object, sink: object) -> None:
+        async for message in source:  # type: ignore[attr-defined]
+            if isinstance(message, Exception):
+                continue  # a line that does not parse; the SDK has said so on stderr
+            await sink.send(message)  # type: ignore[attr-defined]
+
+    headers = {"Authorization": f"Bearer {token}"}
+    http = httpx2.AsyncClient(headers=headers, timeout=httpx2.Timeout(30, read=None))
+    async with (
+        http,
+        stdio_server() as (stdin, stdout),
+        streamable_http_client(url, http_client=http) as (upstream_in, upstream_out),
+        anyio.create_task_group() as tasks,
+    ):
+        tasks.start_soon(pump, stdin, upstream_out)
+        await pump(upstream_in, stdout)
+        tasks.cancel_scope.cancel()

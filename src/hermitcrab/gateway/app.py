@@ -34,8 +34,19 @@ def build_app(gw: Gateway) -> Any:
         status = 404 if isinstance(exc, SandboxNotFound) else 400
         return ApiError(status, type(exc).__name__, str(exc)).response()
 
+    from starlette.routing import Route
+
+    from hermitcrab.gateway.mcp_server import McpEndpoint
+
+    mcp = gw.mcp_endpoint = McpEndpoint(gw)  # the SDK loads on the first MCP request, not before
     app = Starlette(
-        routes=[*api.routes(gw), *openai_api.routes(gw), *sandbox_api.routes(gw), *jobs_api.routes(gw)],
+        routes=[
+            *api.routes(gw),
+            *openai_api.routes(gw),
+            *sandbox_api.routes(gw),
+            *jobs_api.routes(gw),
+            Route("/mcp", endpoint=mcp, methods=["GET", "POST", "DELETE"]),
+        ],
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HermitCrabError: domain_error},
     )

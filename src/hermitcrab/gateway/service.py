@@ -30,6 +30,7 @@ from hermitcrab.store.sessions import Event
 if TYPE_CHECKING:
     from hermitcrab.config.schema import McpServerConfig
     from hermitcrab.egress.proxy import EgressProxy
+    from hermitcrab.gateway.mcp_server import McpEndpoint
     from hermitcrab.runtime import SandboxRuntime, Stream
     from hermitcrab.scheduler import Clock, Scheduler
     from hermitcrab.tools.mcp.hub import McpHub
@@ -77,6 +78,7 @@ class Gateway:
         )
         self.agents: dict[str, Agent] = build_agents(config, paths, self._route, self.agent, self.services)
         self.mcp: McpHub | None = None
+        self.mcp_endpoint: McpEndpoint | None = None  # /mcp, set by the app
         if config.mcp.servers:  # their tools join the agent's once its servers run (after ready)
             from hermitcrab.tools.mcp.hub import McpHub
 
@@ -340,6 +342,8 @@ class Gateway:
             await self.runner.stop()
         if self.mcp is not None:
             await self.mcp.stop()
+        if self.mcp_endpoint is not None:
+            await self.mcp_endpoint.stop()
         for task in self._preload:
             task.cancel()
         await asyncio.gather(*self._preload, return_exceptions=True)
