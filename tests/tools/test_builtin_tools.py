@@ -30,6 +30,8 @@ def test_every_tool_is_declared_once_with_a_one_line_description_and_a_schema() 
             "web_fetch",
             "send_message",
             "schedule",
+            "memory_search",
+            "memory_write",
         ]
     )
     for tool in TOOLS.values():

@@ -193,7 +193,8 @@ class McpServerConfig(StrictModel):
     args: list[str] = Field(default_factory=list)
     env: dict[str, str] = Field(default_factory=dict)  # plain settings: secrets never enter a sandbox
     cwd: str | None = None  # inside the sandbox; default the workspace
-    url: str | None = None
+    url: str | None = None  # streamable HTTP, reached through the agent's sandbox's egress door
+    headers: dict[str, str] = Field(default_factory=dict)  # plain ones; credentials: a network rule's secret
     tools: McpToolFilter = Field(default_factory=McpToolFilter)
     # Every tool of this server at this risk, whatever its annotations say.
     risk: Literal["read", "write", "exec", "network", "external"] | None = None
@@ -202,13 +203,13 @@ class McpServerConfig(StrictModel):
 
     @model_validator(mode="after")
     def _one_transport(self) -> McpServerConfig:
-        if self.url is not None:
+        if (self.url is None) == (not self.command):
             raise ValueError(
-                "HTTP MCP servers (url) are not supported yet: they must be reached through the "
-                "egress door, which is not built for them. fix: run the server over stdio (command)"
+                "a server has either a command (stdio, run in the sandbox) or a url (streamable HTTP), "
+                "not both and not neither"
             )
-        if not self.command:
-            raise ValueError("a server needs a command (stdio): e.g. command: node, args: [server.js]")
+        if self.url is not None and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url {self.url!r} is not an http(s) URL")
         return self
 
 

@@ -8,6 +8,7 @@ import functools
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from hermitcrab import __version__
@@ -225,13 +226,22 @@ class Gateway:
         assert self.mcp is not None and self.runtime is not None
         runtime = self.runtime
 
-        async def open_stream(server: str, spec: McpServerConfig) -> Stream:
-            await runtime.ensure(agent.sandbox, workspace=agent.workspace, agent=agent.name)
-            argv = [spec.command or "", *spec.args]
-            return await runtime.stream(agent.sandbox, argv, actor=f"mcp:{server}", cwd=spec.cwd,
-                                        env=spec.env or None)  # fmt: skip
+        from hermitcrab.tools.mcp.door import through_door
+        from hermitcrab.tools.mcp.transport import ServerOutput, sandboxed_stdio
 
-        self.mcp.start(agent.name, open_stream)
+        def connector(server: str, spec: McpServerConfig) -> Callable[[ServerOutput], Any]:
+            if spec.url is not None:
+                return lambda output: through_door(runtime, agent.sandbox, agent.workspace, agent.name, spec)
+
+            async def open_stream() -> Stream:
+                await runtime.ensure(agent.sandbox, workspace=agent.workspace, agent=agent.name)
+                argv = [spec.command or "", *spec.args]
+                return await runtime.stream(agent.sandbox, argv, actor=f"mcp:{server}", cwd=spec.cwd,
+                                            env=spec.env or None)  # fmt: skip
+
+            return lambda output: sandboxed_stdio(open_stream, output)
+
+        self.mcp.start(agent.name, connector)
 
     async def sandbox_runtime(self) -> SandboxRuntime:
         """The runtime, once started (a few milliseconds after the gateway answers)."""

@@ -36,7 +36,8 @@ mcp:
     home.config.write_text(config)
     policy = home.policy.read_text()
     policy = policy.replace("read_only: [/usr,", f"read_only: [{NODE_MODULES}, /usr,")
-    policy = policy.replace("send_message, schedule, skill]", "send_message, schedule, skill, fs__*]")
+    policy = policy.replace("memory_search, memory_write]", "memory_search, memory_write, fs__*]")
+    assert "fs__*" in policy
     home.policy.write_text(policy)
 
 
@@ -113,3 +114,38 @@ def test_a_server_that_does_not_start_is_reported_and_the_turn_still_answers(mcp
     servers = wait_for(lambda: ready(mcp_home), what="the server's state")
     fs = next(s for s in servers if s["server"] == "fs")
     assert fs["state"] == "failed" and "/nope/node" in fs["error"]
+
+
+def test_an_http_server_is_reached_through_the_sandbox_door(mcp_home: Paths, everything_url: str) -> None:
+    port = everything_url.split(":")[2].split("/")[0]
+    url = everything_url.replace("127.0.0.1", "localhost")
+    replies = json.dumps(
+        [{"calls": [{"name": "ev__echo", "arguments": {"message": "through the door"}}]}, "Done."]
+    )
+    mcp_home.config.write_text(
+        SCRIPTED_CONFIG.format(port=free_port(), replies=replies)
+        + f"\nmcp:\n  servers:\n    ev:\n      url: {url}\n      tools: {{allow: [echo]}}\n"
+    )
+    policy = mcp_home.policy.read_text().replace(
+        "memory_search, memory_write]", "memory_search, memory_write, ev__*]"
+    )
+    rule = (f"  rules:\n    - name: everything\n      hosts: [localhost]\n      ports: [{port}]\n"
+            "      allowed_ips: [127.0.0.1]\n      access: allow")  # fmt: skip
+    mcp_home.policy.write_text(policy.replace("  rules: []", rule, 1))
+    assert hc(mcp_home, "up").returncode == 0
+    asked = hc(mcp_home, "ask", "Echo it", "--json")
+    assert asked.returncode == 0, asked.stderr
+    result = next(e for e in json.loads(asked.stdout)["events"] if e["kind"] == "tool.result")["data"]
+    assert not result["error"], result
+    assert result["content"] == "Echo: through the door" and result["taint"].startswith("MCP server ev")
+    audit = json.loads(hc(mcp_home, "audit", "--json").stdout)["entries"]
+    assert any(e["action"] == "network" and f"localhost:{port}" in json.dumps(e) for e in audit)
+
+    # Without the rule the door refuses it, and the server is said to have failed.
+    hc(mcp_home, "down")
+    mcp_home.policy.write_text(policy)
+    assert hc(mcp_home, "up").returncode == 0
+    hc(mcp_home, "ask", "Echo it again", "--json")
+    servers = wait_for(lambda: ready(mcp_home), what="the server's state")
+    ev = next(s for s in servers if s["server"] == "ev")
+    assert ev["state"] == "failed" and ev["error"], ev

@@ -4,17 +4,18 @@ merged into what the agent offers, waited for briefly at a turn's start, stopped
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hermitcrab.tools.mcp.servers import McpSchemaTool, McpServer, McpTool
+from hermitcrab.tools.mcp.servers import Connect, McpSchemaTool, McpServer, McpTool
 
 if TYPE_CHECKING:
     from hermitcrab.config.schema import McpServerConfig
-    from hermitcrab.runtime import Stream
     from hermitcrab.tools.base import Tool
 
-Opener = Callable[[str, "McpServerConfig"], Awaitable["Stream"]]
+# Given a server's name and settings, how to reach it (stdio in the sandbox, or HTTP
+# through the sandbox's egress door): the gateway decides, knowing its runtime.
+Connector = Callable[[str, "McpServerConfig"], Connect]
 SETTLE_SECONDS = 20.0  # the longest a turn waits for its agent's servers to come up
 
 
@@ -26,11 +27,11 @@ class McpHub:
     def wanted(self, agent: str) -> dict[str, McpServerConfig]:
         return {n: s for n, s in self.configs.items() if s.agents is None or agent in s.agents}
 
-    def start(self, agent: str, open_stream: Opener) -> None:
+    def start(self, agent: str, connector: Connector) -> None:
         mine = self.servers.setdefault(agent, {})
         for name, spec in self.wanted(agent).items():
             if name not in mine:
-                mine[name] = McpServer(name, spec, agent, lambda n=name, s=spec: open_stream(n, s))
+                mine[name] = McpServer(name, spec, agent, connector(name, spec))
             mine[name].start()
 
     def tools(self, agent: str) -> dict[str, Tool]:

@@ -14,20 +14,25 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
 from hermitcrab.inference.base import ToolSpec
 from hermitcrab.tools.base import Args, Risk, Tool, ToolContext, ToolResult
-from hermitcrab.tools.mcp.transport import ServerOutput, sandboxed_stdio
+from hermitcrab.tools.mcp.transport import ServerOutput
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
+
     import mcp_types as types
 
     from hermitcrab.config.schema import McpServerConfig
-    from hermitcrab.runtime import Stream
+
+# How a server is reached: a transport (the SDK's read and write streams), given where its
+# output goes (a stdio server's stderr and exit, for a clear error).
+Connect = Callable[[ServerOutput], "AbstractAsyncContextManager[Any]"]
 
 log = logging.getLogger("hermitcrab.mcp")
 
@@ -140,11 +145,9 @@ class McpUnavailable(Exception):
 class McpServer:
     """One server for one agent, in that agent's sandbox."""
 
-    def __init__(
-        self, name: str, spec: McpServerConfig, agent: str, open_stream: Callable[[], Awaitable[Stream]]
-    ):
+    def __init__(self, name: str, spec: McpServerConfig, agent: str, connect: Connect) -> None:
         self.name, self.spec, self.agent = name, spec, agent
-        self._open_stream = open_stream
+        self._connect = connect
         self.state = "stopped"
         self.error: str | None = None
         self.server_info = ""
@@ -188,7 +191,7 @@ class McpServer:
 
         try:
             async with Client(
-                sandboxed_stdio(self._open_stream, output),
+                self._connect(output),
                 elicitation_callback=decline_elicitation,
                 sampling_callback=decline_sampling,
                 list_roots_callback=roots,
