@@ -66,6 +66,10 @@ say "installing HermitCrab and its dependencies${EXTRAS:+ (with $EXTRAS)}"
 # Our own modules' bytecode, written now: an editable install is otherwise compiled on
 # every start where PYTHONDONTWRITEBYTECODE is set (a third of `hermitcrab up`'s time).
 "$VENV/bin/python" -m compileall -q -j 0 src/hermitcrab >/dev/null
+# The dependencies' own test suites (numpy's, mostly: 19 MB with their bytecode) never run
+# here. Only folders named tests inside installed packages go; numpy.testing, an API, stays.
+site=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+find "$site" -mindepth 2 -type d -name tests -prune -exec rm -rf {} + 2>/dev/null || true
 # setuptools came with the venv; nothing runs on it (the build uses an isolated one).
 "${PIP[@]}" uninstall --quiet --yes setuptools 2>/dev/null || true
 say "installed: $("$VENV/bin/hermitcrab" --help >/dev/null && echo "$VENV/bin/hermitcrab")"
