@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -58,3 +59,16 @@ def test_fifty_installed_skills_reach_the_prompt_by_name_only() -> None:
     assert "skill" in [t["function"]["name"] for t in body["tools"]]
     tokens = bench_prompt.count(json.dumps(body).encode())["bare_turn_prompt_tokens"]
     assert tokens <= bench_prompt.SKILLS_TARGET_TOKENS
+
+
+@pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
+def test_three_mcp_servers_keep_the_prompt_frugal() -> None:
+    body = json.loads(bench_prompt.first_request(mcp_servers=3))
+    names = [t["function"]["name"] for t in body["tools"]]
+    assert {"files__read_text_file", "git__git_status", "fetch__fetch", "mcp_schema"} <= set(names)
+    files = next(t["function"] for t in body["tools"] if t["function"]["name"] == "files__write_file")
+    assert files["parameters"] == {"type": "object"}  # 12 tools: schemas on request
+    fetch = next(t["function"] for t in body["tools"] if t["function"]["name"] == "fetch__fetch")
+    assert "url" in fetch["parameters"]["properties"]  # 1 tool: its schema up front
+    tokens = bench_prompt.count(json.dumps(body, separators=(",", ":")).encode())["bare_turn_prompt_tokens"]
+    assert tokens <= bench_prompt.TARGET_TOKENS

@@ -169,9 +169,69 @@ def write_skills(folder: Path, count: int) -> None:
         )
 
 
-def first_request(skills: int = 0) -> bytes:
+# Three MCP servers as people configure them: their tools' names, one-line descriptions and
+# argument names modelled on the MCP project's filesystem, git and fetch servers.
+MCP_SERVERS = {
+    "files": [
+        ("read_text_file", "Read the complete contents of a file as text.", ["path", "head", "tail"]),
+        ("read_media_file", "Read an image or audio file as base64 data.", ["path"]),
+        ("read_multiple_files", "Read the contents of multiple files at once.", ["paths"]),
+        ("write_file", "Create a new file or overwrite an existing one.", ["path", "content"]),
+        ("edit_file", "Make line-based edits to a text file.", ["path", "edits", "dryRun"]),
+        ("create_directory", "Create a new directory, with its parents.", ["path"]),
+        ("list_directory", "List the files and directories in a path.", ["path"]),
+        ("directory_tree", "A recursive tree of files and directories as JSON.", ["path"]),
+        ("move_file", "Move or rename a file or directory.", ["source", "destination"]),
+        ("search_files", "Search for files matching a pattern, recursively.", ["path", "pattern"]),
+        ("get_file_info", "Metadata about a file or directory: size, times, type.", ["path"]),
+        ("list_allowed_directories", "The directories this server may access.", []),
+    ],
+    "git": [
+        ("git_status", "Show the working tree status.", ["repo_path"]),
+        ("git_diff", "Show changes between the working tree and a commit.", ["repo_path", "target"]),
+        ("git_commit", "Record changes to the repository.", ["repo_path", "message"]),
+        ("git_add", "Add file contents to the staging area.", ["repo_path", "files"]),
+        ("git_log", "Show the commit logs.", ["repo_path", "max_count"]),
+    ],
+    "fetch": [
+        ("fetch", "Fetch a URL and return its content as markdown.", ["url", "max_length", "start_index"]),
+    ],
+}
+STUB_MCP_SERVER = r"""
+import json, sys
+tools = json.loads(sys.argv[1])
+def say(i, result): print(json.dumps({"jsonrpc": "2.0", "id": i, "result": result}), flush=True)
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m: continue
+    if m["method"] == "initialize":
+        say(m["id"], {"protocolVersion": m["params"]["protocolVersion"], "capabilities": {"tools": {}},
+                      "serverInfo": {"name": "bench", "version": "1"}})
+    elif m["method"] == "tools/list":
+        say(m["id"], {"tools": [{"name": n, "description": d, "inputSchema": {"type": "object",
+              "properties": {a: {"type": "string", "description": a.replace("_", " ")} for a in args},
+              "required": args[:1]}} for n, d, args in tools]})
+    else:
+        print(json.dumps({"jsonrpc": "2.0", "id": m["id"], "error": {"code": -32601, "message": "no"}}),
+              flush=True)
+"""
+
+
+def mcp_config(servers: int) -> str:
+    """hermitcrab.yaml's mcp section for the first `servers` of MCP_SERVERS, each a stub that
+    speaks MCP over stdio in the sandbox (the system's python3, standard library only)."""
+    if not servers:
+        return ""
+    lines = ["mcp:", "  servers:"]
+    for name, tools in list(MCP_SERVERS.items())[:servers]:
+        lines += [f"    {name}:", "      command: /usr/bin/python3",
+                  f"      args: {json.dumps(['-c', STUB_MCP_SERVER, json.dumps(tools)])}"]  # fmt: skip
+    return "\n".join(lines) + "\n"
+
+
+def first_request(skills: int = 0, mcp_servers: int = 0) -> bytes:
     """The raw body of the first model request a freshly onboarded agent sends for a hello,
-    with `skills` skills installed."""
+    with `skills` skills installed and `mcp_servers` MCP servers configured."""
     from hermitcrab.cli.onboard import run as onboard
     from hermitcrab.config.paths import HOME_ENV
 
@@ -184,9 +244,20 @@ def first_request(skills: int = 0) -> bytes:
                 onboard(yes=True)
             write_skills(home / "skills", skills)
             config = CONFIG.format(gateway_port=free_port(), base_url=recorder.base_url)
-            (home / "hermitcrab.yaml").write_text(config)
+            (home / "hermitcrab.yaml").write_text(config + mcp_config(mcp_servers))
+            if mcp_servers:  # the policy lets their tools run (the turn never calls one)
+                _allow_servers(home / "policy.yaml", list(MCP_SERVERS)[:mcp_servers])
             asyncio.run(_one_turn(recorder))
         return recorder.bodies[0]
+
+
+def _allow_servers(policy_file: Path, servers: list[str]) -> None:
+    """Their tools allowed; the workspace measured, not a loop-mounted filesystem (a
+    temporary home is gone when the bench is done, and a mount would hold it)."""
+    policy = policy_file.read_text()
+    policy = policy.replace("  workspace_quota: required ", "  workspace_quota: best_effort ")
+    allowed = ", ".join(f"{n}__*" for n in servers)
+    policy_file.write_text(policy.replace("memory_write]", f"memory_write, {allowed}]", 1))
 
 
 def _cl100k() -> Any:
@@ -255,6 +326,9 @@ def measure() -> dict[str, Any]:
     results = count(first_request())
     with_skills = first_request(skills=len(SKILL_TOPICS))
     results["with_50_skills_tokens"] = count(with_skills)["bare_turn_prompt_tokens"]
+    with_mcp = count(first_request(mcp_servers=len(MCP_SERVERS)))
+    results["with_3_mcp_servers_tokens"] = with_mcp["bare_turn_prompt_tokens"]
+    results["with_3_mcp_servers_tools"] = with_mcp["tools_offered"]
     results["skills_target_tokens"] = SKILLS_TARGET_TOKENS
     return results
 

@@ -23,6 +23,7 @@ class McpHub:
     def __init__(self, servers: dict[str, McpServerConfig]) -> None:
         self.configs = servers
         self.servers: dict[str, dict[str, McpServer]] = {}  # agent -> server name -> server
+        self._begun: dict[str, asyncio.Event] = {}  # agent -> its servers have been started
 
     def wanted(self, agent: str) -> dict[str, McpServerConfig]:
         return {n: s for n, s in self.configs.items() if s.agents is None or agent in s.agents}
@@ -33,6 +34,7 @@ class McpHub:
             if name not in mine:
                 mine[name] = McpServer(name, spec, agent, connector(name, spec))
             mine[name].start()
+        self._begun.setdefault(agent, asyncio.Event()).set()
 
     def tools(self, agent: str) -> dict[str, Tool]:
         offered: dict[str, McpTool] = {}
@@ -47,6 +49,12 @@ class McpHub:
     async def settle(self, agent: str, timeout: float = SETTLE_SECONDS) -> None:
         """Before a turn: a server that failed a while ago is tried again, and one still
         starting is waited for (briefly), so that the turn sees its tools."""
+        if self.wanted(agent):  # a turn right after start: the runtime, then its servers, come first
+            begun = self._begun.setdefault(agent, asyncio.Event())
+            try:
+                await asyncio.wait_for(begun.wait(), timeout)
+            except TimeoutError:
+                return
         servers = list(self.servers.get(agent, {}).values())
         for server in servers:
             if server.retry_due():

@@ -77,11 +77,12 @@ class McpTool(Tool):
         self.remote = tool.name
         self.name = tool_name(server.name, tool.name)  # type: ignore[misc]
         line = " ".join((tool.description or tool.name).split())[:DESCRIPTION_CHARS]
-        self.description = line if full_schema else f"{line} (mcp_schema gives its arguments)"  # type: ignore[misc]
+        self.description = line  # type: ignore[misc]
         self.risk = risk  # type: ignore[misc]
         self.schema = dict(tool.input_schema or {"type": "object"})
         self.compact = not full_schema
-        self._offered = self.schema if full_schema else {"type": "object", "additionalProperties": True}
+        # A big server's tools go without their schemas (mcp_schema gives one): tokens saved.
+        self._offered = self.schema if full_schema else {"type": "object"}
 
     def spec(self) -> ToolSpec:
         return ToolSpec(self.name, self.description, self._offered)
@@ -95,10 +96,11 @@ class McpTool(Tool):
             limit = self.server.spec.timeout_seconds
             return ToolResult(f"{self.name}: no answer within {limit:g} s (mcp.servers.{self.server.name}"
                               ".timeout_seconds)", error=True)  # fmt: skip
+        text = render(result)[:RESULT_CHARS]
+        if result.is_error and self.compact:  # the guidance lives in the error, not the prompt
+            text += f"\n(its arguments: call mcp_schema with tool={self.name})"
         return ToolResult(
-            render(result)[:RESULT_CHARS],
-            error=result.is_error,
-            taint=f"MCP server {self.server.name} (tool {self.remote})",
+            text, error=result.is_error, taint=f"MCP server {self.server.name} (tool {self.remote})"
         )
 
 
@@ -108,7 +110,7 @@ class SchemaArgs(Args):
 
 class McpSchemaTool(Tool):
     name = "mcp_schema"
-    description = "The arguments an MCP tool takes (its JSON schema)."
+    description = "The arguments of an MCP tool offered without them: call before using one."
     risk: Risk = "read"
     Args = SchemaArgs
 
