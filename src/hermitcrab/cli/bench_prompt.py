@@ -344,9 +344,13 @@ def prompt(json_output: bool) -> None:
           f"with all {r['tools_offered']} built-in tools offered)")  # fmt: skip
     print(f"  system prompt             {r['system_prompt_tokens']:7,}")
     print(f"  tools                     {r['tools_tokens']:7,}")
-    print(
-        f"with 50 skills installed    {r['with_50_skills_tokens']:7,}   (target <= {SKILLS_TARGET_TOKENS:,})"
+    skills, servers, tools = (
+        r["with_50_skills_tokens"],
+        r["with_3_mcp_servers_tokens"],
+        r["with_3_mcp_servers_tools"],
     )
+    print(f"with 50 skills installed    {skills:7,}   (target <= {SKILLS_TARGET_TOKENS:,})")
+    print(f"with 3 MCP servers          {servers:7,}   ({tools} tools offered; target <= {TARGET_TOKENS:,})")
     embedded = r["embedded_tokens"]
     shown = f"{embedded:7,}" if embedded is not None else f"   n/a ({r.get('embedded_error')})"
     print(f"embedded model's tokenizer  {shown}")
