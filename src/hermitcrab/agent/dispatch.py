@@ -203,6 +203,7 @@ async def tool_context(turn: Turn, call_id: str) -> ToolContext:
         present=turn.present,
         call_id=call_id,
         post=turn.post,
+        approvals=turn.approvals,
     )
 
 

@@ -83,7 +83,7 @@ class Gateway:
         if config.mcp.servers:  # their tools join the agent's once its servers run (after ready)
             from hermitcrab.tools.mcp.hub import McpHub
 
-            self.mcp = McpHub(config.mcp.servers)
+            self.mcp = McpHub(config.mcp.servers, self._sample)
             self.services.before_turn = self.mcp.settle
             for name, agent in self.agents.items():
                 agent.extra_tools = functools.partial(self.mcp.tools, name)
@@ -220,6 +220,19 @@ class Gateway:
             for name, agent in self.agents.items():
                 if self.mcp.wanted(name):
                     self._start_mcp(agent)
+
+    async def _sample(
+        self, agent: str, system: str | None, messages: list[tuple[str, str]], max_tokens: int
+    ) -> str:
+        """An MCP server's sampling request, a person having allowed it: the agent's route."""
+        from hermitcrab.inference.base import ChatMessage, ChatRequest
+
+        chat = [ChatMessage.of("system", system)] if system else []
+        chat += [
+            ChatMessage.of("assistant" if role == "assistant" else "user", text) for role, text in messages
+        ]
+        request = ChatRequest(chat, max_tokens=max_tokens, tool_choice="none")
+        return "".join([c.text async for c in self.agents[agent].provider.stream(request) if c.text])
 
     def _start_mcp(self, agent: Agent) -> None:
         """The agent's MCP servers, each a streamed command in the agent's own sandbox."""

@@ -14,6 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from hermitcrab.inference.base import ToolSpec
 
 if TYPE_CHECKING:
+    from hermitcrab.approvals import Approvals
     from hermitcrab.runtime import SandboxRuntime
     from hermitcrab.store import Store
 
@@ -54,6 +55,8 @@ class ToolContext:
     call_id: str = ""
     # Send a message to the session (what send_message does); set by the loop.
     post: Callable[[str], Awaitable[None]] | None = None
+    # The inbox, for a tool that must ask the person mid-call (an MCP server's question).
+    approvals: Approvals | None = None
 
     @property
     def tainted(self) -> bool:

@@ -149,3 +149,62 @@ def test_an_http_server_is_reached_through_the_sandbox_door(mcp_home: Paths, eve
     servers = wait_for(lambda: ready(mcp_home), what="the server's state")
     ev = next(s for s in servers if s["server"] == "ev")
     assert ev["state"] == "failed" and ev["error"], ev
+
+
+EVERYTHING = NODE_MODULES / "@modelcontextprotocol" / "server-everything" / "dist" / "index.js"
+
+
+def everything_stdio(home: Paths) -> None:
+    """server-everything over stdio in the sandbox; the model is scripted by the test."""
+    home.config.write_text(
+        SCRIPTED_CONFIG.format(port=free_port(), replies='["unused"]')
+        + f"\nmcp:\n  servers:\n    ev:\n      command: {NODE}\n      args: [{EVERYTHING}, stdio]\n"
+    )
+    policy = home.policy.read_text().replace("read_only: [/usr,", f"read_only: [{NODE_MODULES}, /usr,")
+    home.policy.write_text(
+        policy.replace("memory_search, memory_write]", "memory_search, memory_write, ev__*]")
+    )
+
+
+def test_a_servers_sampling_request_waits_for_the_person_then_uses_the_agents_model(
+    live_gateway, home: Paths, node_bin: Path
+) -> None:
+    from hermitcrab.inference.scripted import Call, Say, ScriptedProvider
+
+    everything_stdio(home)
+
+    def model(request):
+        last = request.messages[-1]
+        if "name a crab" in last.content:
+            return "Hermit, of course."  # the server's sampling request, as the agent's model sees it
+        if last.role == "user":
+            arguments = {"prompt": "name a crab", "maxTokens": 20}
+            return Say(calls=(Call("ev__trigger-sampling-request", arguments),))
+        return "done"
+
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", [model])})
+    with gw.client() as client:
+        client.post("/api/sessions/s/messages", json={"text": "sample please"})
+        (held,) = wait_for(lambda: client.get("/api/approvals").json()["approvals"], timeout=60,
+                           what="the server's sampling request")  # fmt: skip
+        assert held["tool"] == "ev__sampling" and "name a crab" in held["summary"]
+        client.post(f"/api/approvals/{held['id']}", json={"decision": "approve", "actor": "test"})
+    gw.wait_answers("s", 1)
+    result = next(e["data"] for e in gw.events("s") if e["kind"] == "tool.result")
+    assert not result["error"] and "Hermit, of course." in result["content"]
+
+
+def test_a_form_with_a_field_nobody_can_fill_is_declined_without_asking(
+    live_gateway, home: Paths, node_bin: Path
+) -> None:
+    from hermitcrab.inference.scripted import Call, Say, ScriptedProvider
+
+    everything_stdio(home)
+    calls = (Call("ev__trigger-elicitation-request", {}),)
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", [Say(calls=calls), "done"])})
+    with gw.client() as client:
+        client.post("/api/sessions/e/messages", json={"text": "fill the form"})
+        gw.wait_answers("e", 1)
+        assert client.get("/api/approvals").json()["approvals"] == []  # a required name: no default
+    result = next(e["data"] for e in gw.events("e") if e["kind"] == "tool.result")
+    assert "decline" in result["content"].lower()

@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from hermitcrab.tools.mcp.servers import Connect, McpSchemaTool, McpServer, McpTool
+from hermitcrab.tools.mcp.servers import Connect, McpSchemaTool, McpServer, McpTool, Sampler
 
 if TYPE_CHECKING:
     from hermitcrab.config.schema import McpServerConfig
@@ -20,8 +20,9 @@ SETTLE_SECONDS = 20.0  # the longest a turn waits for its agent's servers to com
 
 
 class McpHub:
-    def __init__(self, servers: dict[str, McpServerConfig]) -> None:
+    def __init__(self, servers: dict[str, McpServerConfig], sampler: Sampler | None = None) -> None:
         self.configs = servers
+        self.sampler = sampler
         self.servers: dict[str, dict[str, McpServer]] = {}  # agent -> server name -> server
         self._begun: dict[str, asyncio.Event] = {}  # agent -> its servers have been started
 
@@ -32,7 +33,7 @@ class McpHub:
         mine = self.servers.setdefault(agent, {})
         for name, spec in self.wanted(agent).items():
             if name not in mine:
-                mine[name] = McpServer(name, spec, agent, connector(name, spec))
+                mine[name] = McpServer(name, spec, agent, connector(name, spec), self.sampler)
             mine[name].start()
         self._begun.setdefault(agent, asyncio.Event()).set()
 

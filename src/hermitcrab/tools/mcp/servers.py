@@ -14,13 +14,14 @@ import json
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ConfigDict, Field
 
 from hermitcrab.inference.base import ToolSpec
 from hermitcrab.tools.base import Args, Risk, Tool, ToolContext, ToolResult
+from hermitcrab.tools.mcp.arguments import elicited
 from hermitcrab.tools.mcp.transport import ServerOutput
 
 if TYPE_CHECKING:
@@ -33,6 +34,9 @@ if TYPE_CHECKING:
 # How a server is reached: a transport (the SDK's read and write streams), given where its
 # output goes (a stdio server's stderr and exit, for a clear error).
 Connect = Callable[[ServerOutput], "AbstractAsyncContextManager[Any]"]
+# The agent's model for a server's sampling request: (agent, system prompt, [(role, text)],
+# max tokens) -> the answer's text. The gateway lends it.
+Sampler = Callable[[str, str | None, list[tuple[str, str]], int], Awaitable[str]]
 
 log = logging.getLogger("hermitcrab.mcp")
 
@@ -88,6 +92,7 @@ class McpTool(Tool):
         return ToolSpec(self.name, self.description, self._offered)
 
     async def run(self, args: McpArgs, ctx: ToolContext) -> ToolResult:
+        self.server.active.append(ctx)  # whom the server's questions during this call are for
         try:
             result = await self.server.call(self.remote, args.model_dump())
         except McpUnavailable as exc:
@@ -96,12 +101,13 @@ class McpTool(Tool):
             limit = self.server.spec.timeout_seconds
             return ToolResult(f"{self.name}: no answer within {limit:g} s (mcp.servers.{self.server.name}"
                               ".timeout_seconds)", error=True)  # fmt: skip
+        finally:
+            self.server.active.remove(ctx)
         text = render(result)[:RESULT_CHARS]
         if result.is_error and self.compact:  # the guidance lives in the error, not the prompt
             text += f"\n(its arguments: call mcp_schema with tool={self.name})"
-        return ToolResult(
-            text, error=result.is_error, taint=f"MCP server {self.server.name} (tool {self.remote})"
-        )
+        taint = f"MCP server {self.server.name} (tool {self.remote})"
+        return ToolResult(text, error=result.is_error, taint=taint)
 
 
 class SchemaArgs(Args):
@@ -122,6 +128,11 @@ class McpSchemaTool(Tool):
         if tool is None:
             return ToolResult(f"mcp_schema: no MCP tool named {args.tool!r}", error=True)
         return ToolResult(json.dumps(tool.schema, ensure_ascii=False), taint=f"MCP server {tool.server.name}")
+
+
+def _sampled_text(content: Any) -> str:
+    blocks = content if isinstance(content, list) else [content]
+    return " ".join(getattr(b, "text", None) or f"[{getattr(b, 'type', 'content')}]" for b in blocks)
 
 
 def render(result: types.CallToolResult) -> str:
@@ -147,9 +158,13 @@ class McpUnavailable(Exception):
 class McpServer:
     """One server for one agent, in that agent's sandbox."""
 
-    def __init__(self, name: str, spec: McpServerConfig, agent: str, connect: Connect) -> None:
+    def __init__(
+        self, name: str, spec: McpServerConfig, agent: str, connect: Connect, sampler: Sampler | None = None
+    ) -> None:
         self.name, self.spec, self.agent = name, spec, agent
         self._connect = connect
+        self._sampler = sampler
+        self.active: list[ToolContext] = []  # the calls in flight, latest last
         self.state = "stopped"
         self.error: str | None = None
         self.server_info = ""
@@ -182,20 +197,14 @@ class McpServer:
 
         output = ServerOutput()
 
-        async def decline_elicitation(context: Any, params: Any) -> types.ElicitResult:
-            return types.ElicitResult(action="decline")  # no person is asked yet: see the README
-
-        async def decline_sampling(context: Any, params: Any) -> types.ErrorData:
-            return types.ErrorData(code=types.INVALID_REQUEST, message="sampling is not offered")
-
         async def roots(context: Any) -> types.ListRootsResult:
             return types.ListRootsResult(roots=[types.Root(uri="file:///workspace", name="workspace")])
 
         try:
             async with Client(
                 self._connect(output),
-                elicitation_callback=decline_elicitation,
-                sampling_callback=decline_sampling,
+                elicitation_callback=self._elicit,
+                sampling_callback=self._sample,
                 list_roots_callback=roots,
                 read_timeout_seconds=self.spec.timeout_seconds,
                 client_info=types.Implementation(name="hermitcrab", version=_version()),
@@ -219,6 +228,53 @@ class McpServer:
             if self.state != "failed":
                 self.state = "stopped"
             self._ready.set()
+
+    async def _ask_person(self, what: str, summary: str, details: dict[str, Any]) -> bool:
+        """Hold the server's question for the person of the call in flight; False at once
+        when no call is, or no person is present to answer."""
+        ctx = self.active[-1] if self.active else None
+        if ctx is None or ctx.approvals is None or not ctx.present:
+            return False
+        subject = {
+            "tool": f"{self.name}__{what}", "summary": summary, "arguments": details, "risk": "external",
+            "why": f"the MCP server {self.name} asks the person", "agent": self.agent,
+        }  # fmt: skip
+        timeout = ctx.runtime.get(ctx.sandbox).policy.tools.approval_timeout_seconds
+        approval = ctx.approvals.open("tool", ctx.sandbox, subject, timeout, session_id=ctx.session_id)
+        approval = await ctx.approvals.wait(approval, present=True)
+        return approval.state == "approved"
+
+    async def _elicit(self, context: Any, params: Any) -> types.ElicitResult:
+        """A form the server wants filled: its defaults, if the person says yes. A field
+        with no default, or a URL to visit, is declined: nothing here fills in a form."""
+        import mcp_types as types
+
+        if isinstance(params, types.ElicitRequestURLParams):
+            return types.ElicitResult(action="decline")
+        schema = params.requested_schema
+        answer = elicited(dict(schema.model_dump(by_alias=True) if hasattr(schema, "model_dump") else schema))
+        if answer is None:
+            return types.ElicitResult(action="decline")
+        summary = f"MCP server {self.name} asks: {params.message[:300]} (answer: {json.dumps(answer)[:300]})"
+        if await self._ask_person("elicitation", summary, answer):
+            return types.ElicitResult(action="accept", content=answer)
+        return types.ElicitResult(action="decline")
+
+    async def _sample(self, context: Any, params: Any) -> types.CreateMessageResult | types.ErrorData:
+        """The server wants the agent's model to answer something: if the person says yes,
+        through the agent's own model route (its queue, usage and spend cap)."""
+        import mcp_types as types
+
+        messages = [(m.role, _sampled_text(m.content)) for m in params.messages]
+        shown = " | ".join(f"{role}: {text[:200]}" for role, text in messages)[:600]
+        summary = f"MCP server {self.name} wants the model to answer: {shown}"
+        if self._sampler is None or not await self._ask_person("sampling", summary, {"messages": shown}):
+            return types.ErrorData(code=types.INVALID_REQUEST, message="the person did not allow it")
+        text = await self._sampler(self.agent, params.system_prompt, messages, min(params.max_tokens, 2048))
+        return types.CreateMessageResult(
+            role="assistant", content=types.TextContent(type="text", text=text), model=self.agent,
+            stop_reason="endTurn",
+        )  # fmt: skip
 
     def _offered(self, listed: list[types.Tool]) -> dict[str, McpTool]:
         allow, deny = self.spec.tools.allow, set(self.spec.tools.deny)
