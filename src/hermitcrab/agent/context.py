@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import os
 import re
-import stat
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hermitcrab.config.paths import WORKSPACE_FILES
+from hermitcrab.config.plain_files import read_plain
 from hermitcrab.inference.base import ChatMessage, ToolCallPart, ToolResultPart, part_from_json
 from hermitcrab.store.sessions import MODEL_RESPONSE, TOOL_RESULT, Event
 
@@ -31,19 +31,9 @@ MAX_PERSONA_BYTES = 64 * 1024
 def read_workspace_file(workspace: Path, name: str, limit: int) -> str | None:
     """A plain file directly in the workspace, never through a symbolic link; None else."""
     try:
-        folder = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        return read_plain(workspace, name, limit)[:limit].decode(errors="replace")
     except OSError:
         return None
-    try:
-        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=folder)
-    except OSError:
-        return None
-    finally:
-        os.close(folder)
-    with os.fdopen(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None  # a fifo or a device would hang or flood the gateway
-        return handle.read(limit).decode(errors="replace")
 
 
 class Persona:

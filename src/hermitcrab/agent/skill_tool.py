@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import stat
 from pathlib import Path
 
 from pydantic import Field
@@ -17,6 +16,7 @@ from hermitcrab.agent.skills import (
     read_skill_file,
     split_front_matter,
 )
+from hermitcrab.config.plain_files import read_plain
 from hermitcrab.tools.base import Args, Risk, Tool, ToolContext, ToolResult
 
 
@@ -82,26 +82,9 @@ def _listing(folder: Path, limit: int = 50) -> str:
 
 def _read_inside(folder: Path, relative: str) -> str:
     """A file inside the skill's folder: no `..`, no absolute path, no link on the way."""
-    parts = Path(relative).parts
-    if not parts or Path(relative).is_absolute() or ".." in parts:
-        raise SkillError(f"{relative!r} is not a path inside the skill's folder")
-    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
     try:
-        for part in parts[:-1]:
-            step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = step
-        try:
-            file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-        except OSError as exc:
-            raise SkillError(f"{relative}: {exc.strerror}") from None
+        data = read_plain(folder, relative, MAX_FILE_BYTES)
     except OSError as exc:
-        raise SkillError(f"{relative}: {exc.strerror}") from None
-    finally:
-        os.close(fd)
-    with os.fdopen(file_fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            raise SkillError(f"{relative}: not a plain file")
-        data = handle.read(MAX_FILE_BYTES + 1)
+        raise SkillError(f"{relative}: {exc.strerror or exc}") from None
     text = data[:MAX_FILE_BYTES].decode(errors="replace")
     return text + ("\n[cut: the file is longer]" if len(data) > MAX_FILE_BYTES else "")

@@ -19,11 +19,12 @@ import json
 import os
 import re
 import shutil
-import stat
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from hermitcrab.config.plain_files import read_plain
 
 Source = Literal["workspace", "home", "bundled"]
 SKILL_FILES = ("SKILL.md", "skill.md")
@@ -66,15 +67,11 @@ def read_skill_file(folder: Path) -> tuple[Path, str]:
     for name in SKILL_FILES:
         path = folder / name
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+            data = read_plain(folder, name, MAX_SKILL_BYTES)
         except FileNotFoundError:
             continue
         except OSError as exc:
-            raise SkillError(f"{path}: {exc.strerror}") from None
-        with os.fdopen(fd, "rb") as handle:
-            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-                raise SkillError(f"{path}: not a plain file")
-            data = handle.read(MAX_SKILL_BYTES + 1)
+            raise SkillError(f"{path}: {exc.strerror or exc}") from None
         if len(data) > MAX_SKILL_BYTES:
             raise SkillError(f"{path}: larger than {MAX_SKILL_BYTES // 1024} KB")
         return path, data.decode(errors="replace")

@@ -6,6 +6,7 @@ import asyncio
 import os
 
 from hermitcrab.cli.output import fail, print_json
+from hermitcrab.tools.mcp.servers import cause_of
 
 CALLS = ("read-only", "all", "none")
 
@@ -29,7 +30,7 @@ def probe(url: str, call: str, timeout: float, json_output: bool, client_metadat
     except oauth.SignInNeeded as exc:
         fail(f"{url}: {exc}")
     except Exception as exc:  # a server's fault, said plainly: this is a diagnostic
-        fail(f"{url}: {_cause(exc)}")
+        fail(f"{url}: {cause_of(exc)}")
     if json_output:
         print_json(report.to_json())
         return
@@ -46,13 +47,6 @@ def probe(url: str, call: str, timeout: float, json_output: bool, client_metadat
             print(f"  {label}: {count}")
     for asked in report.elicitations:
         print(f"  asked {asked['message']!r}: answered {asked['answer']}")
-
-
-def _cause(exc: BaseException) -> str:
-    """The innermost cause of an exception group (anyio wraps a transport's fault in one)."""
-    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
-        exc = exc.exceptions[0]
-    return f"{type(exc).__name__}: {exc}"
 
 
 def list_servers(json_output: bool) -> None:
@@ -85,7 +79,7 @@ def serve() -> None:
     try:
         asyncio.run(_relay(f"{client.base_url}/mcp", client.token))
     except Exception as exc:
-        fail(f"mcp serve: {_cause(exc)}")
+        fail(f"mcp serve: {cause_of(exc)}")
 
 
 async def _relay(url: str, token: str) -> None:

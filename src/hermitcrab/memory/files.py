@@ -8,6 +8,7 @@ import re
 import stat
 from pathlib import Path
 
+from hermitcrab.config.plain_files import read_plain as plain_bytes
 from hermitcrab.store.memory_index import Chunk
 
 MEMORY_FILE = "MEMORY.md"
@@ -47,27 +48,12 @@ def _stamp(path: Path) -> tuple[int, int] | None:
     return (info.st_mtime_ns, info.st_size) if stat.S_ISREG(info.st_mode) else None
 
 
-def read_plain(workspace: Path, relative: str) -> str | None:
-    """A plain file under the workspace, no link anywhere on the way; None otherwise."""
-    parts = relative.split("/")
+def read_memory_file(workspace: Path, relative: str) -> str | None:
+    """A memory file's text (at most MAX_FILE_BYTES), or None if it is not a plain file."""
     try:
-        fd = os.open(workspace, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        return plain_bytes(workspace, relative, MAX_FILE_BYTES)[:MAX_FILE_BYTES].decode(errors="replace")
     except OSError:
         return None
-    try:
-        for part in parts[:-1]:
-            step = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            os.close(fd)
-            fd = step
-        file_fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=fd)
-    except OSError:
-        return None
-    finally:
-        os.close(fd)
-    with os.fdopen(file_fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
-            return None
-        return handle.read(MAX_FILE_BYTES).decode(errors="replace")
 
 
 def chunks(text: str) -> list[Chunk]:

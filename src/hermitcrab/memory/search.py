@@ -12,7 +12,7 @@ from datetime import date
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hermitcrab.memory.files import chunks, day_of, memory_files, read_plain
+from hermitcrab.memory.files import chunks, day_of, memory_files, read_memory_file
 
 if TYPE_CHECKING:
     from hermitcrab.store.memory_index import MemoryIndex
@@ -75,7 +75,7 @@ class Memory:
         return read
 
     def index_file(self, path: str, stamp: tuple[int, int] | None = None) -> None:
-        text = read_plain(self.workspace, path)
+        text = read_memory_file(self.workspace, path)
         if text is None:
             self.index.forget(self.agent, path)
             return

@@ -220,7 +220,7 @@ class McpServer:
                 await self._stop.wait()
         except Exception as exc:
             self.state = "failed"
-            self.error = f"{_cause(exc)}; {output.describe()}"
+            self.error = f"{cause_of(exc)}; {output.describe()}"
             log.error("MCP server %s failed for agent %s: %s", self.name, self.agent, self.error)
         finally:
             self._client = None
@@ -328,7 +328,8 @@ async def _all_tools(client: Any) -> list[types.Tool]:
     return tools
 
 
-def _cause(exc: BaseException) -> str:
+def cause_of(exc: BaseException) -> str:
+    """The innermost cause of an exception group (anyio wraps a transport's fault in one)."""
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return f"{type(exc).__name__}: {exc}"
