@@ -20,6 +20,7 @@ from typing import Any
 from hermitcrab.agent import compaction, dispatch
 from hermitcrab.agent.context import build_messages
 from hermitcrab.agent.guard import OWNER, Taint, earlier
+from hermitcrab.agent.skills import Skill
 from hermitcrab.agent.turn import Agent, Services, Turn
 from hermitcrab.errors import HermitCrabError
 from hermitcrab.inference.base import CallAssembler, ChatRequest, TextPart, ToolCallPart, part_to_json
@@ -61,15 +62,17 @@ async def run_turn(
         taint.add(f"a message from {data['sender']}")
     for source in data.get("taint") or ():  # a sub-agent inherits its parent's
         taint.add(source)
+    shelf = agent.persona.shelf
+    skills = shelf.offered() if shelf is not None else []  # looked at once for the turn's start
     turn = Turn(
         agent,
         services,
         message,
-        _offered(agent, data.get("tools")),
+        _offered(agent, data.get("tools"), bool(skills)),
         taint,
         present=data.get("approvals", "ask") != "deny",
     )
-    await _skills_taint(turn)
+    await _skills_taint(turn, skills)
     events = [] if fresh else await services.store.aio.sessions.turn_events(message.session_id, message.id)
     if not any(e.kind == TURN_STARTED for e in events):
         events.append(await turn.append(TURN_STARTED, {"agent": agent.name}))
@@ -94,24 +97,20 @@ async def run_turn(
     return await turn.append(kind, _with_taint(turn, result))
 
 
-def _offered(agent: Agent, names: list[str] | None) -> dict[str, Any]:
+def _offered(agent: Agent, names: list[str] | None, any_skills: bool) -> dict[str, Any]:
     every = agent.tools if agent.extra_tools is None else {**agent.tools, **agent.extra_tools()}
     tools = dict(every) if names is None else {n: every[n] for n in names if n in every}
-    shelf = agent.persona.shelf
-    if "skill" in tools and (shelf is None or not shelf.offered()):
+    if "skill" in tools and not any_skills:
         del tools["skill"]  # nothing to load: the tool would cost tokens and say nothing
     return tools
 
 
-async def _skills_taint(turn: Turn) -> None:
+async def _skills_taint(turn: Turn, skills: list[Skill]) -> None:
     """A skill from the workspace shown in the prompt is content a sandbox may have
     written: unless it is the agent's own untainted work, the turn is tainted."""
-    shelf = turn.agent.persona.shelf
-    if shelf is None:
-        return
     from hermitcrab.agent.provenance import file_taint
 
-    for skill in shelf.offered():
+    for skill in skills:
         if skill.source != "workspace":
             continue
         relative = f"skills/{skill.folder.name}/{skill.file_name}"

@@ -176,7 +176,11 @@ class Shelf:
         return cls([("workspace", workspace / "skills"), ("home", home_skills), ("bundled", BUNDLED)])
 
     def scan(self) -> list[Skill]:
-        stamp = tuple(_folder_stamp(folder) for _, folder in self.sources)
+        # What ships in the package does not change while the gateway runs: looked at once.
+        stamp = tuple(
+            _folder_stamp(folder) if source != "bundled" or self._stamp is None else self._stamp[i]
+            for i, (source, folder) in enumerate(self.sources)
+        )
         if stamp == self._stamp:
             return self.skills
         found: dict[str, Skill] = {}
