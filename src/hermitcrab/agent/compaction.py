@@ -12,8 +12,10 @@ What must not be lost is not left to the model's good will:
   only whole exchanges are (a turn's tool calls and results are never split).
 
 First the model is asked what must last beyond the session (the memory flush): those lines
-go to today's memory note. A summary that cannot be read compacts nothing: the turn goes
-on with the most recent exchanges, and the next turn tries again.
+go to today's memory note. A summary that cannot be had (unreadable, or the model failed)
+still makes a note: what the last note kept, and the pinned and rule-like messages word for
+word; the model is not asked again until the next compaction. (The session's log keeps
+every exchange: what a note leaves out is out of the context, not lost.)
 """
 
 from __future__ import annotations
@@ -108,9 +110,8 @@ def window(turn: Turn) -> int:
 async def history(turn: Turn, system_prompt: str) -> tuple[Note, list[tuple[Event, Event]]]:
     """The note so far and the exchanges after it, compacting first when they are too many
     or too long for the window."""
-    sessions = turn.store.aio.sessions
-    note = Note.from_event(await sessions.latest(turn.session_id, COMPACTION))
-    pairs = await sessions.conversation(turn.session_id, turn.message.id, 1000, after=note.through)
+    event, pairs = await turn.store.aio.sessions.since_compaction(turn.session_id, turn.message.id, 1000)
+    note = Note.from_event(event)
     config = turn.agent.config
     cap = max(config.max_history_messages // 2, config.compaction.keep_exchanges)
     size = tokens(system_prompt) + tokens(note.render()) + tokens(turn.message.data.get("text", ""))
@@ -120,11 +121,7 @@ async def history(turn: Turn, system_prompt: str) -> tuple[Note, list[tuple[Even
     if (len(pairs) <= cap and not over) or len(pairs) <= keep:
         return note, pairs
     older, recent = pairs[:-keep], pairs[-keep:]
-    try:
-        compacted = await _compact(turn, note, older)
-    except Exception as exc:  # an unreadable summary loses nothing: the older ones just wait
-        log.warning("compaction failed; the most recent exchanges go on alone: %s", exc)
-        return note, pairs[-cap:]
+    compacted = await _compact(turn, note, older)
     await turn.append(COMPACTION, compacted.to_json())
     return compacted, recent
 
@@ -145,8 +142,15 @@ async def _compact(turn: Turn, note: Note, older: list[tuple[Event, Event]]) -> 
         ],
         tool_choice="none",
     )
-    text = "".join([chunk.text async for chunk in turn.agent.provider.stream(request) if chunk.text])
-    answer = _parse(text)
+    try:
+        text = "".join([chunk.text async for chunk in turn.agent.provider.stream(request) if chunk.text])
+        answer = _parse(text)
+    except Exception as exc:
+        # A model that cannot summarise (a small one, an outage) still gets its rules kept:
+        # the note carries what it carried, the pinned and rule-like messages word for word,
+        # and the model is not asked again before the next compaction.
+        log.warning("the compaction summary could not be had (%s); the note keeps what it kept", exc)
+        answer = {}
     merged = Note(
         older[-1][0].id, {s: list(note.sections[s]) for s in SECTIONS}, list(note.pinned), list(note.taint)
     )

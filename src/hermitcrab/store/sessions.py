@@ -258,6 +258,15 @@ class SessionStore:
             pairs.append((_event(row), reply))
         return pairs
 
+    def since_compaction(
+        self, session_id: str, before: int, limit: int
+    ) -> tuple[Event | None, list[tuple[Event, Event]]]:
+        """The session's last compaction note and the exchanges after it (before event
+        `before`): what a turn's history is made of, in one visit to the store."""
+        note = self.latest(session_id, COMPACTION)
+        after = int(note.data.get("through", 0)) if note is not None else 0
+        return note, self.conversation(session_id, before, limit, after=after)
+
     def latest(self, session_id: str, kind: str) -> Event | None:
         """The session's last event of this kind (turns run one at a time per session, so
         no later turn's event can be among them yet)."""
