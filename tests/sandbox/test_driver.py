@@ -203,3 +203,20 @@ def test_one_connection_serves_command_after_command(make_sandbox, run) -> None:
     assert channel not in box.idle
     assert run(driver.exec(box, ["echo", "three"])).stdout == b"three\n"
     assert asyncio.run(driver.exec(box, ["echo", "other loop"])).stdout == b"other loop\n"
+
+
+def test_a_folder_the_policy_binds_from_under_the_hosts_tmp_is_seen_on_the_private_tmp(
+    make_sandbox, run, tmp_path
+) -> None:
+    # A checkout or a test's folder under the host's /tmp: the sandbox's own /tmp must not hide it.
+    shared = tmp_path / "tools"
+    shared.mkdir()
+    (shared / "hello.txt").write_text("from the host\n")
+    read_only = ["/usr", "/bin", "/lib", "/lib64", str(shared)]
+    driver, box, _ = make_sandbox(filesystem={"read_only": read_only})
+    result = run(driver.exec(box, ["cat", str(shared / "hello.txt")]))
+    assert result.stdout == b"from the host\n", result
+    denied = run(driver.exec(box, ["sh", "-c", f"echo x > {shared}/new"]))
+    assert denied.exit_code != 0 and not (shared / "new").exists()  # read-only, as the policy says
+    private = run(driver.exec(box, ["sh", "-c", "echo y > /tmp/own && cat /tmp/own"]))
+    assert private.stdout == b"y\n"  # the sandbox's /tmp is still its own

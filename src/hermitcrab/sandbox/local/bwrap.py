@@ -152,10 +152,12 @@ def plan(
         a(["--setenv", key, value])
     a(["--setenv", "MALLOC_ARENA_MAX", "2"])  # the supervisor's own: keeps it small under RLIMIT_AS
 
+    # A private /tmp of bounded size, first: a path the policy binds from under the host's
+    # /tmp (a checkout there, a test's folder) must land on it, not be hidden beneath it.
+    a(["--size", str(fs.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"])
     for flag, host, dest in binds(spec, etc_dir):
         a([flag, source(host), dest])
-    # A private /tmp of bounded size, a /proc of the sandbox's own pids, a minimal /dev.
-    a(["--size", str(fs.tmp_size_mb * 1024 * 1024), "--tmpfs", "/tmp"])
+    # A /proc of the sandbox's own pids, a minimal /dev.
     a(["--proc", "/proc", "--dev", "/dev"])
     if seccomp_fd is not None:
         out.pass_fds.append(seccomp_fd)
