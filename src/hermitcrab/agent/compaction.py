@@ -113,12 +113,15 @@ async def history(turn: Turn, system_prompt: str) -> tuple[Note, list[tuple[Even
     event, pairs = await turn.store.aio.sessions.since_compaction(turn.session_id, turn.message.id, 1000)
     note = Note.from_event(event)
     config = turn.agent.config
-    cap = max(config.max_history_messages // 2, config.compaction.keep_exchanges)
+    cap = max(config.max_history_messages // 2, 2)
+    # At most half the cap stays after a compaction: the next one is at least that many turns
+    # away, not one turn later (each costs a model call).
+    keep = min(config.compaction.keep_exchanges, max(cap // 2, 1))
+    if len(pairs) <= keep:
+        return note, pairs
     size = tokens(system_prompt) + tokens(note.render()) + tokens(turn.message.data.get("text", ""))
     size += sum(tokens(a.data.get("text", "")) + tokens(b.data.get("text", "")) for a, b in pairs)
-    over = size > window(turn) * config.compaction.at_share
-    keep = config.compaction.keep_exchanges
-    if (len(pairs) <= cap and not over) or len(pairs) <= keep:
+    if len(pairs) <= cap and size <= window(turn) * config.compaction.at_share:
         return note, pairs
     older, recent = pairs[:-keep], pairs[-keep:]
     compacted = await _compact(turn, note, older)
