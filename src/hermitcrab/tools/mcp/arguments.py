@@ -57,10 +57,13 @@ def example_value(schema: Any, depth: int) -> Any:
     return PLAIN.get(str(kind))
 
 
-def elicited(schema: dict[str, Any] | None) -> dict[str, Any] | None:
+def elicited(schema: Any) -> dict[str, Any] | None:
     """An elicitation form's answer from its defaults alone; None when a required field
-    has no default (nobody is there to fill it in)."""
-    schema = schema or {}
+    has no default (nobody is there to fill it in). `schema`: as the SDK hands it over (a
+    model or a plain mapping)."""
+    if hasattr(schema, "model_dump"):
+        schema = schema.model_dump(by_alias=True, exclude_none=True)
+    schema = dict(schema or {})
     properties = schema.get("properties") if isinstance(schema.get("properties"), dict) else {}
     required = set(schema.get("required") or [])
     answer = {}

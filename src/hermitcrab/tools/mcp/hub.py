@@ -25,6 +25,7 @@ class McpHub:
         self.sampler = sampler
         self.servers: dict[str, dict[str, McpServer]] = {}  # agent -> server name -> server
         self._begun: dict[str, asyncio.Event] = {}  # agent -> its servers have been started
+        self._schema_tools: dict[str, McpSchemaTool] = {}  # one each: its spec is built once
 
     def wanted(self, agent: str) -> dict[str, McpServerConfig]:
         return {n: s for n, s in self.configs.items() if s.agents is None or agent in s.agents}
@@ -38,14 +39,21 @@ class McpHub:
         self._begun.setdefault(agent, asyncio.Event()).set()
 
     def tools(self, agent: str) -> dict[str, Tool]:
+        offered = self._ready_tools(agent)
+        merged: dict[str, Tool] = dict(offered)
+        if any(t.compact for t in offered.values()):
+            schema_tool = self._schema_tools.get(agent)
+            if schema_tool is None:
+                schema_tool = self._schema_tools[agent] = McpSchemaTool(lambda: self._ready_tools(agent))
+            merged["mcp_schema"] = schema_tool
+        return merged
+
+    def _ready_tools(self, agent: str) -> dict[str, McpTool]:
         offered: dict[str, McpTool] = {}
         for server in self.servers.get(agent, {}).values():
             if server.state == "ready":
                 offered.update(server.tools)
-        merged: dict[str, Tool] = dict(offered)
-        if any(t.compact for t in offered.values()):
-            merged["mcp_schema"] = McpSchemaTool(lambda: offered)
-        return merged
+        return offered
 
     async def settle(self, agent: str, timeout: float = SETTLE_SECONDS) -> None:
         """Before a turn: a server that failed a while ago is tried again, and one still

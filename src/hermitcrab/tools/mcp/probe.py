@@ -81,10 +81,7 @@ async def probe(
         if isinstance(params, types.ElicitRequestURLParams):
             report.elicitations.append({"message": params.message, "answer": "decline (a URL to visit)"})
             return types.ElicitResult(action="decline")
-        schema = params.requested_schema
-        if hasattr(schema, "model_dump"):
-            schema = schema.model_dump(by_alias=True, exclude_none=True)
-        answer = elicited(dict(schema))
+        answer = elicited(params.requested_schema)
         report.elicitations.append(
             {"message": params.message, "answer": answer if answer is not None else "decline"}
         )

@@ -251,8 +251,7 @@ class McpServer:
 
         if isinstance(params, types.ElicitRequestURLParams):
             return types.ElicitResult(action="decline")
-        schema = params.requested_schema
-        answer = elicited(dict(schema.model_dump(by_alias=True) if hasattr(schema, "model_dump") else schema))
+        answer = elicited(params.requested_schema)
         if answer is None:
             return types.ElicitResult(action="decline")
         summary = f"MCP server {self.name} asks: {params.message[:300]} (answer: {json.dumps(answer)[:300]})"
