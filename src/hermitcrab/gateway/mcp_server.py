@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from hermitcrab import __version__
-from hermitcrab.store.sessions import ANSWERS
+from hermitcrab.store.sessions import ANSWERS, TOOL_CALL
 
 if TYPE_CHECKING:
     from hermitcrab.gateway.service import Gateway
@@ -24,7 +25,7 @@ REPLY_TIMEOUT_S = 300.0
 
 def build_server(gw: Gateway) -> Any:
     import mcp_types as types
-    from mcp.server.mcpserver import MCPServer
+    from mcp.server.mcpserver import Context, MCPServer
     from mcp.server.mcpserver.exceptions import ToolError
 
     server: Any = MCPServer(
@@ -34,18 +35,30 @@ def build_server(gw: Gateway) -> Any:
     )
     read_only = types.ToolAnnotations(readOnlyHint=True, openWorldHint=False)
 
-    @server.tool(annotations=types.ToolAnnotations(readOnlyHint=False, destructiveHint=False))
     async def send_message(
-        text: str, session: str = "mcp", agent: str | None = None, timeout_seconds: float = REPLY_TIMEOUT_S
+        text: str,
+        ctx: Context,
+        session: str = "mcp",
+        agent: str | None = None,
+        timeout_seconds: float = REPLY_TIMEOUT_S,
     ) -> str:
-        """Send a message to the agent in a session and wait for its reply."""
+        """Send a message to the agent in a session and wait for its reply (each tool call
+        it makes meanwhile comes as a progress notification, where the client asked for them)."""
         if agent is not None and agent not in gw.agents:
             raise ToolError(f"no agent named '{agent}'; known: {', '.join(gw.agents)}")
+        steps = 0
+
+        async def progress(event: dict[str, Any]) -> None:
+            nonlocal steps
+            if event["kind"] == TOOL_CALL:
+                steps += 1
+                await ctx.report_progress(steps, None, f"calling {event['data'].get('name')}")
+
         with gw.hub.listen(session) as queue:
             event = await gw.submit(session, text, agent, source="mcp")
             try:
                 async with asyncio.timeout(min(max(timeout_seconds, 1.0), 3600.0)):
-                    answer = await _answer(gw, queue, session, event.id)
+                    answer = await _answer(gw, queue, session, event.id, progress)
             except TimeoutError:
                 raise ToolError(
                     f"no reply within {timeout_seconds:g} s; the turn goes on (session {session})"
@@ -53,6 +66,11 @@ def build_server(gw: Gateway) -> Any:
         if answer["kind"] != "reply":
             raise ToolError(f"the turn failed: {answer['data'].get('error')}")
         return str(answer["data"].get("text", ""))
+
+    # The SDK finds the context parameter by its type, resolved in this module's globals,
+    # where Context (imported on the first request, not at start) is not.
+    send_message.__annotations__["ctx"] = Context
+    server.tool(annotations=types.ToolAnnotations(readOnlyHint=False, destructiveHint=False))(send_message)
 
     @server.tool(annotations=read_only)
     async def list_sessions() -> list[dict[str, Any]]:
@@ -90,11 +108,23 @@ def build_server(gw: Gateway) -> Any:
             raise ToolError(str(exc)) from None
         return approval.to_json()
 
+    async def set_level(ctx: Any, params: types.SetLevelRequestParams) -> types.EmptyResult:
+        # Accepted for clients of the 2025 revisions; this server sends no log messages.
+        return types.EmptyResult()
+
+    server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
     return server
 
 
-async def _answer(gw: Gateway, queue: asyncio.Queue[Any], session: str, message_id: int) -> dict[str, Any]:
-    """The reply (or failure) to `message_id`, from the live feed, or the store if missed."""
+async def _answer(
+    gw: Gateway,
+    queue: asyncio.Queue[Any],
+    session: str,
+    message_id: int,
+    progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+) -> dict[str, Any]:
+    """The reply (or failure) to `message_id`, from the live feed, or the store if missed;
+    the turn's other events go to `progress` as they come."""
     assert gw.db is not None
     while True:
         try:
@@ -103,6 +133,8 @@ async def _answer(gw: Gateway, queue: asyncio.Queue[Any], session: str, message_
             event = None
         if event is not None and event.get("reply_to") == message_id and event["kind"] in ANSWERS:
             return event
+        if event is not None and event.get("reply_to") == message_id and progress is not None:
+            await progress(event)
         if event is None:  # dropped, or quiet for a while: the store has the truth
             for stored in await gw.db.aio.sessions.events(session, message_id):
                 if stored.reply_to == message_id and stored.kind in ANSWERS:
