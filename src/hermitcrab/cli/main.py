@@ -518,6 +518,26 @@ def mcp_serve() -> None:
     run.serve()
 
 
+@mcp_app.command("login")
+def mcp_login(
+    name: str = typer.Argument(..., help="The server's name under mcp.servers."),
+    browser: bool = typer.Option(True, "--browser/--no-browser", help="Open the sign-in page in a browser."),
+    timeout: float = typer.Option(300.0, "--timeout", help="How long to wait for the sign-in, in seconds."),
+) -> None:
+    """Sign in to an MCP server by OAuth; its tokens go to the secrets store, never a sandbox."""
+    from hermitcrab.cli import mcp as run
+
+    run.login(name, browser, timeout)
+
+
+@mcp_app.command("logout")
+def mcp_logout(name: str = typer.Argument(..., help="The server's name under mcp.servers.")) -> None:
+    """Forget the sign-in to an MCP server."""
+    from hermitcrab.cli import mcp as run
+
+    run.logout(name)
+
+
 @mcp_app.command("probe")
 def mcp_probe(
     url: str = typer.Option(

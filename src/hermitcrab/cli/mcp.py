@@ -105,3 +105,81 @@ async def _relay(url: str, token: str) -> None:
         tasks.start_soon(pump, stdin, upstream_out)
         await pump(upstream_in, stdout)
         tasks.cancel_scope.cancel()
+
+
+def login(name: str, browser: bool, timeout: float) -> None:
+    """Sign in to a configured MCP server by OAuth; keep what it grants in the secrets store."""
+    from hermitcrab.config.loader import load_config
+    from hermitcrab.config.paths import Paths
+    from hermitcrab.egress.secrets import OAuthGrant, SecretStore
+    from hermitcrab.errors import ConfigError
+    from hermitcrab.tools.mcp import oauth
+
+    paths = Paths.from_env()
+    try:
+        servers = load_config(paths.config).mcp.servers
+    except ConfigError as exc:
+        fail(str(exc))
+    spec = servers.get(name)
+    if spec is None:
+        known = ", ".join(sorted(servers)) or "none"
+        fail(f"no MCP server named '{name}' in {paths.config} (mcp.servers; configured: {known})")
+    if spec.url is None:
+        fail(f"the MCP server {name} runs over stdio in the sandbox: there is nothing to sign in to")
+    if not spec.oauth:
+        fail(f"mcp.servers.{name} does not use OAuth. fix: add `oauth: true` under it in {paths.config}")
+    store, secret = SecretStore(paths.secrets), f"mcp-{name}"
+
+    async def show(url: str) -> None:
+        print(f"Open this address to sign in to {name}:\n  {url}", flush=True)
+        if browser:
+            import webbrowser
+
+            await asyncio.to_thread(webbrowser.open, url)
+        print(f"Waiting for the sign-in (up to {timeout:g} s)...", flush=True)
+
+    async def run() -> tuple[str, int, dict]:
+        from mcp.client import Client
+        from mcp.client.streamable_http import streamable_http_client
+        from mcp.shared._httpx_utils import create_mcp_http_client
+
+        # A sign-in starts afresh (a client registered before named another callback port),
+        # and what it grants is kept only once it has worked: a failed one loses nothing.
+        granted: dict = {}
+        storage = oauth.StoredTokens(lambda: granted, granted.update)
+        async with oauth.LoopbackSignIn(show, timeout) as sign_in:
+            auth = oauth.person_provider(spec.url or "", storage, sign_in)
+            async with (
+                create_mcp_http_client(auth=auth) as http,
+                Client(streamable_http_client(spec.url or "", http_client=http)) as client,
+            ):
+                info = client.server_info
+                tools = (await client.list_tools()).tools
+        return (f"{info.name} {info.version}".strip() if info else name), len(tools), granted
+
+    try:
+        server, tools, granted = asyncio.run(asyncio.wait_for(run(), timeout + 30))
+    except TimeoutError:
+        fail(f"{spec.url} did not finish the sign-in within {timeout:g} s")
+    except oauth.SignInNeeded as exc:
+        fail(f"{name}: {exc}")
+    except Exception as exc:
+        fail(f"{name}: {cause_of(exc)}")
+    if not granted.get("tokens"):
+        fail(f"{name} let us in without signing in: it needs no OAuth (remove `oauth: true`)")
+    store.set_grant(OAuthGrant(secret, spec.url or "", granted["tokens"], granted.get("client")))
+    print(
+        f"Signed in to {name} ({server}, {tools} tools). The tokens are kept in the secrets store as "
+        f"'{secret}' (never in a sandbox); the gateway refreshes them. Restart it or wait a minute "
+        "for the server to connect."
+    )
+
+
+def logout(name: str) -> None:
+    from hermitcrab.config.paths import Paths
+    from hermitcrab.egress.secrets import SecretStore
+
+    store = SecretStore(Paths.from_env().secrets)
+    if store.grant(f"mcp-{name}") is None or not store.remove(f"mcp-{name}"):
+        fail(f"no sign-in is kept for the MCP server {name}")
+    print(f"Forgot the sign-in to {name}.")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import time
 
 from hermitcrab.cli.output import fail
 from hermitcrab.config.paths import Paths
@@ -31,8 +32,18 @@ def set_secret(name: str, header: str, scheme: str) -> None:
 
 
 def list_secrets() -> None:
-    names = _store().names()
-    print("\n".join(names) if names else "No secrets. Add one with `hermitcrab secrets set NAME`.")
+    store = _store()
+    names = store.names()
+    if not names:
+        print("No secrets. Add one with `hermitcrab secrets set NAME`.")
+    for name in names:
+        grant = store.grant(name)
+        if grant is None:
+            print(name)
+            continue
+        expires = (grant.tokens or {}).get("expires_at")
+        left = f", token ends in {max(int(expires - time.time()), 0)} s (then refreshed)" if expires else ""
+        print(f"{name}  (OAuth sign-in to {grant.resource}{left})")
 
 
 def remove(name: str) -> None:

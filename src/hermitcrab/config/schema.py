@@ -195,6 +195,9 @@ class McpServerConfig(StrictModel):
     cwd: str | None = None  # inside the sandbox; default the workspace
     url: str | None = None  # streamable HTTP, reached through the agent's sandbox's egress door
     headers: dict[str, str] = Field(default_factory=dict)  # plain ones; credentials: a network rule's secret
+    # OAuth 2.1: a person signs in once (`hermitcrab mcp login NAME`); the tokens stay in the
+    # secrets store as `mcp-NAME`, and the gateway refreshes them.
+    oauth: bool = False
     tools: McpToolFilter = Field(default_factory=McpToolFilter)
     # Every tool of this server at this risk, whatever its annotations say.
     risk: Literal["read", "write", "exec", "network", "external"] | None = None
@@ -210,6 +213,8 @@ class McpServerConfig(StrictModel):
             )
         if self.url is not None and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url {self.url!r} is not an http(s) URL")
+        if self.oauth and self.url is None:
+            raise ValueError("oauth is for a server reached by url; a stdio server signs in to nothing")
         return self
 
 

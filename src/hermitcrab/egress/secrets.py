@@ -8,10 +8,12 @@ import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 from hermitcrab.errors import HermitCrabError
 
 MIN_SECRET_LENGTH = 8  # shorter values would match innocent text
+OAUTH = "oauth"  # the kind of an entry that is an OAuth grant, not a secret
 
 
 class SecretError(HermitCrabError):
@@ -29,13 +31,44 @@ class Secret:
         return f"{self.scheme} {self.value}" if self.scheme else self.value
 
 
+@dataclass(frozen=True)
+class OAuthGrant:
+    """What an OAuth authorization server granted HermitCrab for one MCP server: tokens and
+    the client registered there. Kept beside the secrets, used by the gateway's own MCP
+    client, which adds the token itself. No sandbox ever holds one, and no rule injects one,
+    so the proxy does not screen for them: it would refuse the gateway's own request."""
+
+    name: str
+    resource: str  # the MCP server's URL the tokens are for
+    tokens: dict[str, Any] | None = None  # the token response, with `expires_at` (epoch seconds)
+    client: dict[str, Any] | None = None  # the client registration
+
+    @property
+    def signed_in(self) -> bool:
+        return bool(self.tokens and self.tokens.get("access_token"))
+
+
+def grant_record(store: SecretStore, name: str, resource: str) -> tuple[Any, Any]:
+    """`load` and `save` of a grant's {"tokens", "client"} record, for an OAuth client's
+    token storage (tools/mcp/oauth.py's StoredTokens)."""
+
+    def load() -> dict[str, Any] | None:
+        grant = store.grant(name)
+        return {"tokens": grant.tokens, "client": grant.client} if grant is not None else None
+
+    def save(record: dict[str, Any]) -> None:
+        store.set_grant(OAuthGrant(name, resource, record.get("tokens"), record.get("client")))
+
+    return load, save
+
+
 class SecretStore:
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._cache: dict[str, Secret] | None = None
+        self._cache: dict[str, dict[str, Any]] | None = None
         self._stamp: tuple[int, int] | None = None
 
-    def _load(self) -> dict[str, Secret]:
+    def _entries(self) -> dict[str, dict[str, Any]]:
         try:
             info = self.path.stat()
         except FileNotFoundError:
@@ -44,10 +77,16 @@ class SecretStore:
         if self._cache is None or stamp != self._stamp:
             if info.st_mode & 0o077:
                 raise SecretError(f"{self.path} is readable by others. fix: chmod 600 {self.path}")
-            data = json.loads(self.path.read_text())
-            self._cache = {name: Secret(name=name, **fields) for name, fields in data.items()}
+            self._cache = json.loads(self.path.read_text())
             self._stamp = stamp
         return self._cache
+
+    def _load(self) -> dict[str, Secret]:
+        return {
+            name: Secret(name=name, **fields)
+            for name, fields in self._entries().items()
+            if fields.get("kind") != OAUTH
+        }
 
     def get(self, name: str) -> Secret:
         secret = self._load().get(name)
@@ -56,24 +95,37 @@ class SecretStore:
         return secret
 
     def names(self) -> list[str]:
-        return sorted(self._load())
+        """Secrets and OAuth grants."""
+        return sorted(self._entries())
 
     def values(self) -> dict[str, str]:
         """Secret values worth scanning for, by name."""
         return {n: s.value for n, s in self._load().items() if len(s.value) >= MIN_SECRET_LENGTH}
 
     def set(self, secret: Secret) -> None:
-        data = {n: {k: v for k, v in asdict(s).items() if k != "name"} for n, s in self._load().items()}
+        data = dict(self._entries())
         data[secret.name] = {k: v for k, v in asdict(secret).items() if k != "name"}
         self._write(data)
 
+    def grant(self, name: str) -> OAuthGrant | None:
+        fields = self._entries().get(name)
+        if fields is None or fields.get("kind") != OAUTH:
+            return None
+        return OAuthGrant(name, fields.get("resource", ""), fields.get("tokens"), fields.get("client"))
+
+    def set_grant(self, grant: OAuthGrant) -> None:
+        data = dict(self._entries())
+        data[grant.name] = {"kind": OAUTH, "resource": grant.resource, "tokens": grant.tokens,
+                            "client": grant.client}  # fmt: skip
+        self._write(data)
+
     def remove(self, name: str) -> bool:
-        data = {n: {k: v for k, v in asdict(s).items() if k != "name"} for n, s in self._load().items()}
+        data = dict(self._entries())
         found = data.pop(name, None) is not None
         self._write(data)
         return found
 
-    def _write(self, data: dict[str, dict[str, str]]) -> None:
+    def _write(self, data: dict[str, dict[str, Any]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_name(f".{self.path.name}.tmp")
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

@@ -244,7 +244,12 @@ class Gateway:
 
         def connector(server: str, spec: McpServerConfig) -> Callable[[ServerOutput], Any]:
             if spec.url is not None:
-                return lambda output: through_door(runtime, agent.sandbox, agent.workspace, agent.name, spec)
+
+                def connect(output: ServerOutput) -> Any:
+                    auth = self._mcp_oauth(server, spec.url or "") if spec.oauth else None
+                    return through_door(runtime, agent.sandbox, agent.workspace, agent.name, spec, auth)
+
+                return connect
 
             async def open_stream() -> Stream:
                 await runtime.ensure(agent.sandbox, workspace=agent.workspace, agent=agent.name)
@@ -255,6 +260,15 @@ class Gateway:
             return lambda output: sandboxed_stdio(open_stream, output)
 
         self.mcp.start(agent.name, connector)
+
+    def _mcp_oauth(self, server: str, url: str) -> Any:
+        """The OAuth provider for a configured server: the grant `mcp login` stored, used and
+        refreshed from the secrets store (read afresh at each connection)."""
+        from hermitcrab.egress.secrets import SecretStore, grant_record
+        from hermitcrab.tools.mcp.oauth import StoredTokens, gateway_provider
+
+        load, save = grant_record(SecretStore(self.paths.secrets), f"mcp-{server}", url)
+        return gateway_provider(server, url, StoredTokens(load, save))
 
     async def sandbox_runtime(self) -> SandboxRuntime:
         """The runtime, once started (a few milliseconds after the gateway answers)."""

@@ -28,6 +28,7 @@ def door_client(
     ca_bundle: str | None,
     headers: dict[str, str],
     timeout: float,
+    auth: Any = None,
 ) -> Any:
     """An httpx2 client (what the MCP SDK speaks) whose every connection goes through the door."""
     import httpcore2
@@ -42,15 +43,26 @@ def door_client(
         network_backend=_DoorBackend(knock),
     )
     return httpx2.AsyncClient(
-        transport=transport, headers=headers, timeout=httpx2.Timeout(timeout, read=None), trust_env=False
+        transport=transport,
+        headers=headers,
+        timeout=httpx2.Timeout(timeout, read=None),
+        trust_env=False,
+        auth=auth,
     )
 
 
 @contextlib.asynccontextmanager
 async def through_door(
-    runtime: SandboxRuntime, sandbox: str, workspace: Path, agent: str, spec: McpServerConfig
+    runtime: SandboxRuntime,
+    sandbox: str,
+    workspace: Path,
+    agent: str,
+    spec: McpServerConfig,
+    auth: Any = None,
 ) -> AsyncIterator[Any]:
-    """The SDK's streamable HTTP transport to `spec.url`, through the agent's sandbox's door."""
+    """The SDK's streamable HTTP transport to `spec.url`, through the agent's sandbox's door;
+    `auth` (an OAuth provider) signs its requests, and its own (discovery, refresh) go
+    through the door as well."""
     from mcp.client.streamable_http import streamable_http_client
 
     await runtime.ensure(sandbox, workspace=workspace, agent=agent)
@@ -59,7 +71,7 @@ async def through_door(
         raise OSError("this gateway runs no egress proxy, so an HTTP MCP server cannot be reached")
     bundle = runtime.get(sandbox).box.spec.ca_bundle
     http = door_client(lambda: egress.knock(sandbox), str(bundle) if bundle else None, spec.headers,
-                       spec.timeout_seconds)  # fmt: skip
+                       spec.timeout_seconds, auth)  # fmt: skip
     async with http, streamable_http_client(spec.url or "", http_client=http) as streams:
         yield streams
 
