@@ -209,6 +209,9 @@ async def tool_context(turn: Turn, call_id: str) -> ToolContext:
 
 async def _run_unlimited(turn: Turn, tool: Tool, args: Args, call_event: Event) -> ToolResult:
     ctx = await tool_context(turn, str(call_event.id))
+    ctx.progress = lambda data: turn.live(
+        "tool.progress", {"call_event": call_event.id, "call_id": call_event.data.get("call_id"), **data}
+    )
     runtime = ctx.runtime
     result = await tool.run(args, ctx)
     agent, workspace, store = turn.agent.name, turn.agent.workspace, turn.store

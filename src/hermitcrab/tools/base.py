@@ -57,6 +57,8 @@ class ToolContext:
     post: Callable[[str], Awaitable[None]] | None = None
     # The inbox, for a tool that must ask the person mid-call (an MCP server's question).
     approvals: Approvals | None = None
+    # Shows how far a long call has come (live, not logged): an MCP server's progress.
+    progress: Callable[[dict[str, Any]], None] | None = None
 
     @property
     def tainted(self) -> bool:

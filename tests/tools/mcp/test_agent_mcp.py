@@ -208,3 +208,47 @@ def test_a_form_with_a_field_nobody_can_fill_is_declined_without_asking(
         assert client.get("/api/approvals").json()["approvals"] == []  # a required name: no default
     result = next(e["data"] for e in gw.events("e") if e["kind"] == "tool.result")
     assert "decline" in result["content"].lower()
+
+
+def test_a_long_calls_progress_is_shown_live_and_a_call_past_its_time_is_abandoned(
+    live_gateway, home: Paths, node_bin: Path
+) -> None:
+    from websockets.sync.client import connect
+
+    from hermitcrab.inference.scripted import Call, Say, ScriptedProvider
+
+    everything_stdio(home)
+    home.config.write_text(home.config.read_text() + "      timeout_seconds: 3\n")
+    long = "ev__trigger-long-running-operation"
+
+    def model(request):
+        last = request.messages[-1]
+        if last.role == "user" and "quick" in last.content:
+            return Say(calls=(Call(long, {"duration": 1, "steps": 4}),))
+        if last.role == "user":
+            return Say(calls=(Call(long, {"duration": 30, "steps": 2}),))
+        return "done"
+
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", [model])})
+    ws_url = gw.url.replace("http", "ws") + "/api/sessions/p/ws"
+    with connect(ws_url, additional_headers=gw.headers, open_timeout=5) as ws:
+        with gw.client() as client:
+            client.post("/api/sessions/p/messages", json={"text": "quick one"})
+        seen: list[dict] = []
+        while not seen or seen[-1]["kind"] != "reply":
+            seen.append(json.loads(ws.recv(timeout=60)))
+    progress = [e["data"] for e in seen if e["kind"] == "tool.progress"]
+    assert [(p["progress"], p["total"]) for p in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert {p["tool"] for p in progress} == {"trigger-long-running-operation"}
+    call = next(e for e in seen if e["kind"] == "tool.call")
+    assert {(p["call_event"], p["call_id"]) for p in progress} == {(call["id"], call["data"]["call_id"])}
+
+    # 30 s of work against a 3 s limit: the call is abandoned with a clear error, and the
+    # server, told so, still answers the next call.
+    with gw.client() as client:
+        client.post("/api/sessions/p/messages", json={"text": "slow one"})
+        client.post("/api/sessions/p/messages", json={"text": "quick again"})
+    gw.wait_answers("p", 3)
+    results = [e["data"] for e in gw.events("p") if e["kind"] == "tool.result"]
+    assert results[1]["error"] and "no answer within 3 s" in results[1]["content"], results[1]
+    assert not results[2]["error"] and "Long running operation completed" in results[2]["content"]

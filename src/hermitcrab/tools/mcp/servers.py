@@ -94,7 +94,7 @@ class McpTool(Tool):
     async def run(self, args: McpArgs, ctx: ToolContext) -> ToolResult:
         self.server.active.append(ctx)  # whom the server's questions during this call are for
         try:
-            result = await self.server.call(self.remote, args.model_dump())
+            result = await self.server.call(self.remote, args.model_dump(), ctx.progress)
         except McpUnavailable as exc:
             return ToolResult(f"{self.name}: {exc}", error=True)
         except TimeoutError:
@@ -285,13 +285,25 @@ class McpServer:
             tools[made.name] = made
         return tools
 
-    async def call(self, name: str, arguments: dict[str, Any]) -> types.CallToolResult:
+    async def call(
+        self, name: str, arguments: dict[str, Any], progress: Callable[[dict[str, Any]], None] | None = None
+    ) -> types.CallToolResult:
+        """A tool call; the server's progress notifications go to `progress`. Past the
+        timeout the call is abandoned, and the SDK tells the server so (notifications/cancelled)."""
         client = self._client
         if client is None:
             raise McpUnavailable(
                 f"the MCP server {self.name} is {self.state}" + (f": {self.error}" if self.error else "")
             )
-        return await asyncio.wait_for(client.call_tool(name, arguments), self.spec.timeout_seconds)
+
+        async def on_progress(done: float, total: float | None, message: str | None) -> None:
+            seen = {"server": self.name, "tool": name, "progress": done, "total": total}
+            log.debug("MCP progress", extra=seen)  # (a log record's own `message` is not ours to set)
+            if progress is not None:
+                progress({**seen, "message": message})
+
+        call = client.call_tool(name, arguments, progress_callback=on_progress)
+        return await asyncio.wait_for(call, self.spec.timeout_seconds)
 
     async def stop(self) -> None:
         self._stop.set()
