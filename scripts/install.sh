@@ -20,14 +20,36 @@ fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
 "${PIP[@]}" install --quiet --upgrade pip
 
-if ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
-    say "installing llama-cpp-python (the first time it compiles llama.cpp: about 5 minutes on 2 cores)"
-    export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
-    # -v shows the build's "[ 42%] Building ..." (make) or "[12/143] Building ..." (Ninja) lines;
-    # keep those and pip's own status lines.
-    "${PIP[@]}" install -v 'llama-cpp-python>=0.3' 2>&1 \
+# llama.cpp's AMX kernels (Intel Sapphire Rapids and later) crash where a hypervisor shows
+# the CPU's AMX flags but does not keep its tile state (Firecracker: SIGSEGV at ldtilecfg on
+# the first token). The embedded model is small and AVX-512 serves it as well, so on x86-64
+# the build leaves AMX out (-march=native stays; explicit -mno- flags win over it). A build
+# that has the AMX kernels is made again, without the wheel pip cached from it.
+if [ "$(uname -m)" = x86_64 ]; then
+    NO_AMX="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+    export CMAKE_ARGS="${CMAKE_ARGS:-} -DCMAKE_C_FLAGS='$NO_AMX' -DCMAKE_CXX_FLAGS='$NO_AMX'"
+fi
+export CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-$(nproc)}
+install_llama() {
+    # -v shows the build's "[ 42%] Building ..." (make) or "[12/143] Building ..." (Ninja)
+    # lines; keep those and pip's own status lines.
+    "${PIP[@]}" install -v "$@" 'llama-cpp-python>=0.3' 2>&1 \
         | { grep --line-buffered -E '^\s*\[ *[0-9]+%\]|^\s*\[[0-9]+/[0-9]+\]|^(Collecting|Downloading|Using cached|Building wheel|Created wheel|Successfully|ERROR)|error:' || true; } \
         | sed -u -E 's/^\s*(\[ *[0-9]+%\]|\[[0-9]+\/[0-9]+\]).*\/([^/ ]+\.(c|cpp|o))$/   \1 \2/'
+}
+llama_has_amx() {
+    local lib
+    lib=$("$VENV/bin/python" -c 'import llama_cpp, pathlib; print(pathlib.Path(llama_cpp.__file__).parent / "lib")' 2>/dev/null) \
+        || return 1
+    grep -qs ggml_backend_amx_mul_mat "$lib"/libggml-cpu.so*
+}
+if ! "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
+    say "installing llama-cpp-python (the first time it compiles llama.cpp: about 5 minutes on 2 cores)"
+    install_llama
+fi
+if [ "$(uname -m)" = x86_64 ] && llama_has_amx; then  # an older venv's build, or pip's cached wheel of one
+    say "llama.cpp was built with AMX kernels, which crash under some hypervisors: building it again without"
+    install_llama --no-cache-dir --force-reinstall --no-deps
 fi
 
 # llama-cpp-python's build installs llama.cpp's libraries twice (site-packages/lib as well:
