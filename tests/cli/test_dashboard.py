@@ -99,3 +99,46 @@ def test_a_held_tool_call_is_shown_and_allowed_from_the_page(daemon_home: Paths)
         playwright.expect(tab.locator(".msg.tool").first).to_contain_text("→ exec")
         browser.close()
     assert (daemon_home.workspace / "from-the-page").exists()
+
+
+def test_the_token_becomes_an_httponly_cookie_and_never_travels_in_a_url(daemon_home: Paths) -> None:
+    assert hc(daemon_home, "up").returncode == 0
+    url = hc(daemon_home, "dashboard").stdout.strip()
+    token = daemon_home.read_token()
+    base = url.split("#", 1)[0].rstrip("/")
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        context = browser.new_context()
+        tab = context.new_page()
+        tab.set_default_timeout(30_000)
+        addresses: list[str] = []
+        tab.on("request", lambda request: addresses.append(request.url))
+        tab.on("websocket", lambda socket: addresses.append(socket.url))
+        tab.goto(url)
+        tab.fill("#text", "Bonjour?")
+        tab.press("#text", "Enter")
+        playwright.expect(tab.locator(".msg.reply")).to_have_text("Bonjour!")
+        assert token not in tab.url  # the fragment is gone from the address bar
+        assert any("/ws" in a for a in addresses) and not [a for a in addresses if token in a]
+        (cookie,) = context.cookies()
+        assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and token not in cookie["value"]
+        seen_by_scripts = tab.evaluate(
+            "document.cookie + JSON.stringify({...sessionStorage, ...localStorage})"
+        )
+        assert cookie["value"] not in seen_by_scripts and token not in seen_by_scripts
+
+        # A new browser, no address with a token: the sign-in form, labelled, asks once.
+        fresh = browser.new_page()
+        fresh.set_default_timeout(30_000)
+        fresh.goto(base + "/")
+        field = fresh.get_by_label("Gateway token")
+        playwright.expect(field).to_be_visible()
+        field.fill("not-the-token")
+        fresh.get_by_role("button", name="Sign in").click()
+        playwright.expect(fresh.get_by_role("alert")).to_have_text("That is not the gateway's token.")
+        field.fill(token)
+        fresh.get_by_role("button", name="Sign in").click()
+        playwright.expect(fresh.locator("#login")).to_be_hidden()
+        playwright.expect(fresh.locator("#status")).to_contain_text("pid")
+        fresh.screenshot(path=str(daemon_home.home / "dashboard-signed-in.png"))
+        browser.close()

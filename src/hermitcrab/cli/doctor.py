@@ -196,6 +196,36 @@ def _port(paths: Paths) -> Check:
     return Check("port", True, f"{gateway.host}:{gateway.port} is free")
 
 
+def _remote_access(paths: Paths) -> Check:
+    """Who can reach the gateway, and whether the token and session cookie would cross a
+    network in clear: the gateway speaks plain HTTP, so off this machine it needs a tunnel
+    or a TLS proxy in front."""
+    from hermitcrab.config.loader import load_config
+    from hermitcrab.gateway.server import is_loopback
+
+    try:
+        gateway = load_config(paths.config).gateway
+    except HermitCrabError:
+        return Check("remote access", False, "unknown: the config does not load", "fix the config first")
+    names = ", ".join(gateway.allowed_hosts) or "none"
+    if is_loopback(gateway.host):
+        return Check(
+            "remote access",
+            True,
+            f"loopback only ({gateway.host}); other names allowed: {names}. From another machine: `ssh -L "
+            f"{gateway.port}:127.0.0.1:{gateway.port} THIS-HOST`, or `tailscale serve {gateway.port}` (TLS)",
+        )
+    return Check(
+        "remote access",
+        True,
+        f"bound to {gateway.host}: reachable from the network over plain HTTP, so the token and the "
+        "dashboard's session cookie cross it in clear",
+        "bind 127.0.0.1 and reach it through an SSH tunnel or `tailscale serve` (TLS); or put a TLS proxy "
+        "in front, bound to loopback, and add its name to gateway.allowed_hosts",
+        warning=True,
+    )
+
+
 def _model(paths: Paths) -> Check:
     from hermitcrab.config.loader import load_config
     from hermitcrab.config.schema import LlamaCppModel
@@ -255,6 +285,7 @@ def run(json_output: bool) -> None:
         lambda: _workspace_quota(paths),
         lambda: _sandbox_uid(paths),
         lambda: _port(paths),
+        lambda: _remote_access(paths),
         lambda: _model(paths),
         _memory_search,
     ]

@@ -17,6 +17,9 @@ class GatewayConfig(StrictModel):
     port: int = Field(18790, ge=1, le=65535)
     # Binding anything but loopback exposes the agent to the network; it must be asked for.
     allow_non_loopback: bool = False
+    # Names a browser may reach the gateway by besides loopback's and the bound address (a LAN
+    # or Tailscale name); any other Host is refused, so a rebound DNS name reaches nothing.
+    allowed_hosts: list[str] = Field(default_factory=list)
     max_message_bytes: int = Field(256 * 1024, ge=1, le=16 * 1024 * 1024)
     max_request_bytes: int = Field(1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     turn_timeout_seconds: float = Field(600.0, gt=0)

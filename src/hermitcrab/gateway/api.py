@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
-from pathlib import Path
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
@@ -20,14 +19,9 @@ from hermitcrab.gateway.service import Gateway
 from hermitcrab.store.sessions import check_session_id
 
 MAX_EVENTS_PAGE = 1000
-DASHBOARD = Path(__file__).parent / "static" / "index.html"
 
 
 def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
-    async def dashboard(request: Request) -> Response:
-        # The page itself holds no data; everything it shows comes from the authenticated API.
-        return HTMLResponse(DASHBOARD.read_text())
-
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"ok": True, "pid": os.getpid(), "version": __version__})
 
@@ -151,7 +145,6 @@ def routes(gw: Gateway) -> list[Route | WebSocketRoute]:
         return JSONResponse({"by": by, "rows": rows, "today": today})
 
     return [
-        Route("/", dashboard),
         Route("/api/usage", usage),
         Route("/healthz", healthz),
         Route("/api/status", status),

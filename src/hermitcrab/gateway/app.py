@@ -11,8 +11,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from hermitcrab.errors import HermitCrabError, SandboxNotFound
-from hermitcrab.gateway import api, jobs_api, openai_api, sandbox_api
-from hermitcrab.gateway.auth import TokenAuth
+from hermitcrab.gateway import api, dashboard, jobs_api, openai_api, sandbox_api
+from hermitcrab.gateway.auth import TokenAuth, host_names
 from hermitcrab.gateway.http import ApiError
 from hermitcrab.gateway.service import Gateway
 
@@ -41,6 +41,7 @@ def build_app(gw: Gateway) -> Any:
     mcp = gw.mcp_endpoint = McpEndpoint(gw)  # the SDK loads on the first MCP request, not before
     app = Starlette(
         routes=[
+            *dashboard.routes(gw),
             *api.routes(gw),
             *openai_api.routes(gw),
             *sandbox_api.routes(gw),
@@ -50,4 +51,5 @@ def build_app(gw: Gateway) -> Any:
         lifespan=lifespan,
         exception_handlers={ApiError: api_error, HermitCrabError: domain_error},
     )
-    return TokenAuth(app, gw.token)
+    gateway = gw.config.gateway
+    return TokenAuth(app, gw.token, host_names(gateway.host, gateway.allowed_hosts))

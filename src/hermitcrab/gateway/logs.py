@@ -18,7 +18,7 @@ from hermitcrab.inference.queue import CALL_SESSION
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
-# A path's query string may carry a token (the WebSocket's ?token=): no query is logged,
+# A path's query string may carry a token (a client's mistake; none is taken from it): no query is logged,
 # whoever logs it (uvicorn logs each WebSocket path it accepts or refuses).
 _QUERY = re.compile(r"(/[^\s?\"']*)\?[^\s\"']*")
 
