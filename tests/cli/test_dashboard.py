@@ -17,6 +17,9 @@ from tests.cli.test_network_cli import ask_policy, background_curl, pending, web
 from tests.conftest import wait_for
 
 CHROMIUM = shutil.which("chromium")
+# Where the tests leave their screenshots (not committed; docs/ keeps the README's copy).
+ARTIFACTS = Path(__file__).parents[2] / "tests" / "artifacts"
+ARTIFACTS.mkdir(exist_ok=True)
 playwright = pytest.importorskip(
     "playwright.sync_api", reason="playwright is not installed (pip install playwright)"
 )
@@ -140,5 +143,45 @@ def test_the_token_becomes_an_httponly_cookie_and_never_travels_in_a_url(daemon_
         fresh.get_by_role("button", name="Sign in").click()
         playwright.expect(fresh.locator("#login")).to_be_hidden()
         playwright.expect(fresh.locator("#status")).to_contain_text("pid")
-        fresh.screenshot(path=str(daemon_home.home / "dashboard-signed-in.png"))
+        fresh.set_viewport_size({"width": 1200, "height": 700})
+        fresh.screenshot(path=str(ARTIFACTS / "dashboard-desktop.png"))
+        browser.close()
+
+
+def test_a_phone_screen_keeps_the_conversation_and_the_input(daemon_home: Paths) -> None:
+    assert hc(daemon_home, "up").returncode == 0
+    url = hc(daemon_home, "dashboard").stdout.strip()
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        phone = browser.new_page(viewport={"width": 390, "height": 844}, is_mobile=True, has_touch=True)
+        phone.set_default_timeout(30_000)
+        phone.goto(url)
+        phone.get_by_label("Message").fill("Bonjour?")
+        phone.get_by_label("Message").press("Enter")
+        playwright.expect(phone.locator(".msg.reply")).to_have_text("Bonjour!")
+        # Nothing wider than the screen, and the input and its button wholly on it.
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        for box in (
+            phone.get_by_label("Message").bounding_box(),
+            phone.get_by_role("button", name="Send").bounding_box(),
+        ):
+            assert (
+                box is not None
+                and box["x"] >= 0
+                and box["x"] + box["width"] <= 390
+                and box["y"] + box["height"] <= 844
+            )
+        log = phone.get_by_role("log", name="Conversation").bounding_box()
+        assert (
+            log is not None and log["width"] >= 350 and log["height"] >= 400
+        )  # the sessions do not cover it
+        # The sessions are a menu away, said to a screen reader as such.
+        menu = phone.get_by_role("button", name="Sessions")
+        playwright.expect(menu).to_have_attribute("aria-expanded", "false")
+        playwright.expect(phone.get_by_role("button", name="+ new session")).to_be_hidden()
+        menu.click()
+        playwright.expect(menu).to_have_attribute("aria-expanded", "true")
+        playwright.expect(phone.get_by_role("button", name="web", exact=True)).to_be_visible()
+        assert phone.evaluate("document.documentElement.scrollWidth") <= 390
+        phone.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
         browser.close()

@@ -60,8 +60,14 @@ async function loadSessions() {
     return b;
   }));
 }
+function fold(open) {
+  $("side").classList.toggle("open", open);
+  $("menu").setAttribute("aria-expanded", String(open));
+}
+$("menu").onclick = () => fold(!$("side").classList.contains("open"));
 function open(id) {
   current = id; live = null;
+  fold(false);
   $("log").replaceChildren();
   if (socket) socket.close();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
