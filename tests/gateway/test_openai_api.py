@@ -14,7 +14,7 @@ def client_for(gw) -> openai.OpenAI:
 
 def test_models_lists_the_agents(live_gateway) -> None:
     gw = live_gateway()
-    assert [m.id for m in client_for(gw).models.list()] == ["main"]
+    assert [m.id for m in client_for(gw).models.list()] == ["main", "agent:main"]
 
 
 def test_non_streaming_completion(live_gateway) -> None:
@@ -180,3 +180,84 @@ def test_a_tool_message_without_its_call_id_is_refused(live_gateway) -> None:
     gw = live_gateway()
     with pytest.raises(openai.BadRequestError, match="tool_call_id"):
         client_for(gw).chat.completions.create(model="main", messages=[{"role": "tool", "content": "x"}])
+
+
+def test_an_agent_model_runs_a_full_turn_in_a_durable_session(live_gateway) -> None:
+    from hermitcrab.inference.scripted import Call, Say
+
+    asked: list = []
+
+    def model(request):
+        asked.append(request)
+        last = request.messages[-1]
+        if last.role == "user" and last.content == "What is in my notes?":
+            return Say(calls=(Call("memory_search", {"query": "boat"}),))
+        if last.role == "tool":
+            return "Nothing about a boat yet."
+        if last.content == "And now?":
+            return f"You said before: {request.messages[-3].content}"
+        return "Hello."
+
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", [model])})
+    client = client_for(gw)
+    first = client.chat.completions.create(
+        model="agent:main",
+        messages=[{"role": "user", "content": "What is in my notes?"}],
+        max_tokens=64,
+        extra_headers={"X-HermitCrab-Session": "phone"},
+    )
+    assert first.model == "agent:main" and first.choices[0].message.content == "Nothing about a boat yet."
+    assert first.usage is not None and first.usage.total_tokens >= 0
+    kinds = [e["kind"] for e in gw.events("phone")]
+    assert "tool.call" in kinds and "tool.result" in kinds  # the agent acted: a real turn
+    assert {r.max_tokens for r in asked} == {64}  # max_tokens bounds each model call of the turn
+
+    # The session keeps the conversation: a client sends only what is new (here, streamed).
+    stream = client.chat.completions.create(
+        model="agent:main",
+        messages=[{"role": "user", "content": "And now?"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"X-HermitCrab-Session": "phone"},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "You said before: What is in my notes?"
+    assert (
+        chunks[-1].usage is not None
+        and [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    )
+    # Without a session header, the `user` field names the session; without either, "api".
+    client.chat.completions.create(
+        model="agent:main", messages=[{"role": "user", "content": "hi"}], user="ana"
+    )
+    assert next(e["kind"] for e in gw.events("ana")) == "message"
+
+
+def test_an_agent_turn_refuses_what_it_cannot_do(live_gateway) -> None:
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", ["ok"])})
+    client = client_for(gw)
+    with pytest.raises(openai.NotFoundError, match="no agent named 'nobody'"):
+        client.chat.completions.create(model="agent:nobody", messages=[{"role": "user", "content": "hi"}])
+    with pytest.raises(openai.BadRequestError, match="must be the user's"):
+        client.chat.completions.create(
+            model="agent:main",
+            messages=[{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}],
+        )
+    with pytest.raises(openai.BadRequestError, match="invalid session id"):
+        client.chat.completions.create(
+            model="agent:main", messages=[{"role": "user", "content": "hi"}], user="../etc"
+        )
+    assert gw.events("api") == []  # nothing was taken
+
+
+def test_an_agent_turn_that_fails_is_a_clear_error(live_gateway) -> None:
+    def broken(request):
+        raise RuntimeError("the model fell over")
+
+    gw = live_gateway({"embedded": ScriptedProvider("embedded", [broken])})
+    with pytest.raises(openai.APIStatusError) as caught:
+        client_for(gw).chat.completions.create(
+            model="agent:main", messages=[{"role": "user", "content": "hi"}]
+        )
+    assert caught.value.status_code == 502 and "the turn ended without a reply" in str(caught.value)

@@ -152,6 +152,8 @@ async def _steps(turn: Turn, events: list[Event], partial: list[str]) -> tuple[s
         stuck = count >= 2 and _repeats(answered[-1], answered[:-1])
         request = ChatRequest(
             build_messages(system, history, turn.message, steps),
+            # A message may bound each model call of its turn (an API client's max_tokens).
+            max_tokens=turn.message.data.get("max_tokens"),
             tools=tuple(t.spec() for t in turn.tools.values()),
             tool_choice="none" if out_of_steps or stuck else choice,
         )

@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 from hermitcrab import __version__
-from hermitcrab.store.sessions import ANSWERS, TOOL_CALL
+from hermitcrab.gateway.answers import answer_to
+from hermitcrab.store.sessions import TOOL_CALL
 
 if TYPE_CHECKING:
     from hermitcrab.gateway.service import Gateway
@@ -58,7 +58,7 @@ def build_server(gw: Gateway) -> Any:
             event = await gw.submit(session, text, agent, source="mcp")
             try:
                 async with asyncio.timeout(min(max(timeout_seconds, 1.0), 3600.0)):
-                    answer = await _answer(gw, queue, session, event.id, progress)
+                    answer = await answer_to(gw, queue, session, event.id, progress)
             except TimeoutError:
                 raise ToolError(
                     f"no reply within {timeout_seconds:g} s; the turn goes on (session {session})"
@@ -114,31 +114,6 @@ def build_server(gw: Gateway) -> Any:
 
     server._lowlevel_server.add_request_handler("logging/setLevel", types.SetLevelRequestParams, set_level)
     return server
-
-
-async def _answer(
-    gw: Gateway,
-    queue: asyncio.Queue[Any],
-    session: str,
-    message_id: int,
-    progress: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
-) -> dict[str, Any]:
-    """The reply (or failure) to `message_id`, from the live feed, or the store if missed;
-    the turn's other events go to `progress` as they come."""
-    assert gw.db is not None
-    while True:
-        try:
-            event = await asyncio.wait_for(queue.get(), 5.0)
-        except TimeoutError:
-            event = None
-        if event is not None and event.get("reply_to") == message_id and event["kind"] in ANSWERS:
-            return event
-        if event is not None and event.get("reply_to") == message_id and progress is not None:
-            await progress(event)
-        if event is None:  # dropped, or quiet for a while: the store has the truth
-            for stored in await gw.db.aio.sessions.events(session, message_id):
-                if stored.reply_to == message_id and stored.kind in ANSWERS:
-                    return stored.to_json()
 
 
 class McpEndpoint:

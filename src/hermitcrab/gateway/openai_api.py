@@ -1,7 +1,12 @@
 """OpenAI-compatible /v1 API: the model name selects the agent.
 
-Stateless, like OpenAI's own: the client sends the whole conversation. The agent's
-persona is prepended when the client sends no system message of its own.
+`model: NAME` is stateless, like OpenAI's own: the client sends the whole conversation,
+and the agent's route answers it (the agent's persona is prepended when the client sends
+no system message of its own).
+
+`model: agent:NAME` runs a full turn of that agent instead (tools, approvals, memory) in a
+durable session (`X-HermitCrab-Session`, else the `user` field, else `api`), from the last
+user message: the session keeps the rest. The answer is the turn's final text.
 
 A call from inside a sandbox (through http://inference.local, which the egress proxy
 marks with the sandbox's name) takes that sandbox's agent's route whatever model it
@@ -10,6 +15,8 @@ names: a sandbox cannot spend another agent's budget or reach another agent's mo
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import time
 import uuid
@@ -22,12 +29,16 @@ from starlette.routing import Route
 
 from hermitcrab.egress import SANDBOX_HEADER
 from hermitcrab.errors import HermitCrabError, SandboxNotFound
+from hermitcrab.gateway.answers import answer_to
 from hermitcrab.gateway.http import ApiError, check_text_size, read_json
 from hermitcrab.gateway.service import Gateway
 from hermitcrab.inference import ChatMessage, ChatRequest, ToolCallPart, complete
 from hermitcrab.inference.queue import BACKGROUND, CALL_PARTY, CALL_PRIORITY, CALL_SESSION, INTERACTIVE
+from hermitcrab.store.sessions import check_session_id
 
 PRIORITY_HEADER = "X-HermitCrab-Priority"  # background: wait behind calls a person waits on
+SESSION_HEADER = "X-HermitCrab-Session"  # the session an agent turn runs in
+AGENT_PREFIX = "agent:"
 
 
 def routes(gw: Gateway) -> list[Route]:
@@ -57,6 +68,16 @@ def routes(gw: Gateway) -> list[Route]:
             for name in gw.agents
             if own is None or name == own
         ]
+        if own is None:  # each agent's full turn, too: not for a sandbox
+            data += [
+                {
+                    "id": f"{AGENT_PREFIX}{name}",
+                    "object": "model",
+                    "created": created,
+                    "owned_by": "hermitcrab",
+                }
+                for name in gw.agents
+            ]
         return JSONResponse({"object": "list", "data": data})
 
     async def chat_completions(request: Request) -> Response:
@@ -64,7 +85,12 @@ def routes(gw: Gateway) -> list[Route]:
         if not isinstance(body, dict):
             raise ApiError(400, "invalid_request_error", "the body must be a JSON object")
         own = await sandbox_agent(request)
-        name = own or body.get("model") or gw.config.default_agent
+        model = body.get("model")
+        if isinstance(model, str) and model.startswith(AGENT_PREFIX):
+            if own is not None:  # a sandbox calls its agent's model route, never the agent itself
+                raise ApiError(403, "permission_denied", "a sandbox cannot run an agent's turn")
+            return await agent_turn(request, body, model.removeprefix(AGENT_PREFIX))
+        name = own or model or gw.config.default_agent
         if name not in gw.agents:
             raise ApiError(
                 404,
@@ -133,6 +159,80 @@ def routes(gw: Gateway) -> list[Route]:
             }
         )
 
+    async def agent_turn(request: Request, body: dict[str, Any], name: str) -> Response:
+        if name not in gw.agents:
+            raise ApiError(
+                404,
+                "model_not_found",
+                f"no agent named '{name}'. fix: use agent:{' or agent:'.join(gw.agents)}",
+            )
+        session = request.headers.get(SESSION_HEADER) or body.get("user") or "api"
+        if not isinstance(session, str):
+            raise ApiError(400, "invalid_request_error", "'user' must be a string")
+        try:
+            check_session_id(session)
+        except HermitCrabError as exc:
+            raise ApiError(400, "invalid_request_error", str(exc)) from None
+        assert gw.db is not None
+        known = await gw.db.aio.sessions.get_session(session)
+        if known is not None and known.agent != name:
+            raise ApiError(
+                409, "session_conflict", f"session '{session}' belongs to agent '{known.agent}', not '{name}'"
+            )
+        messages = _messages(body.get("messages"), gw.config.gateway.max_message_bytes)
+        last = messages[-1] if messages else None
+        if last is None or last.role != "user" or not last.content.strip():
+            raise ApiError(
+                400,
+                "invalid_request_error",
+                "an agent turn starts from the last message, which must be the user's "
+                "(the session on the gateway keeps the conversation before it)",
+            )
+        max_tokens = _optional_int(body, "max_tokens") or _optional_int(body, "max_completion_tokens")
+        options = {"max_tokens": max_tokens} if max_tokens else {}
+        completion_id, created, model = (
+            f"chatcmpl-{uuid.uuid4().hex}",
+            int(time.time()),
+            f"{AGENT_PREFIX}{name}",
+        )
+        held = contextlib.ExitStack()
+        queue = held.enter_context(gw.hub.listen(session))  # before the message: no event is missed
+        try:
+            event = await gw.submit(session, last.content, name, source="openai", **options)
+        except BaseException:
+            held.close()
+            raise
+        if body.get("stream"):
+            options_ = body.get("stream_options")
+            with_usage = isinstance(options_, dict) and bool(options_.get("include_usage"))
+            turn = _stream_turn(gw, held, queue, session, event.id, completion_id, created, model, with_usage)
+            return StreamingResponse(
+                turn, media_type="text/event-stream", headers={"cache-control": "no-cache"}
+            )
+        with held:
+            answer = await answer_to(gw, queue, session, event.id)
+        if answer["kind"] != "reply":
+            raise ApiError(
+                502, "agent_error", f"the turn ended without a reply: {answer['data'].get('error')}"
+            )
+        usage = await _turn_usage(gw, session, event.id)
+        return JSONResponse(
+            {
+                "id": completion_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": answer["data"].get("text", "")},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": usage,
+            }
+        )
+
     return [
         Route("/v1/models", models),
         Route("/v1/chat/completions", chat_completions, methods=["POST"]),
@@ -178,6 +278,80 @@ async def _sse(
                    "choices": [], "usage": totals}  # fmt: skip
         yield f"data: {json.dumps(payload)}\n\n".encode()
     yield b"data: [DONE]\n\n"
+
+
+async def _turn_usage(gw: Gateway, session: str, message_id: int) -> dict[str, int]:
+    """Tokens over every model call of the turn."""
+    assert gw.db is not None
+    totals = {"prompt_tokens": 0, "completion_tokens": 0}
+    for stored in await gw.db.aio.sessions.events(session, message_id):
+        if stored.reply_to == message_id and stored.kind == "model.response":
+            for key, value in (stored.data.get("usage") or {}).items():
+                if key in totals and isinstance(value, int):
+                    totals[key] += value
+    return {**totals, "total_tokens": totals["prompt_tokens"] + totals["completion_tokens"]}
+
+
+async def _stream_turn(
+    gw: Gateway,
+    held: contextlib.ExitStack,
+    queue: asyncio.Queue[Any],
+    session: str,
+    message_id: int,
+    completion_id: str,
+    created: int,
+    model: str,
+    with_usage: bool,
+) -> AsyncIterator[bytes]:
+    """An agent turn as OpenAI chunks: its text as the model writes it, a comment line for
+    each tool call (what a client shows as "working"), then the final reply's rest."""
+
+    def frame(delta: dict[str, Any], finish: str | None) -> bytes:
+        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
+                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
+        return f"data: {json.dumps(payload)}\n\n".encode()
+
+    seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    waiting = asyncio.create_task(answer_to(gw, queue, session, message_id, seen.put))
+    streamed = ""  # the text sent since the model's last call that asked for tools
+    try:
+        yield frame({"role": "assistant", "content": ""}, None)
+        while not waiting.done() or not seen.empty():
+            getting = asyncio.ensure_future(seen.get())
+            await asyncio.wait({getting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+            if not getting.done():
+                getting.cancel()
+                continue
+            event = getting.result()
+            if event["kind"] == "token" and event["data"].get("text"):
+                streamed += event["data"]["text"]
+                yield frame({"content": event["data"]["text"]}, None)
+            elif event["kind"] == "model.response" and any(
+                part.get("kind") == "tool_call" for part in event["data"].get("parts", [])
+            ):
+                streamed = ""  # that text led to tool calls; the reply is a later call's
+            elif event["kind"] == "tool.call":
+                yield f": calling {event['data'].get('name')}\n\n".encode()
+        answer = waiting.result()
+        if answer["kind"] != "reply":
+            error = {"message": f"the turn ended without a reply: {answer['data'].get('error')}",
+                     "type": "agent_error", "code": 502}  # fmt: skip
+            yield f"data: {json.dumps({'error': error})}\n\n".encode()
+            return
+        text = str(answer["data"].get("text", ""))
+        rest = text[len(streamed.strip()) :] if text.startswith(streamed.strip()) else ""
+        if rest:
+            yield frame({"content": rest}, None)
+        yield frame({}, "stop")
+        if with_usage:
+            usage = await _turn_usage(gw, session, message_id)
+            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
+                       "model": model, "choices": [], "usage": usage}  # fmt: skip
+            yield f"data: {json.dumps(payload)}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+    finally:
+        waiting.cancel()  # a client that left: the turn goes on, unwatched
+        held.close()
 
 
 def _messages(raw: Any, max_bytes: int) -> list[ChatMessage]:
