@@ -185,3 +185,46 @@ def test_a_phone_screen_keeps_the_conversation_and_the_input(daemon_home: Paths)
         assert phone.evaluate("document.documentElement.scrollWidth") <= 390
         phone.screenshot(path=str(ARTIFACTS / "dashboard-phone.png"))
         browser.close()
+
+
+def test_the_pages_audit_policy_jobs_usage_and_sandboxes(page: playwright.Page, daemon_home: Paths) -> None:
+    assert hc(daemon_home, "sandbox", "create", "net").returncode == 0
+    assert hc(daemon_home, "cron", "add", "Check the backups", "--every", "6h").returncode == 0
+    page.fill("#text", "Bonjour?")
+    page.press("#text", "Enter")
+    playwright.expect(page.locator(".msg.reply")).to_have_text("Bonjour!")
+
+    page.get_by_role("button", name="Audit log").click()
+    rows = page.locator("#view tbody tr")
+    playwright.expect(rows.filter(has_text="sandbox.create")).to_have_count(1)
+    page.screenshot(path=str(ARTIFACTS / "dashboard-audit.png"))
+    page.get_by_label("Action").select_option("sandbox.create")
+    playwright.expect(rows).to_have_count(1)
+    page.get_by_label("Containing").fill("no such thing at all")
+    playwright.expect(rows).to_have_count(0)
+
+    # A bad edit is refused with its error shown, and nothing changes; a good one applies.
+    page.get_by_role("button", name="Policy").click()
+    editor = page.get_by_label("Policy file")
+    good = daemon_home.policy.read_text()
+    playwright.expect(editor).to_have_value(good)
+    editor.fill("version: 1\nnetwork:\n  default: allow\n")
+    page.get_by_role("button", name="Check and apply").click()
+    outcome = page.locator("#policy-outcome")
+    playwright.expect(outcome).to_contain_text("network.default")
+    playwright.expect(outcome).to_contain_text("nothing changed")
+    assert daemon_home.policy.read_text() == good
+    editor.fill(good + "# edited on the dashboard\n")
+    page.get_by_role("button", name="Check and apply").click()
+    playwright.expect(outcome).to_contain_text("Applied (version")
+    assert daemon_home.policy.read_text().endswith("# edited on the dashboard\n")
+
+    page.get_by_role("button", name="Scheduled jobs").click()
+    playwright.expect(page.locator("#view")).to_contain_text("Check the backups")
+    page.get_by_role("button", name="Usage").click()
+    playwright.expect(page.get_by_role("img", name="Tokens a day, the last 30 days")).to_be_visible()
+    playwright.expect(page.locator("#view")).to_contain_text("By agent")
+    page.get_by_role("button", name="Sandboxes").click()
+    playwright.expect(page.locator("#view tbody tr").filter(has_text="net")).to_contain_text("running")
+    page.get_by_role("button", name="Chat").click()
+    playwright.expect(page.locator(".msg.reply")).to_have_text("Bonjour!")

@@ -130,6 +130,33 @@ def routes(gw: Gateway) -> list[Route]:
         entries = await asyncio.to_thread((await runtime()).audit.entries, sandbox, limit)
         return JSONResponse({"entries": [e.to_json() for e in entries]})
 
+    async def get_policy(request: Request) -> JSONResponse:
+        rt = await runtime()
+        return JSONResponse(
+            {"path": str(rt.policy_file), "text": rt.default_policy_text(), "error": rt.policy_error}
+        )
+
+    async def put_policy(request: Request) -> JSONResponse:
+        """Replace the policy file with `text`, checked first: a policy that does not load
+        is refused with its error, and the file and the policy in force stay as they were."""
+        from hermitcrab.policy.loader import parse_policy
+
+        rt = await runtime()
+        data = await body(request)
+        text = data.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise ApiError(400, "invalid_request", 'send {"text": "<the whole policy file>"}')
+        try:
+            parse_policy(text, str(rt.policy_file))
+        except PolicyError as exc:
+            raise ApiError(
+                400, "invalid_policy", f"{exc}\nnothing changed: the policy in force stays"
+            ) from None
+        tmp = rt.policy_file.with_name(f".{rt.policy_file.name}.tmp")
+        await asyncio.to_thread(tmp.write_text, text)
+        await asyncio.to_thread(tmp.replace, rt.policy_file)
+        return JSONResponse(rt.reload_policy(actor=_actor(data)))
+
     async def reload_policy(request: Request) -> JSONResponse:
         outcome = (await runtime()).reload_policy(actor="cli")
         if not outcome["applied"]:
@@ -194,6 +221,8 @@ def routes(gw: Gateway) -> list[Route]:
         Route("/api/sandboxes/{name}/exec", exec_command, methods=["POST"]),
         Route("/api/sandboxes/{name}/snapshot", snapshot, methods=["POST"]),
         Route("/api/audit", audit),
+        Route("/api/policy", get_policy),
+        Route("/api/policy", put_policy, methods=["PUT"]),
         Route("/api/policy/reload", reload_policy, methods=["POST"]),
         Route("/api/approvals", list_approvals),
         Route("/api/approvals/{approval_id}", decide, methods=["POST"]),

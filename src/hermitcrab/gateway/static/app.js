@@ -35,6 +35,17 @@ function bubble(kind, text) {
   $("log").scrollTop = $("log").scrollHeight;
   return div;
 }
+function el(tag, props = {}, ...children) {
+  const node = document.createElement(tag);
+  Object.assign(node, props);
+  node.append(...children);
+  return node;
+}
+function folded(kind, summary, whole) {
+  const details = el("details", { className: `msg ${kind}` }, el("summary", {}, summary), el("pre", {}, whole.slice(0, 4000)));
+  $("log").append(details);
+  return details;
+}
 function show(event) {
   if (event.kind === "message") { bubble("user", event.data.text); live = null; }
   else if (event.kind === "token") { live = live || bubble("reply", ""); live.textContent += event.data.text; }
@@ -42,10 +53,11 @@ function show(event) {
   else if (event.kind === "turn.failed") { (live || bubble("failed", "")).textContent = "error: " + event.data.error; live = null; }
   // The steps of a turn that acts: what it called, what came back, what waits for a person.
   else if (event.kind === "model.response" && event.data.parts.some((p) => p.kind === "tool_call")) { live = null; }
-  else if (event.kind === "tool.call") { bubble("tool", `→ ${event.data.name} ${event.data.arguments}`); }
+  // Tool calls and results are folded: one line each, the whole of it a click away.
+  else if (event.kind === "tool.call") { folded("tool", `→ ${event.data.name} ${event.data.arguments.slice(0, 120)}`, event.data.arguments); }
   else if (event.kind === "tool.result") {
-    const first = event.data.content.split("\n").slice(0, 3).join("\n");
-    bubble(event.data.error ? "tool error" : "tool", `${event.data.error ? "✗" : "✓"} ${first.slice(0, 300)}`);
+    const first = event.data.content.split("\n")[0];
+    folded(event.data.error ? "tool error" : "tool", `${event.data.error ? "✗" : "✓"} ${first.slice(0, 160)}`, event.data.content);
   }
   else if (event.kind === "approval.asked") { bubble("tool", `held for your approval: ${event.data.summary} (${event.data.why})`); }
   else if (event.kind === "agent.message") { bubble("reply", event.data.text); }
@@ -67,7 +79,7 @@ function fold(open) {
 $("menu").onclick = () => fold(!$("side").classList.contains("open"));
 function open(id) {
   current = id; live = null;
-  fold(false);
+  view("chat");
   $("log").replaceChildren();
   if (socket) socket.close();
   const scheme = location.protocol === "https:" ? "wss" : "ws";
@@ -128,6 +140,115 @@ function watchApprovals() {
   };
   ws.onclose = () => { pending.clear(); renderApprovals(); setTimeout(watchApprovals, 2000); };
 }
+// The other pages: each a read of the API, drawn as a table.
+function table(columns, rows) {
+  const head = el("tr", {}, ...columns.map(([label]) => el("th", { scope: "col" }, label)));
+  const body = rows.map((row) => el("tr", {}, ...columns.map(([, cell]) => el("td", {}, String(cell(row) ?? "")))));
+  return el("table", {}, el("thead", {}, head), el("tbody", {}, ...body));
+}
+const when = (seconds) => (seconds ? new Date(seconds * 1000).toLocaleString() : "");
+function page(title, ...children) { $("view").replaceChildren(el("h1", {}, title), ...children); }
+
+async function showAudit() {
+  const { entries } = await api("/api/audit?limit=500");
+  const actions = [...new Set(entries.map((e) => e.action))].sort();
+  const kind = el("select", { id: "audit-action" }, el("option", { value: "" }, "every action"),
+    ...actions.map((a) => el("option", { value: a }, a)));
+  const words = el("input", { id: "audit-text", type: "search", placeholder: "sandbox, rule, detail…" });
+  const holder = el("div");
+  const draw = () => {
+    const text = words.value.toLowerCase();
+    const shown = entries.filter((e) => (!kind.value || e.action === kind.value)
+      && (!text || JSON.stringify(e).toLowerCase().includes(text)));
+    holder.replaceChildren(table([["When", (e) => when(e.ts)], ["Action", (e) => e.action], ["Outcome", (e) => e.outcome],
+      ["Sandbox", (e) => e.sandbox], ["Who", (e) => e.actor], ["Rule", (e) => e.rule],
+      ["What", (e) => (e.argv ? e.argv.join(" ") : "") + (e.detail ? ` ${e.detail}` : "")]], shown));
+  };
+  kind.onchange = draw; words.oninput = draw;
+  page("Audit log", el("div", { className: "filters" }, el("label", { htmlFor: "audit-action" }, "Action"), kind,
+    el("label", { htmlFor: "audit-text" }, "Containing"), words), holder);
+  draw();
+}
+async function showPolicy() {
+  const policy = await api("/api/policy");
+  const text = el("textarea", { id: "policy-text", spellcheck: false, value: policy.text });
+  const outcome = el("p", { id: "policy-outcome", role: "alert", className: "alert", hidden: true });
+  const apply = el("button", { type: "submit" }, "Check and apply");
+  const form = el("form", { className: "policy" }, el("label", { htmlFor: "policy-text" }, `Policy file (${policy.path})`), text, apply);
+  form.onsubmit = async (e) => {
+    e.preventDefault();
+    try {
+      const done = await api("/api/policy", { method: "PUT", body: JSON.stringify({ text: text.value, actor: "dashboard" }) });
+      outcome.className = "alert ok";
+      outcome.textContent = `Applied (version ${done.version}) to ${done.sandboxes.join(", ") || "no running sandbox"}.`;
+    } catch (err) {
+      outcome.className = "alert failed";
+      outcome.textContent = err.message;
+    }
+    outcome.hidden = false;
+  };
+  page("Policy", outcome, form);
+}
+async function showJobs() {
+  const [{ jobs }, { runs }] = await Promise.all([api("/api/jobs"), api("/api/jobs/history?limit=50")]);
+  const schedule = (j) => (j.cron ? `cron ${j.cron}${j.tz ? ` (${j.tz})` : ""}` : j.every_s ? `every ${j.every_s} s` : `at ${when(j.run_at)}`);
+  page("Scheduled jobs",
+    jobs.length ? table([["Job", (j) => j.id], ["Agent", (j) => j.agent], ["What", (j) => j.name || j.text], ["When", schedule],
+      ["Next", (j) => when(j.next_due)], ["Runs", (j) => j.runs], ["Catch-up", (j) => j.catch_up]], jobs) : el("p", {}, "No scheduled jobs."),
+    el("h2", {}, "Recent runs"),
+    runs.length ? table([["Job", (r) => r.job_id], ["Due", (r) => when(r.due_at)], ["Ran", (r) => when(r.ran_at)],
+      ["Outcome", (r) => r.outcome], ["Missed", (r) => r.missed], ["Detail", (r) => r.detail]], runs) : el("p", {}, "No runs yet."));
+}
+function barChart(rows, value, label) {
+  const ns = "http://www.w3.org/2000/svg", width = 600, height = 160, most = Math.max(...rows.map(value), 1e-9);
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("viewBox", `0 0 ${width} ${height + 20}`);
+  svg.setAttribute("class", "chart");
+  svg.setAttribute("role", "img");
+  svg.setAttribute("aria-label", label);
+  const step = width / Math.max(rows.length, 1);
+  rows.forEach((row, i) => {
+    const bar = document.createElementNS(ns, "rect"), h = (value(row) / most) * height;
+    bar.setAttribute("x", i * step + 2); bar.setAttribute("y", height - h);
+    bar.setAttribute("width", Math.max(step - 4, 1)); bar.setAttribute("height", h);
+    const tip = document.createElementNS(ns, "title");
+    tip.textContent = `${row.key}: ${value(row)}`;
+    bar.append(tip);
+    const name = document.createElementNS(ns, "text");
+    name.setAttribute("x", i * step + 2); name.setAttribute("y", height + 14);
+    name.textContent = String(row.key).slice(5);
+    svg.append(bar, name);
+  });
+  return svg;
+}
+async function showUsage() {
+  const [days, agents] = await Promise.all([api("/api/usage?by=day"), api("/api/usage?by=agent")]);
+  const tokens = (r) => (r.prompt_tokens || 0) + (r.completion_tokens || 0);
+  const columns = [["", (r) => r.key], ["Calls", (r) => r.calls], ["Tokens in", (r) => r.prompt_tokens],
+    ["Tokens out", (r) => r.completion_tokens], ["Spend (USD)", (r) => (r.cost_usd || 0).toFixed(4)]];
+  const rows = [...days.rows].reverse().slice(-30);
+  page("Usage", el("p", {}, `Spent today: $${days.today.total_usd.toFixed(4)}` + (days.today.total_cap_usd ? ` of $${days.today.total_cap_usd}` : "")),
+    barChart(rows, tokens, "Tokens a day, the last 30 days"),
+    el("h2", {}, "By day"), table(columns, days.rows), el("h2", {}, "By agent"), table(columns, agents.rows));
+}
+async function showSandboxes() {
+  const { sandboxes } = await api("/api/sandboxes");
+  page("Sandboxes", sandboxes.length ? table([["Name", (b) => b.name], ["State", (b) => (b.running ? "running" : "stopped")],
+    ["Agent", (b) => b.agent], ["Processes", (b) => b.processes], ["Network", (b) => b.network],
+    ["Policy", (b) => b.policy_version], ["Created", (b) => when(b.created_at)]], sandboxes) : el("p", {}, "No sandboxes."));
+}
+const VIEWS = { audit: showAudit, policy: showPolicy, jobs: showJobs, usage: showUsage, sandboxes: showSandboxes };
+function view(name) {
+  $("chat").hidden = name !== "chat";
+  $("view").hidden = name === "chat";
+  for (const b of document.querySelectorAll("#views button")) {
+    if (b.dataset.view === name) b.setAttribute("aria-current", "page"); else b.removeAttribute("aria-current");
+  }
+  fold(false);
+  if (name !== "chat") VIEWS[name]().catch((err) => page("Could not load this page", el("p", { className: "msg failed" }, err.message)));
+}
+for (const b of document.querySelectorAll("#views button")) b.onclick = () => view(b.dataset.view);
+
 let started = false;
 function start() {
   if (started) return;
