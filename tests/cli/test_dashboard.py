@@ -60,6 +60,9 @@ def test_a_held_request_is_allowed_from_the_page(
     curl = background_curl(daemon_home, web)
     card = page.locator(".approval")
     playwright.expect(card).to_contain_text(f"Sandbox net asks to reach localhost:{web} (rule ask-local)")
+    playwright.expect(card).to_contain_text(
+        f"network rule approved-localhost-{web} (hosts: ['localhost'], ports: [{web}]"
+    )
     card.get_by_role("button", name="Allow once").click()
     out, err = curl.communicate(timeout=60)
     assert (curl.returncode, out) == (0, "hello\n"), err
@@ -97,6 +100,9 @@ def test_a_held_tool_call_is_shown_and_allowed_from_the_page(daemon_home: Paths)
         card = tab.locator(".approval")
         playwright.expect(card).to_contain_text("Agent main wants to run exec: touch from-the-page")
         playwright.expect(card).to_contain_text("the policy asks a person first (tools.ask: exec)")
+        playwright.expect(card).to_contain_text(
+            '"Always allow" adds to the policy: tools.allow: exec=touch from-the-page'
+        )
         card.get_by_role("button", name="Allow once").click()
         playwright.expect(tab.locator(".msg.reply")).to_have_text("Done.")
         playwright.expect(tab.locator(".msg.tool").first).to_contain_text("→ exec")

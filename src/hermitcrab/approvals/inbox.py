@@ -84,6 +84,7 @@ class Approvals:
         on_change: Callable[[Approval], None] | None = None,
         on_always: Callable[[Approval], None] | None = None,
         records: ApprovalRecords | None = None,
+        always_adds: Callable[[Approval], str] | None = None,
         max_pending: int = 32,
         keep_decided: int = 500,
     ) -> None:
@@ -96,6 +97,9 @@ class Approvals:
         self._ids = itertools.count(1)
         self._on_change = on_change or (lambda approval: None)
         self._on_always = on_always or (lambda approval: None)
+        # What "always" would add to the policy, said beside the question (a person decides
+        # knowing the rule, not only the request).
+        self._always_adds = always_adds
         self._records = records
         self.closed_at_start: list[Approval] = []
         if records is not None:
@@ -133,6 +137,8 @@ class Approvals:
             session_id=session_id,
         )
         approval._future = asyncio.get_running_loop().create_future()
+        if self._always_adds is not None:
+            approval.subject = {**subject, "always_adds": self._always_adds(approval)}
         waiting = sum(1 for a in self._items.values() if a.state == "pending" and a.sandbox == sandbox)
         self._items[approval.id] = approval
         if waiting >= self.max_pending:

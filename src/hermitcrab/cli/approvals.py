@@ -32,6 +32,8 @@ def list_approvals(all_: bool, json_output: bool) -> None:
             print(f"{'':<14} why: {shown(a['why'] + taint, True)}")
             if a.get("details"):
                 print(f"{'':<14} {shown(a['details'], True)}")
+        if a["state"] == "pending" and a.get("always_adds"):
+            print(f"{'':<14} --always adds: {shown(a['always_adds'], True)}")
     if any(a["state"] == "pending" for a in items):
         print("Decide with `hermitcrab approve ID [--always]` or `hermitcrab deny ID`.")
 

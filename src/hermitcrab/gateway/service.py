@@ -17,7 +17,7 @@ from hermitcrab.agent.turns import TurnRunner
 from hermitcrab.approvals import Approval, Approvals
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
-from hermitcrab.errors import GatewayError, PolicyError
+from hermitcrab.errors import GatewayError, PolicyError, SandboxNotFound
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.metrics import Tally
 from hermitcrab.gateway.parts import build_agents, tool_entry
@@ -197,6 +197,7 @@ class Gateway:
         self.approvals = Approvals(
             on_change=self._approval_changed,
             on_always=self._approved_always,
+            always_adds=self._always_adds,
             records=self.db.approvals,
             max_pending=self.config.gateway.max_pending_approvals,
         )
@@ -297,6 +298,23 @@ class Gateway:
                 approval.sandbox, tool_entry(approval.subject), actor=approval.decided_by or "api"
             )
             return
+        self.runtime.add_network_rule(
+            approval.sandbox, self._always_rule(approval), actor=approval.decided_by or "api"
+        )
+
+    def _always_adds(self, approval: Approval) -> str:
+        """What `_approved_always` would write, in words, or why "always" is not offered."""
+        try:
+            if approval.kind == "tool":
+                return f"tools.allow: {tool_entry(approval.subject)}"
+            rule = self._always_rule(approval)
+        except (PolicyError, SandboxNotFound) as exc:
+            return f"nothing ('always' is refused: {exc})"
+        fields = ", ".join(f"{k}: {v}" for k, v in rule.items() if k != "name")
+        return f"network rule {rule['name']} ({fields})"
+
+    def _always_rule(self, approval: Approval) -> dict[str, Any]:
+        assert self.runtime is not None
         if "*" in approval.host:  # a rule for more than the one host a person was shown: never
             raise PolicyError(
                 f"'{approval.host}' is not one host; approve it once, or write the rule yourself"
@@ -313,7 +331,7 @@ class Gateway:
         )
         if asked is not None and asked.allowed_ips:
             rule["allowed_ips"] = list(asked.allowed_ips)  # what the asking rule could reach, no more
-        self.runtime.add_network_rule(approval.sandbox, rule, actor=approval.decided_by or "api")
+        return rule
 
     async def _restore_sandboxes(self) -> None:
         assert self.runtime is not None

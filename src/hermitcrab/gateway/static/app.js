@@ -115,9 +115,10 @@ function renderApprovals() {
     div.className = "alert approval";
     div.dataset.id = a.id;
     const text = document.createElement("span");
-    text.textContent = a.kind === "tool"
+    text.textContent = (a.kind === "tool"
       ? `Agent ${a.agent} wants to run ${a.summary}. Held because ${a.why}.${a.details ? "\n" + a.details : ""}`
-      : `Sandbox ${a.sandbox} asks to reach ${a.host}:${a.port} (rule ${a.rule}).`;
+      : `Sandbox ${a.sandbox} asks to reach ${a.host}:${a.port} (rule ${a.rule}).`)
+      + (a.always_adds ? `\n"Always allow" adds to the policy: ${a.always_adds}` : "");
     const buttons = [["Allow once", "approve", false], ["Always allow", "approve", true], ["Deny", "deny", false]]
       .map(([label, decision, always]) => {
         const b = document.createElement("button");
