@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import Any
@@ -181,10 +182,16 @@ def ask(
         fail("the model returned an empty reply")
 
 
-def chat(session: str, agent: str | None) -> None:
+def chat(session: str, agent: str | None, plain: bool = False) -> None:
     client = GatewayClient(Paths.from_env())
     if client.health() is None:
         fail(f"the gateway at {client.base_url} is not running. fix: `hermitcrab up`")
+    terminal = sys.stdin.isatty() and sys.stdout.isatty() and os.environ.get("TERM") not in (None, "", "dumb")
+    if not plain and terminal:
+        from hermitcrab.cli.tui import run
+
+        run(client, session, agent)
+        return
     print(f"HermitCrab chat, session '{session}'. Type /exit or press Ctrl-D to leave.")
     while True:
         try:

@@ -88,11 +88,13 @@ def ask(
 def chat(
     session: str = typer.Option("chat", "--session", "-s", help="Session to continue."),
     agent: str | None = typer.Option(None, "--agent", help="Agent for a new session."),
+    plain: bool = typer.Option(False, "--plain", help="A line prompt, for dumb terminals and pipes."),
 ) -> None:
-    """Talk with the assistant in this terminal, replies streaming as they are written."""
+    """Talk with the assistant in this terminal: replies streaming, tool calls, held requests
+    to decide, sessions to switch (a line prompt with --plain, or when not on a terminal)."""
     from hermitcrab.cli.chat import chat as run
 
-    run(session, agent)
+    run(session, agent, plain)
 
 
 @app.command()
