@@ -563,6 +563,62 @@ def mcp_probe(
     run.probe(url, call, timeout, json_output, client_metadata_url)
 
 
+channels_app = typer.Typer(help="Chat channels: their state.", no_args_is_help=True, rich_markup_mode=None)
+app.add_typer(channels_app, name="channels")
+
+
+@channels_app.command("list")
+def channels_list(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Each channel: connected or not, and its last error."""
+    from hermitcrab.cli import channels as run
+
+    run.channels(json_output)
+
+
+@channels_app.command("status")
+def channels_status(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The same as `channels list`."""
+    from hermitcrab.cli import channels as run
+
+    run.channels(json_output)
+
+
+pairing_app = typer.Typer(
+    help="Who may talk to the agent on a chat channel.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(pairing_app, name="pairing")
+
+
+@pairing_app.command("list")
+def pairing_list(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Pairing codes waiting, and who is paired."""
+    from hermitcrab.cli import channels as run
+
+    run.pairing(json_output)
+
+
+@pairing_app.command("approve")
+def pairing_approve(
+    code: str = typer.Argument(..., help="The code the sender was given."),
+    owner: bool = typer.Option(False, "--owner", help="It is you: your messages act with your authority."),
+) -> None:
+    """Let a sender talk to the agent (as a guest, or as the owner with --owner)."""
+    from hermitcrab.cli import channels as run
+
+    run.approve(code, owner)
+
+
+@pairing_app.command("revoke")
+def pairing_revoke(
+    channel: str = typer.Argument(..., help="The channel's name."),
+    sender: str = typer.Argument(..., help="The sender's id on it (`pairing list`)."),
+) -> None:
+    """Stop answering a paired sender."""
+    from hermitcrab.cli import channels as run
+
+    run.revoke(channel, sender)
+
+
 skills_app = typer.Typer(help="Skills: list what each agent is offered, install one.", no_args_is_help=True,
                          rich_markup_mode=None)  # fmt: skip
 app.add_typer(skills_app, name="skills")

@@ -250,6 +250,25 @@ class TelemetryConfig(StrictModel):
         return value
 
 
+class TelegramChannel(StrictModel):
+    """A Telegram bot (Bot API, long polling). Its token is a secret (`hermitcrab secrets set
+    NAME`), named here, never written in this file."""
+
+    type: Literal["telegram"]
+    token_secret: str = "telegram"
+    api_url: str = "https://api.telegram.org"  # a Bot API server of your own, or a test's
+    agent: str | None = None  # None: the default agent
+    # Where the owner's direct messages go; a guest's go to CHANNEL-SENDER, a group's to
+    # CHANNEL-group-CHAT.
+    owner_session: str = "main"
+    # In a group, answer when mentioned (@the_bot), to every message, or never.
+    groups: Literal["mention", "always", "never"] = "mention"
+    poll_seconds: int = Field(25, ge=1, le=50)
+
+
+ChannelConfig = Annotated[TelegramChannel, Field(discriminator="type")]
+
+
 class Config(StrictModel):
     version: Literal[1]
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -260,6 +279,7 @@ class Config(StrictModel):
     scheduler: SchedulerConfig = Field(default_factory=SchedulerConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     mcp: McpConfig = Field(default_factory=McpConfig)
+    channels: dict[str, ChannelConfig] = Field(default_factory=dict)
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Cross-references pydantic cannot check: (location, problem, fix)."""
@@ -300,6 +320,15 @@ class Config(StrictModel):
                         ("agents", name, "model"),
                         f"agent '{name}' uses model '{agent.model}', which is not defined",
                         f"use one of the models under 'models:' ({known}), or add '{agent.model}' there",
+                    )
+                )
+        for name, channel in self.channels.items():
+            if channel.agent is not None and channel.agent not in self.agents:
+                problems.append(
+                    (
+                        ("channels", name, "agent"),
+                        f"channel '{name}' talks to agent '{channel.agent}', which is not defined",
+                        f"use one of the agents under 'agents:' ({', '.join(sorted(self.agents))})",
                     )
                 )
         if self.default_agent not in self.agents:

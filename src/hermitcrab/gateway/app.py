@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from hermitcrab.errors import HermitCrabError, SandboxNotFound
-from hermitcrab.gateway import api, dashboard, jobs_api, openai_api, sandbox_api
+from hermitcrab.gateway import api, channels_api, dashboard, jobs_api, openai_api, sandbox_api
 from hermitcrab.gateway.auth import TokenAuth, host_names
 from hermitcrab.gateway.http import ApiError
 from hermitcrab.gateway.service import Gateway
@@ -46,6 +46,7 @@ def build_app(gw: Gateway) -> Any:
             *openai_api.routes(gw),
             *sandbox_api.routes(gw),
             *jobs_api.routes(gw),
+            *channels_api.routes(gw),
             Route("/mcp", endpoint=mcp, methods=["GET", "POST", "DELETE"]),
         ],
         lifespan=lifespan,

@@ -100,5 +100,7 @@ def setup_logging(log_file: Path, also_stderr: bool) -> None:
     root = logging.getLogger()
     root.handlers[:] = [*handlers, LAST_ERROR]
     root.setLevel(logging.INFO)
-    for noisy in ("uvicorn.access",):
+    # httpx logs each request's whole URL at INFO: a Bot API's carries its token
+    # (/bot<token>/getUpdates), so only its warnings come through.
+    for noisy in ("uvicorn.access", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(logging.WARNING)

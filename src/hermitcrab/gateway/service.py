@@ -29,6 +29,7 @@ from hermitcrab.store import SessionStore, Store
 from hermitcrab.store.sessions import Event
 
 if TYPE_CHECKING:
+    from hermitcrab.channels.manager import Channels
     from hermitcrab.config.schema import McpServerConfig
     from hermitcrab.egress.proxy import EgressProxy
     from hermitcrab.gateway.mcp_server import McpEndpoint
@@ -95,6 +96,7 @@ class Gateway:
         self._rerouted: dict[tuple[str, str], Agent] = {}
         self._clock = clock  # the scheduler's (a test's or the soak's); None: the system's
         self.scheduler: Scheduler | None = None
+        self.channels: Channels | None = None
         self._scheduler_started: asyncio.Task[None] | None = None
         self._stopping = False
         self._session_agents: dict[str, str] = {}  # session -> its agent, the latest few
@@ -178,6 +180,7 @@ class Gateway:
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._warm_routes)
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._prune_audit)
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._start_scheduler)
+        asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._start_channels)
         for message in await self.db.aio.sessions.unanswered():
             session = await self.db.aio.sessions.get_session(message.session_id)
             log.info(
@@ -387,8 +390,16 @@ class Gateway:
         )
         self._scheduler_started = asyncio.create_task(self.scheduler.start())
 
+    def _start_channels(self) -> None:
+        from hermitcrab.gateway.channels_door import start_channels
+
+        if not self._stopping:
+            self.channels = start_channels(self)
+
     async def stop(self) -> None:
         self._stopping = True
+        if self.channels is not None:
+            await self.channels.stop()
         if self._scheduler_started is not None:
             await asyncio.gather(self._scheduler_started, return_exceptions=True)
         if self.scheduler is not None:

@@ -190,4 +190,22 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     CREATE INDEX memory_vectors_by_digest ON memory_vectors(agent, digest);
     """,
+    # 12: who may talk to the agent on a chat channel: a stranger's pairing code, then the
+    # owner's decision (owner or guest), until revoked
+    """
+    CREATE TABLE channel_senders (
+        channel    TEXT NOT NULL,
+        sender     TEXT NOT NULL,
+        name       TEXT NOT NULL DEFAULT '',
+        code       TEXT NOT NULL,
+        state      TEXT NOT NULL,
+        role       TEXT,
+        asked_at   REAL NOT NULL,
+        expires_at REAL NOT NULL,
+        decided_at REAL,
+        decided_by TEXT,
+        PRIMARY KEY (channel, sender)
+    );
+    CREATE UNIQUE INDEX channel_senders_by_code ON channel_senders(code);
+    """,
 )

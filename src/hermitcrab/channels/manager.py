@@ -1,0 +1,228 @@
+"""Every configured channel: its messages routed to sessions under the trust rules, and the
+answers (replies, failures, the agent's own messages, approval prompts) sent back.
+
+Trust:
+- a direct message from a sender nobody approved gets a pairing code and nothing else: no
+  model call, no session;
+- the owner (approved with `--owner`) talks in the owner's session, is asked about held
+  calls, and may answer them from the chat (`approve ID`, `always ID`, `deny ID`);
+- a guest (approved without it), or anyone in a group, taints the turn, and a held call in
+  such a turn is denied at once: no approval, no high-risk tool, no policy change;
+- in a group, the agent answers only when mentioned (`groups:` says otherwise).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from hermitcrab.channels.base import Door, Inbound, Service
+
+if TYPE_CHECKING:
+    from hermitcrab.config.schema import TelegramChannel
+    from hermitcrab.store.pairing import Pairings
+
+log = logging.getLogger("hermitcrab.channels")
+
+DECISION = re.compile(r"^\s*(approve|always|deny)\s+(\S+)\s*$", re.IGNORECASE)
+ANSWERS = frozenset({"reply", "turn.failed", "agent.message", "approval.asked"})
+SEND_ATTEMPTS = 8  # about two minutes of trying, with backoff
+
+
+@dataclass
+class Running:
+    name: str
+    config: TelegramChannel
+    service: Service | None
+    state: str = "starting"
+    error: str | None = None
+    task: asyncio.Task[None] | None = None
+
+
+@dataclass
+class Feed:
+    """A session's live feed, and which of its messages came from which chat."""
+
+    queue: asyncio.Queue[Any]
+    closer: contextlib.ExitStack
+    chats: dict[int, tuple[Running, str, bool]] = field(
+        default_factory=dict
+    )  # message id: (channel, chat, owner)
+    task: asyncio.Task[None] | None = None
+
+
+class Channels:
+    def __init__(self, door: Door, pairing: Pairings, default_agent: str) -> None:
+        self.door, self.pairing, self.default_agent = door, pairing, default_agent
+        self.running: dict[str, Running] = {}
+        self._feeds: dict[str, Feed] = {}
+
+    def start(
+        self, name: str, config: TelegramChannel, service: Service | None, error: str | None = None
+    ) -> None:
+        """Run a channel; with no service (its token is missing, say), say why instead."""
+        running = Running(name, config, service)
+        self.running[name] = running
+        if service is None:
+            running.state, running.error = "failed", error
+            log.error("channel %s cannot start: %s", name, error)
+            return
+        running.task = asyncio.create_task(self._run(running), name=f"channel {name}")
+
+    async def _run(self, running: Running) -> None:
+        assert running.service is not None
+        async for message in running.service.receive():
+            try:
+                await self.handle(running, message)
+            except Exception as exc:  # one message's failure must not stop the channel
+                log.exception("channel %s: a message could not be handled", running.name)
+                running.error = f"{type(exc).__name__}: {exc}"
+
+    async def handle(self, running: Running, message: Inbound) -> None:
+        config, service = running.config, running.service
+        assert service is not None
+        if not message.direct and (
+            config.groups == "never" or (config.groups == "mention" and not message.mentioned)
+        ):
+            return
+        known = self.pairing.get(running.name, message.sender)
+        approved = known is not None and known.approved
+        if message.direct and not approved:
+            request = await asyncio.to_thread(
+                self.pairing.ask, running.name, message.sender, message.sender_name
+            )
+            await self._deliver(
+                running,
+                message.chat,
+                f"Hello! I answer the people my owner knows. Your pairing code is {request.code}: ask "
+                f"my owner to run `hermitcrab pairing approve {request.code}`. It lasts an hour.",
+            )
+            return
+        owner = approved and known is not None and known.role == "owner"
+        decision = DECISION.match(message.text)
+        if owner and decision is not None:
+            await self._decide(service, message, decision.group(1).lower(), decision.group(2))
+            return
+        if owner and message.direct:
+            session = config.owner_session
+        elif message.direct:
+            session = f"{running.name}-{message.sender}"
+        else:
+            session = f"{running.name}-group-{message.chat}"
+        feed = self._feed(session)
+        options = {
+            "sender": "owner" if owner else f"{running.name}:{message.sender}",
+            "approvals": "ask" if owner else "deny",
+        }
+        event = await self.door.submit(
+            session,
+            message.text,
+            config.agent or self.default_agent,
+            source=running.name,
+            source_id=f"{running.name}:{message.chat}:{message.message_id}",
+            **options,
+        )
+        if not getattr(event, "duplicate", False):
+            feed.chats[event.id] = (running, message.chat, owner)
+
+    async def _decide(self, service: Service, message: Inbound, how: str, approval_id: str) -> None:
+        try:
+            approval = await self.door.decide(
+                approval_id, how != "deny", how == "always", f"{message.channel}:owner"
+            )
+        except Exception as exc:
+            await service.send(message.chat, f"Could not decide {approval_id}: {exc}")
+            return
+        await service.send(message.chat, f"{approval_id}: {approval.state}.")
+
+    def _feed(self, session: str) -> Feed:
+        """The session's feed, listened to before any message of ours goes in."""
+        feed = self._feeds.get(session)
+        if feed is None:
+            closer = contextlib.ExitStack()
+            queue = closer.enter_context(self.door.listen(session))
+            feed = self._feeds[session] = Feed(queue, closer)
+            feed.task = asyncio.create_task(self._answer(feed), name=f"channel answers {session}")
+        return feed
+
+    async def _answer(self, feed: Feed) -> None:
+        while True:
+            event = await feed.queue.get()
+            if event is None or event.get("kind") not in ANSWERS:
+                continue
+            target = feed.chats.get(event.get("reply_to") or -1)
+            if target is None:
+                continue
+            running, chat, owner = target
+            data = event.get("data") or {}
+            kind = event["kind"]
+            if kind == "reply":
+                text = str(data.get("text") or "(an empty reply)")
+            elif kind == "turn.failed":
+                text = f"Sorry, that failed: {data.get('error')}"
+            elif kind == "agent.message":
+                text = str(data.get("text", ""))
+            elif owner:  # approval.asked: only the owner is asked
+                approval = data.get("approval_id")
+                text = (
+                    f"Held for your decision: {data.get('summary')} ({data.get('why')}). Reply "
+                    f"`approve {approval}`, `always {approval}` or `deny {approval}`."
+                )
+            else:
+                continue
+            if kind in ("reply", "turn.failed"):
+                feed.chats.pop(event["reply_to"], None)
+            await self._deliver(running, chat, text)
+
+    async def _deliver(self, running: Running, chat: str, text: str) -> None:
+        """Send, trying again with backoff while the service is unreachable: an answer made
+        during an outage goes out when it ends (in order: this session's next one waits)."""
+        assert running.service is not None
+        wait = 1.0
+        for attempt in range(1, SEND_ATTEMPTS + 1):
+            try:
+                await running.service.send(chat, text)
+                return
+            except Exception as exc:
+                running.error = str(exc)
+                if attempt == SEND_ATTEMPTS:
+                    log.error("channel %s: an answer was not delivered: %s", running.name, exc)
+                    return
+                log.warning("channel %s: sending failed (%s); trying again in %g s", running.name, exc, wait)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 30.0)
+
+    async def welcome(self, channel: str, sender: str, role: str) -> None:
+        """Tell a sender the owner approved them (a direct chat's id is the sender's)."""
+        running = self.running.get(channel)
+        if running is not None and running.service is not None:
+            with contextlib.suppress(Exception):
+                await running.service.send(sender, f"You are paired ({role}). Say hello!")
+
+    def describe(self) -> list[dict[str, Any]]:
+        out = []
+        for name, running in self.running.items():
+            service: Any = running.service
+            state = getattr(service, "state", running.state) if running.state != "failed" else "failed"
+            error = running.error or getattr(service, "last_error", None)
+            out.append({"name": name, "type": running.config.type, "state": state, "error": error,
+                        "bot": getattr(service, "username", None)})  # fmt: skip
+        return out
+
+    async def stop(self) -> None:
+        tasks = [r.task for r in self.running.values() if r.task] + [
+            f.task for f in self._feeds.values() if f.task
+        ]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for feed in self._feeds.values():
+            feed.closer.close()
+        for running in self.running.values():
+            if running.service is not None:
+                with contextlib.suppress(Exception):
+                    await running.service.close()

@@ -1,0 +1,108 @@
+"""Telegram, through the Bot API (long polling: no public address needed). Updates are
+confirmed by the next poll's offset, so what arrived while the gateway was down, or was
+cut off mid-poll, comes again; the inbox takes a message once (its id is the source id)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from hermitcrab.channels.base import Inbound, split
+
+if TYPE_CHECKING:
+    from hermitcrab.config.schema import TelegramChannel
+
+log = logging.getLogger("hermitcrab.channels")
+
+LIMIT = 4096  # sendMessage's text, in characters
+BACKOFF_MAX_S = 60.0
+
+
+class TelegramError(Exception):
+    pass
+
+
+class Telegram:
+    limit = LIMIT
+
+    def __init__(self, name: str, config: TelegramChannel, token: str) -> None:
+        self.name, self.config = name, config
+        self._token = token
+        self._base = f"{config.api_url.rstrip('/')}/bot{token}"
+        self._http = httpx.AsyncClient(timeout=config.poll_seconds + 15, trust_env=False)
+        self._offset = 0
+        self.username: str | None = None
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.backoff = 1.0
+
+    async def _call(self, method: str, **params: Any) -> Any:
+        try:
+            response = await self._http.post(f"{self._base}/{method}", json=params)
+            body = response.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            raise TelegramError(f"{method}: {self._clean(str(exc)) or type(exc).__name__}") from None
+        if not isinstance(body, dict) or not body.get("ok"):
+            detail = body.get("description") if isinstance(body, dict) else None
+            raise TelegramError(f"{method}: {detail or f'HTTP {response.status_code}'}")
+        return body.get("result")
+
+    def _clean(self, text: str) -> str:
+        return text.replace(self._token, "<token>")  # the token is in every URL: never in a log
+
+    async def receive(self) -> AsyncIterator[Inbound]:
+        while True:
+            try:
+                if self.username is None:
+                    self.username = (await self._call("getMe") or {}).get("username")
+                updates = await self._call(
+                    "getUpdates",
+                    offset=self._offset,
+                    timeout=self.config.poll_seconds,
+                    allowed_updates=["message"],
+                )
+            except TelegramError as exc:
+                self.state, self.last_error = "reconnecting", str(exc)
+                log.warning("channel %s: %s; trying again in %g s", self.name, exc, self.backoff)
+                await asyncio.sleep(self.backoff)
+                self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+                continue
+            self.state, self.backoff = "connected", 1.0
+            for update in updates or []:
+                if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
+                    continue
+                self._offset = max(self._offset, update["update_id"] + 1)
+                inbound = self._inbound(update)
+                if inbound is not None:
+                    yield inbound
+
+    def _inbound(self, update: dict[str, Any]) -> Inbound | None:
+        message = update.get("message")
+        if not isinstance(message, dict) or not isinstance(message.get("text"), str):
+            return None  # a photo, a sticker, an edit: not taken (yet)
+        chat, sender = message.get("chat") or {}, message.get("from") or {}
+        if "id" not in chat or "id" not in sender or sender.get("is_bot"):
+            return None
+        text = message["text"]
+        mention = f"@{self.username}".lower() if self.username else None
+        return Inbound(
+            channel=self.name,
+            chat=str(chat["id"]),
+            sender=str(sender["id"]),
+            sender_name=str(sender.get("username") or sender.get("first_name") or sender["id"]),
+            text=text,
+            message_id=str(message.get("message_id", update["update_id"])),
+            direct=chat.get("type") == "private",
+            mentioned=bool(mention and mention in text.lower()),
+        )
+
+    async def send(self, chat: str, text: str) -> None:
+        for piece in split(text, self.limit):
+            await self._call("sendMessage", chat_id=chat, text=piece)
+
+    async def close(self) -> None:
+        await self._http.aclose()

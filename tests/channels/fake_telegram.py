@@ -1,0 +1,110 @@
+"""A Telegram Bot API server on loopback, speaking its wire protocol (POST /bot<token>/<method>,
+JSON in and {"ok": ..., "result": ...} out, getUpdates long polling with offsets): Telegram's
+cloud cannot be reached from a test. It can also be down for a while."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from tests.conftest import free_port
+
+TOKEN = "123456:TEST-token-for-the-fake-bot"
+BOT = "crab_test_bot"
+
+
+@dataclass
+class FakeTelegram:
+    port: int = field(default_factory=free_port)
+    updates: list[dict[str, Any]] = field(default_factory=list)
+    sent: list[dict[str, Any]] = field(default_factory=list)
+    polls: int = 0
+    down_for: int = 0  # the next this many calls fail with 502
+    _next_update: int = 1000
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def say(
+        self, sender: int, text: str, chat: int | None = None, name: str = "ana", group: bool = False
+    ) -> int:
+        """A person writes to the bot (in a group when `group`); returns the update id."""
+        with self._lock:
+            self._next_update += 1
+            update = {
+                "update_id": self._next_update,
+                "message": {
+                    "message_id": self._next_update * 10,
+                    "from": {"id": sender, "is_bot": False, "first_name": name.title(), "username": name},
+                    "chat": {
+                        "id": chat if chat is not None else sender,
+                        "type": "group" if group else "private",
+                    },
+                    "date": int(time.time()),
+                    "text": text,
+                },
+            }
+            self.updates.append(update)
+            return self._next_update
+
+    def again(self) -> None:
+        """The last message delivered once more, under a new update id: what Telegram does
+        when a poll was cut off before its offset confirmed it."""
+        with self._lock:
+            self._next_update += 1
+            self.updates.append({**self.updates[-1], "update_id": self._next_update})
+
+    def to(self, chat: int) -> list[str]:
+        return [m["text"] for m in self.sent if m["chat_id"] == str(chat)]
+
+    def app(self) -> Starlette:
+        async def call(request: Request) -> JSONResponse:
+            token, method = request.path_params["token"], request.path_params["method"]
+            with self._lock:
+                if self.down_for > 0:
+                    self.down_for -= 1
+                    return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, 502)
+            if token != TOKEN:
+                return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
+            body = await request.json() if await request.body() else {}
+            if method == "getMe":
+                return JSONResponse({"ok": True, "result": {"id": 42, "is_bot": True, "username": BOT}})
+            if method == "getUpdates":
+                self.polls += 1
+                deadline = time.monotonic() + min(float(body.get("timeout", 0)), 2.0)
+                while True:
+                    with self._lock:
+                        ready = [u for u in self.updates if u["update_id"] >= int(body.get("offset", 0))]
+                    if ready or time.monotonic() >= deadline:
+                        return JSONResponse({"ok": True, "result": ready})
+                    await asyncio.sleep(0.02)
+            if method == "sendMessage":
+                text = str(body.get("text", ""))
+                if len(text) > 4096:
+                    return JSONResponse(
+                        {"ok": False, "error_code": 400, "description": "message is too long"}, 400
+                    )
+                with self._lock:
+                    self.sent.append({"chat_id": str(body["chat_id"]), "text": text})
+                return JSONResponse({"ok": True, "result": {"message_id": len(self.sent)}})
+            return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
+
+        return Starlette(routes=[Route("/bot{token}/{method}", call, methods=["POST"])])
+
+    def serve(self) -> uvicorn.Server:
+        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_config=None))
+        threading.Thread(target=server.run, daemon=True).start()
+        while not server.started:
+            time.sleep(0.01)
+        return server
