@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from hermitcrab.channels.base import Door, Inbound, Service
 
 if TYPE_CHECKING:
-    from hermitcrab.config.schema import TelegramChannel
+    from hermitcrab.config.schema import TelegramChannel, WebhookChannel
     from hermitcrab.store.pairing import Pairings
 
 log = logging.getLogger("hermitcrab.channels")
@@ -36,7 +36,7 @@ SEND_ATTEMPTS = 8  # about two minutes of trying, with backoff
 @dataclass
 class Running:
     name: str
-    config: TelegramChannel
+    config: TelegramChannel | WebhookChannel
     service: Service | None
     state: str = "starting"
     error: str | None = None
@@ -49,9 +49,8 @@ class Feed:
 
     queue: asyncio.Queue[Any]
     closer: contextlib.ExitStack
-    chats: dict[int, tuple[Running, str, bool]] = field(
-        default_factory=dict
-    )  # message id: (channel, chat, owner)
+    # message id: (channel, chat, owner, the service's id for the message)
+    chats: dict[int, tuple[Running, str, bool, str]] = field(default_factory=dict)
     task: asyncio.Task[None] | None = None
 
 
@@ -62,7 +61,11 @@ class Channels:
         self._feeds: dict[str, Feed] = {}
 
     def start(
-        self, name: str, config: TelegramChannel, service: Service | None, error: str | None = None
+        self,
+        name: str,
+        config: TelegramChannel | WebhookChannel,
+        service: Service | None,
+        error: str | None = None,
     ) -> None:
         """Run a channel; with no service (its token is missing, say), say why instead."""
         running = Running(name, config, service)
@@ -82,15 +85,18 @@ class Channels:
                 log.exception("channel %s: a message could not be handled", running.name)
                 running.error = f"{type(exc).__name__}: {exc}"
 
-    async def handle(self, running: Running, message: Inbound) -> None:
+    async def handle(self, running: Running, message: Inbound) -> Any:
+        """Route one message; returns its event in the inbox, or None when it takes none."""
         config, service = running.config, running.service
         assert service is not None
-        if not message.direct and (
-            config.groups == "never" or (config.groups == "mention" and not message.mentioned)
-        ):
-            return
-        known = self.pairing.get(running.name, message.sender)
-        approved = known is not None and known.approved
+        groups = getattr(config, "groups", "never")
+        if not message.direct and (groups == "never" or (groups == "mention" and not message.mentioned)):
+            return None
+        if config.type == "webhook":  # its signature is its whole trust: a guest's
+            known, approved = None, True
+        else:
+            known = self.pairing.get(running.name, message.sender)
+            approved = known is not None and known.approved
         if message.direct and not approved:
             request = await asyncio.to_thread(
                 self.pairing.ask, running.name, message.sender, message.sender_name
@@ -101,14 +107,14 @@ class Channels:
                 f"Hello! I answer the people my owner knows. Your pairing code is {request.code}: ask "
                 f"my owner to run `hermitcrab pairing approve {request.code}`. It lasts an hour.",
             )
-            return
+            return None
         owner = approved and known is not None and known.role == "owner"
         decision = DECISION.match(message.text)
         if owner and decision is not None:
             await self._decide(service, message, decision.group(1).lower(), decision.group(2))
-            return
+            return None
         if owner and message.direct:
-            session = config.owner_session
+            session = getattr(config, "owner_session", "main")
         elif message.direct:
             session = f"{running.name}-{message.sender}"
         else:
@@ -127,7 +133,8 @@ class Channels:
             **options,
         )
         if not getattr(event, "duplicate", False):
-            feed.chats[event.id] = (running, message.chat, owner)
+            feed.chats[event.id] = (running, message.chat, owner, message.message_id)
+        return event
 
     async def _decide(self, service: Service, message: Inbound, how: str, approval_id: str) -> None:
         try:
@@ -157,7 +164,7 @@ class Channels:
             target = feed.chats.get(event.get("reply_to") or -1)
             if target is None:
                 continue
-            running, chat, owner = target
+            running, chat, owner, replying_to = target
             data = event.get("data") or {}
             kind = event["kind"]
             if kind == "reply":
@@ -176,16 +183,16 @@ class Channels:
                 continue
             if kind in ("reply", "turn.failed"):
                 feed.chats.pop(event["reply_to"], None)
-            await self._deliver(running, chat, text)
+            await self._deliver(running, chat, text, replying_to if kind == "reply" else None)
 
-    async def _deliver(self, running: Running, chat: str, text: str) -> None:
+    async def _deliver(self, running: Running, chat: str, text: str, in_reply_to: str | None = None) -> None:
         """Send, trying again with backoff while the service is unreachable: an answer made
         during an outage goes out when it ends (in order: this session's next one waits)."""
         assert running.service is not None
         wait = 1.0
         for attempt in range(1, SEND_ATTEMPTS + 1):
             try:
-                await running.service.send(chat, text)
+                await running.service.send(chat, text, in_reply_to)
                 return
             except Exception as exc:
                 running.error = str(exc)

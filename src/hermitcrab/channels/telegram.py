@@ -100,7 +100,7 @@ class Telegram:
             mentioned=bool(mention and mention in text.lower()),
         )
 
-    async def send(self, chat: str, text: str) -> None:
+    async def send(self, chat: str, text: str, in_reply_to: str | None = None) -> None:
         for piece in split(text, self.limit):
             await self._call("sendMessage", chat_id=chat, text=piece)
 

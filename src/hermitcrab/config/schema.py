@@ -266,7 +266,24 @@ class TelegramChannel(StrictModel):
     poll_seconds: int = Field(25, ge=1, le=50)
 
 
-ChannelConfig = Annotated[TelegramChannel, Field(discriminator="type")]
+class WebhookChannel(StrictModel):
+    """Messages posted to POST /hooks/NAME, signed with HMAC-SHA256 under a key in the secrets
+    store; answers posted to `reply_url`, signed the same way (None: they stay in the session)."""
+
+    type: Literal["webhook"]
+    secret: str  # the signing key's name in the secrets store
+    reply_url: str | None = None
+    agent: str | None = None
+
+    @field_validator("reply_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+ChannelConfig = Annotated[TelegramChannel | WebhookChannel, Field(discriminator="type")]
 
 
 class Config(StrictModel):

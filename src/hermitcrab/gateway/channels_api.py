@@ -54,7 +54,35 @@ def routes(gw: Gateway) -> list[Route]:
             raise ApiError(404, "not_paired", f"{sender} is not paired on {channel}")
         return JSONResponse({"revoked": True, "channel": channel, "sender": sender})
 
+    async def hook(request: Request) -> JSONResponse:
+        """A signed message for a webhook channel (the signature is its auth, not the token)."""
+        from hermitcrab.channels.webhook import SIGNATURE, TIMESTAMP, HookRefused, Webhook
+
+        name = request.path_params["name"]
+        channels = await gw.channels_ready()
+        running = channels.running.get(name) if channels else None
+        if running is None or not isinstance(running.service, Webhook):
+            raise ApiError(404, "not_found", f"no webhook channel named {name!r}")
+        raw = bytearray()
+        async for piece in request.stream():
+            raw += piece
+            if len(raw) > gw.config.gateway.max_request_bytes:
+                raise ApiError(413, "too_large", "the body is too large")
+        try:
+            inbound = running.service.take(
+                request.headers.get(TIMESTAMP, ""), request.headers.get(SIGNATURE, ""), bytes(raw)
+            )
+        except HookRefused as exc:
+            raise ApiError(exc.status, "refused", str(exc)) from None
+        assert channels is not None
+        event = await channels.handle(running, inbound)
+        return JSONResponse(
+            {"message_id": event.id, "session_id": event.session_id, "duplicate": bool(event.duplicate)},
+            status_code=202,
+        )
+
     return [
+        Route("/hooks/{name}", hook, methods=["POST"]),
         Route("/api/channels", channels),
         Route("/api/pairing", pairing),
         Route("/api/pairing/approve", approve, methods=["POST"]),

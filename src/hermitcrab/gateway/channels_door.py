@@ -45,16 +45,22 @@ def start_channels(gw: Gateway) -> Channels | None:
         return None
     from hermitcrab.channels.manager import Channels
     from hermitcrab.channels.telegram import Telegram
+    from hermitcrab.channels.webhook import Webhook
     from hermitcrab.egress.secrets import SecretError, SecretStore
 
     channels = Channels(GatewayDoor(gw), gw.db.pairing, gw.config.default_agent)
     secrets = SecretStore(gw.paths.secrets)
     for name, config in gw.config.channels.items():
+        secret = config.token_secret if config.type == "telegram" else config.secret
         try:
-            token = secrets.get(config.token_secret).value
+            value = secrets.get(secret).value
         except (SecretError, OSError, ValueError) as exc:
-            channels.start(name, config, None, f"{exc} (the bot's token, from @BotFather)")
+            what = "the bot's token, from @BotFather" if config.type == "telegram" else "the signing key"
+            channels.start(name, config, None, f"{exc} ({what})")
             continue
-        channels.start(name, config, Telegram(name, config, token))
+        if config.type == "telegram":
+            channels.start(name, config, Telegram(name, config, value))
+        else:
+            channels.start(name, config, Webhook(name, config, value))
         log.info("channel started", extra={"channel": name, "type": config.type})
     return channels

@@ -173,6 +173,7 @@ class Gateway:
         # their imports and sandbox recreation must not delay readiness. Whoever needs
         # them meanwhile waits (sandbox_runtime()).
         self._runtime_started = asyncio.Event()
+        self._channels_started = asyncio.Event()
         asyncio.get_running_loop().call_later(RUNTIME_DELAY_SECONDS, self._start_runtime)
         self.runner = TurnRunner(self.services, self.agent, self.config.gateway.turn_timeout_seconds)
         # Models load after the gateway answers (health checks and the API must not wait),
@@ -395,6 +396,12 @@ class Gateway:
 
         if not self._stopping:
             self.channels = start_channels(self)
+        self._channels_started.set()
+
+    async def channels_ready(self) -> Channels | None:
+        """The channels, once started (a few milliseconds after the gateway answers)."""
+        await self._channels_started.wait()
+        return self.channels
 
     async def stop(self) -> None:
         self._stopping = True
