@@ -31,6 +31,19 @@ def node_env(node_bin: Path, **extra: str) -> dict[str, str]:
     return {**os.environ, "PATH": f"{node_bin}:{os.environ['PATH']}", **extra}
 
 
+def listening(port: int, process: subprocess.Popen, what: str, seconds: float = 30.0) -> None:
+    """Wait until `process` listens on `port` (loopback); fail if it exits or never does."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{what} did not start") from None
+            time.sleep(0.05)
+
+
 @pytest.fixture
 def everything_url(node_bin: Path) -> Iterator[str]:
     """The MCP project's `server-everything` over streamable HTTP, on a free loopback port."""
@@ -42,15 +55,7 @@ def everything_url(node_bin: Path) -> Iterator[str]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("server-everything did not start") from None
-                time.sleep(0.05)
+        listening(port, server, "server-everything")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         server.terminate()

@@ -6,7 +6,6 @@ official SDK's server side, and is its own authorization server."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from hermitcrab.config.paths import Paths
 from hermitcrab.egress.secrets import SecretStore
 from tests.cli.conftest import hc
 from tests.conftest import SCRIPTED_CONFIG, free_port, wait_for
+from tests.tools.mcp.conftest import listening
 
 pytest.importorskip("mcp")
 TOKEN_SECONDS = 2
@@ -49,16 +49,7 @@ def notes(tmp_path: Path) -> Iterator[NotesServer]:
         stderr=subprocess.DEVNULL,
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", server.port), timeout=1).close()
-                break
-            except OSError:
-                assert process.poll() is None and time.monotonic() < deadline, (
-                    "the OAuth server did not start"
-                )
-                time.sleep(0.05)
+        listening(server.port, process, "the OAuth server")
         yield server
     finally:
         process.terminate()

@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ import pytest
 from hermitcrab.config.paths import Paths
 from tests.cli.conftest import hc
 from tests.conftest import SCRIPTED_CONFIG, free_port
-from tests.tools.mcp.conftest import node_env
+from tests.tools.mcp.conftest import listening, node_env
 
 # The scenarios about the protocol itself. The others call a reference server's fixtures
 # by name (a tool `test_image_content`, a resource `test://static-text`, a prompt
@@ -51,14 +49,7 @@ def bridged(home: Paths, node_bin: Path):
         cwd=Path(__file__).parents[3],
     )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert bridge.poll() is None and time.monotonic() < deadline, "the bridge did not start"
-                time.sleep(0.05)
+        listening(port, bridge, "the bearer bridge")
         yield f"http://127.0.0.1:{port}/mcp"
     finally:
         bridge.terminate()
