@@ -178,3 +178,26 @@ def test_a_long_answer_is_split_where_the_service_takes_it() -> None:
     assert " ".join(" ".join(pieces).split()) == " ".join(text.split())
     assert all(p.startswith("Paragraph") for p in pieces)  # cut between paragraphs
     assert split("x" * 9000, 4096) == ["x" * 4096, "x" * 4096, "x" * 808]
+
+
+def test_the_allowlists_need_no_code_and_pairing_may_be_off(home: Paths, fake: FakeTelegram) -> None:
+    lists = f"    owners: ['{OWNER}']\n    allow: ['{GUEST}']\n    pairing: false\n"
+    home.config.write_text(
+        SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!"]') + channel_config(fake) + lists
+    )
+    SecretStore(home.secrets).set(Secret("telegram", TOKEN))
+    assert hc(home, "up").returncode == 0
+    try:
+        fake.say(OWNER, "Bonjour?")
+        fake.say(GUEST, "Bonjour?")
+        fake.say(STRANGER, "Bonjour?")
+        wait_for(lambda: "Bonjour!" in fake.to(OWNER) and "Bonjour!" in fake.to(GUEST), what="both replies")
+        (mine,) = [e for e in events(home, "main") if e["kind"] == "message"]
+        assert mine["data"]["sender"] == "owner"
+        (theirs,) = [e for e in events(home, f"telegram-{GUEST}") if e["kind"] == "message"]
+        assert theirs["data"]["sender"] == f"telegram:{GUEST}" and theirs["data"]["approvals"] == "deny"
+        fake.say(OWNER, "and again")  # by then the stranger's message has long been read
+        wait_for(lambda: fake.to(OWNER).count("Bonjour!") == 2, what="the owner's second reply")
+        assert fake.to(STRANGER) == [] and f"telegram-{STRANGER}" not in sessions(home)
+    finally:
+        hc(home, "down")

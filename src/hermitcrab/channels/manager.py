@@ -8,7 +8,9 @@ Trust:
   calls, and may answer them from the chat (`approve ID`, `always ID`, `deny ID`);
 - a guest (approved without it), or anyone in a group, taints the turn, and a held call in
   such a turn is denied at once: no approval, no high-risk tool, no policy change;
-- in a group, the agent answers only when mentioned (`groups:` says otherwise).
+- in a group, the agent answers only when mentioned (`groups:` says otherwise);
+- the config's allowlists (`owners:`, `allow:`) need no code, and `pairing: false` gives a
+  stranger no answer at all.
 """
 
 from __future__ import annotations
@@ -93,11 +95,17 @@ class Channels:
         if not message.direct and (groups == "never" or (groups == "mention" and not message.mentioned)):
             return None
         if config.type == "webhook":  # its signature is its whole trust: a guest's
-            known, approved = None, True
+            role: str | None = "guest"
+        elif message.sender in config.owners:  # the allowlists need no pairing
+            role = "owner"
+        elif message.sender in config.allow:
+            role = "guest"
         else:
             known = self.pairing.get(running.name, message.sender)
-            approved = known is not None and known.approved
-        if message.direct and not approved:
+            role = known.role if known is not None and known.approved else None
+        if message.direct and role is None:
+            if config.type == "webhook" or not config.pairing:
+                return None  # a stranger where pairing is off: no answer at all
             request = await asyncio.to_thread(
                 self.pairing.ask, running.name, message.sender, message.sender_name
             )
@@ -108,7 +116,7 @@ class Channels:
                 f"my owner to run `hermitcrab pairing approve {request.code}`. It lasts an hour.",
             )
             return None
-        owner = approved and known is not None and known.role == "owner"
+        owner = role == "owner"
         decision = DECISION.match(message.text)
         if owner and decision is not None:
             await self._decide(service, message, decision.group(1).lower(), decision.group(2))

@@ -264,6 +264,12 @@ class TelegramChannel(StrictModel):
     # In a group, answer when mentioned (@the_bot), to every message, or never.
     groups: Literal["mention", "always", "never"] = "mention"
     poll_seconds: int = Field(25, ge=1, le=50)
+    # Allowlists, by the service's user id: these need no pairing code. Owners act with the
+    # owner's authority; `allow` are guests.
+    owners: list[str] = Field(default_factory=list)
+    allow: list[str] = Field(default_factory=list)
+    # A stranger's direct message gets a pairing code; false: no answer at all.
+    pairing: bool = True
 
 
 class WebhookChannel(StrictModel):
