@@ -13,7 +13,7 @@ from typing import Any
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from tests.conftest import free_port
@@ -29,6 +29,7 @@ class FakeTelegram:
     sent: list[dict[str, Any]] = field(default_factory=list)
     polls: int = 0
     down_for: int = 0  # the next this many calls fail with 502
+    files: dict[str, tuple[str, bytes]] = field(default_factory=dict)  # file id: (path, content)
     _next_update: int = 1000
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +58,25 @@ class FakeTelegram:
             }
             self.updates.append(update)
             return self._next_update
+
+    def send_file(
+        self, sender: int, name: str, data: bytes, caption: str = "", size: int | None = None
+    ) -> None:
+        """A person sends the bot a document (`size`: what the update claims, if not its own)."""
+        with self._lock:
+            self._next_update += 1
+            file_id = f"file-{self._next_update}"
+            self.files[file_id] = (f"documents/{name}", data)
+            message = {
+                "message_id": self._next_update * 10,
+                "from": {"id": sender, "is_bot": False, "first_name": "Ana", "username": "ana"},
+                "chat": {"id": sender, "type": "private"},
+                "date": int(time.time()),
+                "document": {"file_id": file_id, "file_name": name, "file_size": size or len(data)},
+            }
+            if caption:
+                message["caption"] = caption
+            self.updates.append({"update_id": self._next_update, "message": message})
 
     def again(self) -> None:
         """The last message delivered once more, under a new update id: what Telegram does
@@ -89,6 +109,15 @@ class FakeTelegram:
                     if ready or time.monotonic() >= deadline:
                         return JSONResponse({"ok": True, "result": ready})
                     await asyncio.sleep(0.02)
+            if method == "getFile":
+                found = self.files.get(str(body.get("file_id")))
+                if found is None:
+                    return JSONResponse(
+                        {"ok": False, "error_code": 400, "description": "file not found"}, 400
+                    )
+                return JSONResponse(
+                    {"ok": True, "result": {"file_id": body["file_id"], "file_path": found[0]}}
+                )
             if method == "sendMessage":
                 text = str(body.get("text", ""))
                 if len(text) > 4096:
@@ -100,7 +129,21 @@ class FakeTelegram:
                 return JSONResponse({"ok": True, "result": {"message_id": len(self.sent)}})
             return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
 
-        return Starlette(routes=[Route("/bot{token}/{method}", call, methods=["POST"])])
+        async def download(request: Request) -> Response:
+            if request.path_params["token"] != TOKEN:
+                return Response(status_code=401)
+            wanted = request.path_params["path"]
+            for path, data in self.files.values():
+                if path == wanted:
+                    return Response(data, media_type="application/octet-stream")
+            return Response(status_code=404)
+
+        return Starlette(
+            routes=[
+                Route("/bot{token}/{method}", call, methods=["POST"]),
+                Route("/file/bot{token}/{path:path}", download),
+            ]
+        )
 
     def serve(self) -> uvicorn.Server:
         server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_config=None))

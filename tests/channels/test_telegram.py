@@ -201,3 +201,21 @@ def test_the_allowlists_need_no_code_and_pairing_may_be_off(home: Paths, fake: F
         assert fake.to(STRANGER) == [] and f"telegram-{STRANGER}" not in sessions(home)
     finally:
         hc(home, "down")
+
+
+def test_a_file_lands_in_the_workspace_and_the_agent_is_told(bot: Paths, fake: FakeTelegram) -> None:
+    pair(bot, fake, OWNER, "--owner")
+    fake.send_file(OWNER, "report (final).txt", b"Revenue: 42\n", caption="Summarise this")
+    wait_for(lambda: "Bonjour!" in fake.to(OWNER), what="the reply")
+    (message,) = [e for e in events(bot, "main") if e["kind"] == "message"]
+    kept = re.search(
+        r"\[file received: /workspace/(inbox/telegram/\S+) \(12 bytes\)\]", message["data"]["text"]
+    )
+    assert message["data"]["text"].startswith("Summarise this") and kept, message["data"]["text"]
+    assert kept.group(1).endswith("-report__final_.txt")  # a name made safe: no path in it
+    assert (bot.workspace / kept.group(1)).read_bytes() == b"Revenue: 42\n"
+
+    fake.send_file(OWNER, "huge.iso", b"x", caption="and this", size=30 * 2**20)
+    wait_for(lambda: fake.to(OWNER).count("Encore?") == 1, what="the second reply")
+    last = [e for e in events(bot, "main") if e["kind"] == "message"][-1]["data"]["text"]
+    assert "not kept" in last and "over 20 MB" in last and TOKEN not in last

@@ -19,6 +19,15 @@ class Inbound:
     message_id: str  # the service's id for it: a message seen twice is taken once
     direct: bool  # a direct message, not a group's
     mentioned: bool = False  # in a group: the bot was named
+    files: tuple[Attachment, ...] = ()
+
+
+@dataclass(frozen=True)
+class Attachment:
+    """A file that came with a message; it lands in the agent's workspace."""
+
+    name: str  # as the sender named it (made safe before use)
+    data: bytes
 
 
 class Service(Protocol):
@@ -54,6 +63,11 @@ class Door(Protocol):
     def listen(self, session_id: str) -> AbstractContextManager[Any]: ...
 
     async def decide(self, approval_id: str, allow: bool, always: bool, by: str) -> Any: ...
+
+    async def save(self, agent: str, path: str, data: bytes) -> str | None:
+        """Write a file into the agent's workspace, inside its sandbox as every write there is
+        (its uid, its quota); returns what went wrong, or None."""
+        ...
 
 
 def split(text: str, limit: int) -> list[str]:

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from hermitcrab.channels.base import Door, Inbound, Service
+from hermitcrab.channels.base import Attachment, Door, Inbound, Service
 
 if TYPE_CHECKING:
     from hermitcrab.config.schema import TelegramChannel, WebhookChannel
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("hermitcrab.channels")
 
+SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
 DECISION = re.compile(r"^\s*(approve|always|deny)\s+(\S+)\s*$", re.IGNORECASE)
 ANSWERS = frozenset({"reply", "turn.failed", "agent.message", "approval.asked"})
 SEND_ATTEMPTS = 8  # about two minutes of trying, with backoff
@@ -128,14 +129,18 @@ class Channels:
         else:
             session = f"{running.name}-group-{message.chat}"
         feed = self._feed(session)
+        agent = config.agent or self.default_agent
+        text = message.text
+        for attachment in message.files:
+            text += await self._keep(agent, running.name, message, attachment)
         options = {
             "sender": "owner" if owner else f"{running.name}:{message.sender}",
             "approvals": "ask" if owner else "deny",
         }
         event = await self.door.submit(
             session,
-            message.text,
-            config.agent or self.default_agent,
+            text,
+            agent,
             source=running.name,
             source_id=f"{running.name}:{message.chat}:{message.message_id}",
             **options,
@@ -143,6 +148,16 @@ class Channels:
         if not getattr(event, "duplicate", False):
             feed.chats[event.id] = (running, message.chat, owner, message.message_id)
         return event
+
+    async def _keep(self, agent: str, channel: str, message: Inbound, attachment: Attachment) -> str:
+        """Save a file that came with a message in the agent's workspace; what to tell the
+        agent about it. A file from a chat is untrusted: reading it taints the turn."""
+        name = SAFE_NAME.sub("_", attachment.name).strip("._")[:100] or "file"
+        path = f"inbox/{channel}/{message.message_id}-{name}"
+        failed = await self.door.save(agent, path, attachment.data)
+        if failed:
+            return f"\n[a file came with this message ({name}) but could not be saved: {failed}]"
+        return f"\n[file received: /workspace/{path} ({len(attachment.data)} bytes)]"
 
     async def _decide(self, service: Service, message: Inbound, how: str, approval_id: str) -> None:
         try:

@@ -5,13 +5,14 @@ cut off mid-poll, comes again; the inbox takes a message once (its id is the sou
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from hermitcrab.channels.base import Inbound, split
+from hermitcrab.channels.base import Attachment, Inbound, split
 
 if TYPE_CHECKING:
     from hermitcrab.config.schema import TelegramChannel
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hermitcrab.channels")
 
 LIMIT = 4096  # sendMessage's text, in characters
+MAX_FILE_BYTES = 20 * 1024 * 1024  # what the Bot API lets a bot download
 BACKOFF_MAX_S = 60.0
 
 
@@ -78,16 +80,21 @@ class Telegram:
                 self._offset = max(self._offset, update["update_id"] + 1)
                 inbound = self._inbound(update)
                 if inbound is not None:
-                    yield inbound
+                    yield await self._with_file(update, inbound)
 
     def _inbound(self, update: dict[str, Any]) -> Inbound | None:
         message = update.get("message")
-        if not isinstance(message, dict) or not isinstance(message.get("text"), str):
-            return None  # a photo, a sticker, an edit: not taken (yet)
+        if not isinstance(message, dict):
+            return None
+        document = message.get("document")
+        text = message.get("text") if isinstance(message.get("text"), str) else message.get("caption")
+        if not isinstance(text, str):
+            text = ""
+        if not text and not isinstance(document, dict):
+            return None  # a sticker, a voice note, an edit: not taken (yet)
         chat, sender = message.get("chat") or {}, message.get("from") or {}
         if "id" not in chat or "id" not in sender or sender.get("is_bot"):
             return None
-        text = message["text"]
         mention = f"@{self.username}".lower() if self.username else None
         return Inbound(
             channel=self.name,
@@ -99,6 +106,27 @@ class Telegram:
             direct=chat.get("type") == "private",
             mentioned=bool(mention and mention in text.lower()),
         )
+
+    async def _with_file(self, update: dict[str, Any], inbound: Inbound) -> Inbound:
+        """The message with its document downloaded (getFile, then the file URL); one that is
+        too big or cannot be fetched is said in the text instead."""
+        document = update["message"].get("document")
+        if not isinstance(document, dict) or not isinstance(document.get("file_id"), str):
+            return inbound
+        name = str(document.get("file_name") or "file")
+        note = ""
+        try:
+            if int(document.get("file_size") or 0) > MAX_FILE_BYTES:
+                raise TelegramError(f"{name} is over {MAX_FILE_BYTES // 2**20} MB")
+            found = await self._call("getFile", file_id=document["file_id"])
+            url = f"{self.config.api_url.rstrip('/')}/file/bot{self._token}/{found['file_path']}"
+            response = await self._http.get(url)
+            if response.status_code != 200 or len(response.content) > MAX_FILE_BYTES:
+                raise TelegramError(f"the download of {name} failed (HTTP {response.status_code})")
+        except (TelegramError, httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            note = f"\n[a file came with this message but was not kept: {self._clean(str(exc))}]"
+            return dataclasses.replace(inbound, text=inbound.text + note)
+        return dataclasses.replace(inbound, files=(Attachment(name, response.content),))
 
     async def send(self, chat: str, text: str, in_reply_to: str | None = None) -> None:
         for piece in split(text, self.limit):

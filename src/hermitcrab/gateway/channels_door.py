@@ -32,6 +32,18 @@ class GatewayDoor:
     def listen(self, session_id: str) -> AbstractContextManager[Any]:
         return self.gw.hub.listen(session_id)
 
+    async def save(self, agent: str, path: str, data: bytes) -> str | None:
+        runtime = await self.gw.sandbox_runtime()
+        owner = self.gw.agent(agent)
+        await runtime.ensure(owner.sandbox, workspace=owner.workspace, agent=owner.name)
+        script = 'mkdir -p "$(dirname "$1")" && cat > "$1"'
+        result = await runtime.exec(
+            owner.sandbox, ["sh", "-c", script, "sh", path], actor="channel", stdin=data
+        )
+        if result.exit_code != 0:
+            return result.stderr.decode(errors="replace")[:300] or f"exit {result.exit_code}"
+        return None
+
     async def decide(self, approval_id: str, allow: bool, always: bool, by: str) -> Any:
         await self.gw.sandbox_runtime()  # the inbox starts with it
         assert self.gw.approvals is not None
