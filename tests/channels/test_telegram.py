@@ -120,6 +120,14 @@ def test_a_group_is_answered_only_when_the_bot_is_named(bot: Paths, fake: FakeTe
     assert message["data"]["text"] == f"@{BOT} bonjour?" and message["data"]["sender"] == f"telegram:{GUEST}"
     assert fake.to(GUEST) == []  # nobody was sent a pairing code from a group
 
+    # Not even the owner's message carries the owner's authority there: the session holds
+    # what everyone in the group wrote.
+    pair(bot, fake, OWNER, "--owner")
+    fake.say(OWNER, f"@{BOT} and me?", chat=-500, group=True)
+    wait_for(lambda: fake.to(-500).count("Encore?") == 1, what="the owner's reply in the group")
+    mine = [e for e in events(bot, "telegram-group--500") if e["kind"] == "message"][-1]["data"]
+    assert mine["sender"] == f"telegram:{OWNER}" and mine["approvals"] == "deny"
+
 
 def test_the_owner_decides_a_held_call_from_the_chat(home: Paths, fake: FakeTelegram) -> None:
     home.config.write_text(

@@ -6,8 +6,10 @@ Trust:
   model call, no session;
 - the owner (approved with `--owner`) talks in the owner's session, is asked about held
   calls, and may answer them from the chat (`approve ID`, `always ID`, `deny ID`);
-- a guest (approved without it), or anyone in a group, taints the turn, and a held call in
-  such a turn is denied at once: no approval, no high-risk tool, no policy change;
+- a guest (approved without it), or anyone in a group (the owner too: a group's session
+  holds what everyone wrote), taints the turn, and a held call in such a turn is denied at
+  once: no approval, no high-risk tool, no policy change. The owner may still decide a
+  held call from a group, by its id;
 - in a group, the agent answers only when mentioned (`groups:` says otherwise);
 - the config's allowlists (`owners:`, `allow:`) need no code, and `pairing: false` gives a
   stranger no answer at all.
@@ -128,14 +130,17 @@ class Channels:
             session = f"{running.name}-{message.sender}"
         else:
             session = f"{running.name}-group-{message.chat}"
+        # The owner's authority holds in a direct chat only: a group's session holds what
+        # everyone there wrote, so a turn in it is tainted whoever asked for it.
+        trusted = owner and message.direct
         feed = self._feed(session)
         agent = config.agent or self.default_agent
         text = message.text
         for attachment in message.files:
             text += await self._keep(agent, running.name, message, attachment)
         options = {
-            "sender": "owner" if owner else f"{running.name}:{message.sender}",
-            "approvals": "ask" if owner else "deny",
+            "sender": "owner" if trusted else f"{running.name}:{message.sender}",
+            "approvals": "ask" if trusted else "deny",
         }
         event = await self.door.submit(
             session,
@@ -146,7 +151,7 @@ class Channels:
             **options,
         )
         if not getattr(event, "duplicate", False):
-            feed.chats[event.id] = (running, message.chat, owner, message.message_id)
+            feed.chats[event.id] = (running, message.chat, trusted, message.message_id)
         return event
 
     async def _keep(self, agent: str, channel: str, message: Inbound, attachment: Attachment) -> str:
