@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from hermitcrab.gateway.http import ApiError, read_json
+from hermitcrab.gateway.http import ApiError, read_body, read_json
 from hermitcrab.gateway.service import Gateway
 
 
@@ -63,14 +63,10 @@ def routes(gw: Gateway) -> list[Route]:
         running = channels.running.get(name) if channels else None
         if running is None or not isinstance(running.service, Webhook):
             raise ApiError(404, "not_found", f"no webhook channel named {name!r}")
-        raw = bytearray()
-        async for piece in request.stream():
-            raw += piece
-            if len(raw) > gw.config.gateway.max_request_bytes:
-                raise ApiError(413, "too_large", "the body is too large")
+        raw = await read_body(request, gw.config.gateway.max_request_bytes)
         try:
             inbound = running.service.take(
-                request.headers.get(TIMESTAMP, ""), request.headers.get(SIGNATURE, ""), bytes(raw)
+                request.headers.get(TIMESTAMP, ""), request.headers.get(SIGNATURE, ""), raw
             )
         except HookRefused as exc:
             raise ApiError(exc.status, "refused", str(exc)) from None

@@ -25,8 +25,8 @@ class ApiError(Exception):
         )
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """Read at most `limit` bytes of JSON; a bigger body is refused before it is buffered."""
+async def read_body(request: Request, limit: int) -> bytes:
+    """Read at most `limit` bytes; a bigger body is refused before it is buffered."""
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise _too_large(int(declared), limit)
@@ -35,6 +35,12 @@ async def read_json(request: Request, limit: int) -> Any:
         body += piece
         if len(body) > limit:
             raise _too_large(len(body), limit)
+    return bytes(body)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """Read at most `limit` bytes of JSON."""
+    body = await read_body(request, limit)
     try:
         return json.loads(body or b"null")
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:

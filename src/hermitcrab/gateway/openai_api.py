@@ -21,6 +21,7 @@ import json
 import time
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.requests import Request
@@ -127,10 +128,8 @@ def routes(gw: Gateway) -> list[Route]:
         completion_id = f"chatcmpl-{uuid.uuid4().hex}"
         created = int(time.time())
         if body.get("stream"):
-            options = body.get("stream_options")
-            with_usage = isinstance(options, dict) and bool(options.get("include_usage"))
             return StreamingResponse(
-                _sse(agent.provider.stream(chat), completion_id, created, name, with_usage),
+                _sse(agent.provider.stream(chat), _Chunks(completion_id, created, name), _wants_usage(body)),
                 media_type="text/event-stream",
                 headers={"cache-control": "no-cache"},
             )
@@ -138,8 +137,7 @@ def routes(gw: Gateway) -> list[Route]:
             result = await complete(agent.provider, chat)
         except HermitCrabError as exc:
             raise ApiError(502, "provider_error", str(exc)) from None
-        usage = {"prompt_tokens": 0, "completion_tokens": 0, **result.usage}
-        usage["total_tokens"] = usage["prompt_tokens"] + usage["completion_tokens"]
+        usage = _totals(result.usage)
         return JSONResponse(
             {
                 "id": completion_id,
@@ -203,9 +201,8 @@ def routes(gw: Gateway) -> list[Route]:
             held.close()
             raise
         if body.get("stream"):
-            options_ = body.get("stream_options")
-            with_usage = isinstance(options_, dict) and bool(options_.get("include_usage"))
-            turn = _stream_turn(gw, held, queue, session, event.id, completion_id, created, model, with_usage)
+            chunks = _Chunks(completion_id, created, model)
+            turn = _stream_turn(gw, held, queue, session, event.id, chunks, _wants_usage(body))
             return StreamingResponse(
                 turn, media_type="text/event-stream", headers={"cache-control": "no-cache"}
             )
@@ -239,19 +236,45 @@ def routes(gw: Gateway) -> list[Route]:
     ]
 
 
-async def _sse(
-    chunks: AsyncIterator[Any], completion_id: str, created: int, model: str, with_usage: bool = False
-) -> AsyncIterator[bytes]:
-    def frame(delta: dict[str, Any], finish: str | None) -> bytes:
-        payload = {
-            "id": completion_id,
-            "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
-            "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
-        }
+@dataclass(frozen=True)
+class _Chunks:
+    """One streamed completion's server-sent events, as OpenAI writes them."""
+
+    completion_id: str
+    created: int
+    model: str
+
+    def _event(self, **fields: Any) -> bytes:
+        payload = {"id": self.completion_id, "object": "chat.completion.chunk", "created": self.created,
+                   "model": self.model, **fields}  # fmt: skip
         return f"data: {json.dumps(payload)}\n\n".encode()
 
+    def delta(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
+        return self._event(choices=[{"index": 0, "delta": delta, "finish_reason": finish}])
+
+    def usage(self, usage: dict[str, Any]) -> bytes:
+        """As OpenAI does: one last chunk with no choices and the usage."""
+        return self._event(choices=[], usage=_totals(usage))
+
+    @staticmethod
+    def error(message: str, kind: str) -> bytes:
+        """Headers are already sent: an error object in the stream is what OpenAI clients read."""
+        return f"data: {json.dumps({'error': {'message': message, 'type': kind, 'code': 502}})}\n\n".encode()
+
+
+def _wants_usage(body: dict[str, Any]) -> bool:
+    options = body.get("stream_options")
+    return isinstance(options, dict) and bool(options.get("include_usage"))
+
+
+def _totals(usage: dict[str, Any]) -> dict[str, int]:
+    totals = {"prompt_tokens": 0, "completion_tokens": 0, **usage}
+    totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
+    return totals
+
+
+async def _sse(chunks: AsyncIterator[Any], frames: _Chunks, with_usage: bool = False) -> AsyncIterator[bytes]:
+    frame = frames.delta
     yield frame({"role": "assistant", "content": ""}, None)
     finish: str | None = None
     usage: dict[str, int] = {}
@@ -266,17 +289,11 @@ async def _sse(
 
                 yield frame({"tool_calls": deltas_to_wire(chunk.tool_calls)}, None)
     except HermitCrabError as exc:
-        # Headers are already sent; an error object in the stream is what OpenAI clients read.
-        error = {"error": {"message": str(exc), "type": "provider_error", "code": 502}}
-        yield f"data: {json.dumps(error)}\n\n".encode()
+        yield frames.error(str(exc), "provider_error")
         return
     yield frame({}, finish or "stop")
-    if with_usage:  # as OpenAI does: one last chunk with no choices and the usage
-        totals = {"prompt_tokens": 0, "completion_tokens": 0, **usage}
-        totals["total_tokens"] = totals["prompt_tokens"] + totals["completion_tokens"]
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [], "usage": totals}  # fmt: skip
-        yield f"data: {json.dumps(payload)}\n\n".encode()
+    if with_usage:
+        yield frames.usage(usage)
     yield b"data: [DONE]\n\n"
 
 
@@ -289,7 +306,7 @@ async def _turn_usage(gw: Gateway, session: str, message_id: int) -> dict[str, i
             for key, value in (stored.data.get("usage") or {}).items():
                 if key in totals and isinstance(value, int):
                     totals[key] += value
-    return {**totals, "total_tokens": totals["prompt_tokens"] + totals["completion_tokens"]}
+    return _totals(totals)
 
 
 async def _stream_turn(
@@ -298,18 +315,12 @@ async def _stream_turn(
     queue: asyncio.Queue[Any],
     session: str,
     message_id: int,
-    completion_id: str,
-    created: int,
-    model: str,
+    frames: _Chunks,
     with_usage: bool,
 ) -> AsyncIterator[bytes]:
     """An agent turn as OpenAI chunks: its text as the model writes it, a comment line for
     each tool call (what a client shows as "working"), then the final reply's rest."""
-
-    def frame(delta: dict[str, Any], finish: str | None) -> bytes:
-        payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}  # fmt: skip
-        return f"data: {json.dumps(payload)}\n\n".encode()
+    frame = frames.delta
 
     seen: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     waiting = asyncio.create_task(answer_to(gw, queue, session, message_id, seen.put))
@@ -334,9 +345,9 @@ async def _stream_turn(
                 yield f": calling {event['data'].get('name')}\n\n".encode()
         answer = waiting.result()
         if answer["kind"] != "reply":
-            error = {"message": f"the turn ended without a reply: {answer['data'].get('error')}",
-                     "type": "agent_error", "code": 502}  # fmt: skip
-            yield f"data: {json.dumps({'error': error})}\n\n".encode()
+            yield frames.error(
+                f"the turn ended without a reply: {answer['data'].get('error')}", "agent_error"
+            )
             return
         text = str(answer["data"].get("text", ""))
         rest = text[len(streamed.strip()) :] if text.startswith(streamed.strip()) else ""
@@ -344,10 +355,7 @@ async def _stream_turn(
             yield frame({"content": rest}, None)
         yield frame({}, "stop")
         if with_usage:
-            usage = await _turn_usage(gw, session, message_id)
-            payload = {"id": completion_id, "object": "chat.completion.chunk", "created": created,
-                       "model": model, "choices": [], "usage": usage}  # fmt: skip
-            yield f"data: {json.dumps(payload)}\n\n".encode()
+            yield frames.usage(await _turn_usage(gw, session, message_id))
         yield b"data: [DONE]\n\n"
     finally:
         waiting.cancel()  # a client that left: the turn goes on, unwatched

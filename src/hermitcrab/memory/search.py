@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from hermitcrab.memory import embeddings
 from hermitcrab.memory.files import chunks, day_of, memory_files, read_memory_file
-from hermitcrab.store.memory_index import Vectors
+from hermitcrab.store.memory_index import Chunk, Vectors
 
 if TYPE_CHECKING:
     from hermitcrab.memory.embeddings import MiniLM
@@ -116,13 +116,14 @@ class Memory:
         if stamp is None:
             stamp = memory_files(self.workspace).get(path, (0, 0))
         lines = chunks(text)
-        self.index.replace(self.agent, path, stamp, lines, self._vectors([c.text for c in lines], lines))
+        self.index.replace(self.agent, path, stamp, lines, self._vectors(lines))
 
-    def _vectors(self, texts: list[str], lines: list[Any]) -> Vectors | None:
+    def _vectors(self, lines: list[Chunk]) -> Vectors | None:
         """A vector a line: those of texts seen before are reused, the rest embedded."""
         model = self.embedder
         if model is None:
             return None
+        texts = [c.text for c in lines]
         digests = [digest(t) for t in texts]
         known = self.index.known_vectors(self.agent, list(set(digests)))
         missing = list(dict.fromkeys(t for t, d in zip(texts, digests, strict=True) if d not in known))
