@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from hermitcrab.channels.base import Attachment, Door, Inbound, Service
 
 if TYPE_CHECKING:
-    from hermitcrab.config.schema import TelegramChannel, WebhookChannel
+    from hermitcrab.config.schema import ChatChannel, WebhookChannel
     from hermitcrab.store.pairing import Pairings
 
 log = logging.getLogger("hermitcrab.channels")
@@ -41,7 +41,7 @@ SEND_ATTEMPTS = 8  # about two minutes of trying, with backoff
 @dataclass
 class Running:
     name: str
-    config: TelegramChannel | WebhookChannel
+    config: ChatChannel | WebhookChannel
     service: Service | None
     state: str = "starting"
     error: str | None = None
@@ -68,7 +68,7 @@ class Channels:
     def start(
         self,
         name: str,
-        config: TelegramChannel | WebhookChannel,
+        config: ChatChannel | WebhookChannel,
         service: Service | None,
         error: str | None = None,
     ) -> None:
@@ -129,7 +129,7 @@ class Channels:
         elif message.direct:
             session = f"{running.name}-{message.sender}"
         else:
-            session = f"{running.name}-group-{message.chat}"
+            session = getattr(config, "group_session", None) or f"{running.name}-group-{message.chat}"
         # The owner's authority holds in a direct chat only: a group's session holds what
         # everyone there wrote, so a turn in it is tainted whoever asked for it.
         trusted = owner and message.direct

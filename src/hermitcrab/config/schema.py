@@ -250,26 +250,97 @@ class TelemetryConfig(StrictModel):
         return value
 
 
-class TelegramChannel(StrictModel):
-    """A Telegram bot (Bot API, long polling). Its token is a secret (`hermitcrab secrets set
-    NAME`), named here, never written in this file."""
+class ChatChannel(StrictModel):
+    """What every chat service's channel shares: who may talk, and where it goes."""
 
-    type: Literal["telegram"]
-    token_secret: str = "telegram"
-    api_url: str = "https://api.telegram.org"  # a Bot API server of your own, or a test's
     agent: str | None = None  # None: the default agent
     # Where the owner's direct messages go; a guest's go to CHANNEL-SENDER, a group's to
-    # CHANNEL-group-CHAT.
+    # CHANNEL-group-CHAT (or all groups to `group_session` when it is set).
     owner_session: str = "main"
+    group_session: str | None = None
     # In a group, answer when mentioned (@the_bot), to every message, or never.
     groups: Literal["mention", "always", "never"] = "mention"
-    poll_seconds: int = Field(25, ge=1, le=50)
     # Allowlists, by the service's user id: these need no pairing code. Owners act with the
     # owner's authority; `allow` are guests.
     owners: list[str] = Field(default_factory=list)
     allow: list[str] = Field(default_factory=list)
     # A stranger's direct message gets a pairing code; false: no answer at all.
     pairing: bool = True
+
+
+class TelegramChannel(ChatChannel):
+    """A Telegram bot (Bot API, long polling). Its token is a secret (`hermitcrab secrets set
+    NAME`), named here, never written in this file."""
+
+    type: Literal["telegram"]
+    token_secret: str = "telegram"
+    api_url: str = "https://api.telegram.org"  # a Bot API server of your own, or a test's
+    poll_seconds: int = Field(25, ge=1, le=50)
+
+
+class SlackChannel(ChatChannel):
+    """A Slack app in Socket Mode (no public address needed): its bot token (xoxb-) and its
+    app-level token (xapp-, with connections:write) are secrets, named here."""
+
+    type: Literal["slack"]
+    token_secret: str = "slack"
+    app_token_secret: str = "slack-app"
+    api_url: str = "https://slack.com/api/"
+
+
+class DiscordChannel(ChatChannel):
+    """A Discord bot, on the gateway WebSocket (MESSAGE_CONTENT intent on); its token is a
+    secret, named here."""
+
+    type: Literal["discord"]
+    token_secret: str = "discord"
+    api_url: str = "https://discord.com/api/v10"
+
+
+class MatrixChannel(ChatChannel):
+    """A Matrix account, through the client-server API (/sync long polling); its access token
+    is a secret, named here. Rooms with two members are direct chats."""
+
+    type: Literal["matrix"]
+    homeserver: str
+    user_id: str  # @bot:example.org
+    token_secret: str = "matrix"
+    poll_seconds: int = Field(25, ge=1, le=50)
+
+    @field_validator("homeserver")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError(f"{value!r} is not an http(s) URL")
+        return value
+
+
+class EmailChannel(ChatChannel):
+    """A mailbox: mail comes in over IMAP (IDLE), answers go out over SMTP. Every mail is a
+    direct message from its sender's address; the password is a secret, named here."""
+
+    type: Literal["email"]
+    address: str  # the agent's own address: answers come from it
+    imap_host: str
+    imap_port: int = 993
+    smtp_host: str
+    smtp_port: int = 465
+    # tls: TLS from the start (993, 465); starttls: upgraded (143, 587); plain: loopback only.
+    security: Literal["tls", "starttls", "plain"] = "tls"
+    username: str | None = None  # None: the address
+    password_secret: str = "email"
+    folder: str = "INBOX"
+    # From: is easy to forge. authenticated: a mail counts as its sender's only when the
+    # receiving server's Authentication-Results says DMARC passed; any: trust From as it is.
+    trust: Literal["authenticated", "any"] = "authenticated"
+    groups: Literal["mention", "always", "never"] = "never"  # mail has no groups
+
+    @model_validator(mode="after")
+    def _plain_on_loopback_only(self) -> EmailChannel:
+        loopback = {"127.0.0.1", "::1", "localhost"}
+        if self.security == "plain" and not {self.imap_host, self.smtp_host} <= loopback:
+            raise ValueError("security: plain sends the password in the clear: loopback hosts only")
+        return self
 
 
 class WebhookChannel(StrictModel):
@@ -289,7 +360,10 @@ class WebhookChannel(StrictModel):
         return value
 
 
-ChannelConfig = Annotated[TelegramChannel | WebhookChannel, Field(discriminator="type")]
+ChannelConfig = Annotated[
+    TelegramChannel | SlackChannel | DiscordChannel | MatrixChannel | EmailChannel | WebhookChannel,
+    Field(discriminator="type"),
+]
 
 
 class Config(StrictModel):

@@ -50,29 +50,72 @@ class GatewayDoor:
         return self.gw.approvals.decide(approval_id, allow, always, by)
 
 
+# Each service's secrets (the config field naming each, what it is) and the extra that brings
+# its client library, where it needs one.
+SECRETS: dict[str, list[tuple[str, str]]] = {
+    "telegram": [("token_secret", "the bot's token, from @BotFather")],
+    "slack": [("token_secret", "the bot token, xoxb-"), ("app_token_secret", "the app-level token, xapp-")],
+    "discord": [("token_secret", "the bot's token, from the developer portal")],
+    "matrix": [("token_secret", "the account's access token")],
+    "email": [("password_secret", "the mailbox's password")],
+    "webhook": [("secret", "the signing key")],
+}
+
+
+def make_service(name: str, config: Any, secrets: list[str]) -> Any:
+    """The service for a channel; raises ImportError where its client library is missing."""
+    kind = config.type
+    if kind == "telegram":
+        from hermitcrab.channels.telegram import Telegram
+
+        return Telegram(name, config, secrets[0])
+    if kind == "slack":
+        from hermitcrab.channels.slack import Slack
+
+        return Slack(name, config, secrets[0], secrets[1])
+    if kind == "discord":
+        from hermitcrab.channels.discord import Discord
+
+        return Discord(name, config, secrets[0])
+    if kind == "matrix":
+        from hermitcrab.channels.matrix import Matrix
+
+        return Matrix(name, config, secrets[0])
+    if kind == "email":
+        from hermitcrab.channels.email import Email
+
+        return Email(name, config, secrets[0])
+    from hermitcrab.channels.webhook import Webhook
+
+    return Webhook(name, config, secrets[0])
+
+
 def start_channels(gw: Gateway) -> Channels | None:
-    """Every channel of the config, each with its token from the secrets store (one whose
-    token is missing is listed as failed, with the fix)."""
+    """Every channel of the config, each with its secrets from the secrets store (one whose
+    secret or client library is missing is listed as failed, with the fix)."""
     if not gw.config.channels or gw.db is None:
         return None
     from hermitcrab.channels.manager import Channels
-    from hermitcrab.channels.telegram import Telegram
-    from hermitcrab.channels.webhook import Webhook
     from hermitcrab.egress.secrets import SecretError, SecretStore
 
     channels = Channels(GatewayDoor(gw), gw.db.pairing, gw.config.default_agent)
-    secrets = SecretStore(gw.paths.secrets)
+    store = SecretStore(gw.paths.secrets)
     for name, config in gw.config.channels.items():
-        secret = config.token_secret if config.type == "telegram" else config.secret
+        values: list[str] = []
         try:
-            value = secrets.get(secret).value
-        except (SecretError, OSError, ValueError) as exc:
-            what = "the bot's token, from @BotFather" if config.type == "telegram" else "the signing key"
-            channels.start(name, config, None, f"{exc} ({what})")
+            for field, what in SECRETS[config.type]:
+                try:
+                    values.append(store.get(getattr(config, field)).value)
+                except (SecretError, OSError, ValueError) as exc:
+                    raise LookupError(f"{exc} ({what})") from None
+            service = make_service(name, config, values)
+        except LookupError as exc:
+            channels.start(name, config, None, str(exc))
             continue
-        if config.type == "telegram":
-            channels.start(name, config, Telegram(name, config, value))
-        else:
-            channels.start(name, config, Webhook(name, config, value))
+        except ImportError as exc:
+            fix = f"pip install 'hermitcrab[channels]' ({exc.name or exc} is missing)"
+            channels.start(name, config, None, f"the {config.type} client is not installed: {fix}")
+            continue
+        channels.start(name, config, service)
         log.info("channel started", extra={"channel": name, "type": config.type})
     return channels
