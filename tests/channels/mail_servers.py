@@ -164,7 +164,9 @@ class Smtp:
         return [m for m in self.keeper.mails if address in str(m["To"])]
 
 
-def mail(sender: str, text: str, subject: str = "Hello", *, dmarc: bool = True, **headers: str) -> EmailMessage:
+def mail(
+    sender: str, text: str, subject: str = "Hello", *, dmarc: bool = True, **headers: str
+) -> EmailMessage:
     message = EmailMessage()
     if dmarc:  # what the receiving server adds on top; a sender's own would sit below it
         message["Authentication-Results"] = f"mx.example.test; dmarc=pass header.from={sender.split('@')[1]}"

@@ -59,9 +59,8 @@ class Email:
     def _connect(self) -> IMAPClient:
         config = self.config
         context = ssl.create_default_context()
-        client = IMAPClient(
-            config.imap_host, port=config.imap_port, ssl=config.security == "tls", ssl_context=context, timeout=30
-        )
+        tls = config.security == "tls"
+        client = IMAPClient(config.imap_host, config.imap_port, ssl=tls, ssl_context=context, timeout=30)
         if config.security == "starttls":
             client.starttls(context)
         client.login(config.username or config.address, self._password)
@@ -166,7 +165,9 @@ class Email:
     def _smtp(self) -> smtplib.SMTP:
         config, context = self.config, ssl.create_default_context()
         if config.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(config.smtp_host, config.smtp_port, context=context, timeout=30)
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(
+                config.smtp_host, config.smtp_port, context=context, timeout=30
+            )
         else:
             smtp = smtplib.SMTP(config.smtp_host, config.smtp_port, timeout=30)
             if config.security == "starttls":
