@@ -3,6 +3,8 @@ behind one interface, and what the gateway gives the channels (its inbox and liv
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -28,6 +30,30 @@ class Attachment:
 
     name: str  # as the sender named it (made safe before use)
     data: bytes
+
+
+log = logging.getLogger("hermitcrab.channels")
+BACKOFF_MAX_S = 60.0
+
+
+class Link:
+    """A service's connection as `channels list` shows it, and how long to wait before the
+    next try after a failure (doubling, up to a minute; back to a second once it works)."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = "connecting"
+        self.last_error: str | None = None
+        self.backoff = 1.0
+
+    def up(self) -> None:
+        self.state, self.backoff = "connected", 1.0
+
+    async def down(self, error: str) -> None:
+        self.state, self.last_error = "reconnecting", error
+        log.warning("channel %s: %s; trying again in %g s", self.name, error, self.backoff)
+        await asyncio.sleep(self.backoff)
+        self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
 
 
 class Service(Protocol):

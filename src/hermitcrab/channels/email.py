@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from imapclient import IMAPClient
 
-from hermitcrab.channels.base import Attachment, Inbound
+from hermitcrab.channels.base import Attachment, Inbound, Link
 
 if TYPE_CHECKING:
     from hermitcrab.config.schema import EmailChannel
@@ -35,7 +35,6 @@ log = logging.getLogger("hermitcrab.channels")
 MAX_FILE_BYTES = 20 * 1024 * 1024
 IDLE_CHECK_S = 2.0  # how often an idle wait looks up (and so how soon `down` ends it)
 IDLE_RENEW_S = 20 * 60  # servers drop an IDLE after 30 minutes
-BACKOFF_MAX_S = 60.0
 SUBJECTS_KEPT = 1000
 QUOTE_START = re.compile(r"^(On .+ wrote:|-----Original Message-----|>)", re.MULTILINE)
 
@@ -47,9 +46,7 @@ class Email:
         self.name, self.config = name, config
         self._password = password
         self.username = config.address
-        self.state = "connecting"
-        self.last_error: str | None = None
-        self.backoff = 1.0
+        self.link = Link(name)
         self._imap: IMAPClient | None = None
         self._subjects: dict[str, str] = {}  # Message-ID: its subject, for the answer's
         self._closed = threading.Event()
@@ -92,7 +89,7 @@ class Email:
             try:
                 if self._imap is None:
                     self._imap = await asyncio.to_thread(self._connect)
-                self.state, self.backoff = "connected", 1.0
+                self.link.up()
                 for uid, raw in await asyncio.to_thread(self._unseen, self._imap):
                     inbound = self._inbound(raw)
                     if inbound is not None:
@@ -102,11 +99,8 @@ class Email:
             except Exception as exc:  # imaplib's errors, sockets, TLS: all mean reconnect
                 if self._closed.is_set():
                     return
-                self.state, self.last_error = "reconnecting", f"IMAP: {type(exc).__name__}: {exc}"
-                log.warning("channel %s: %s; trying again in %g s", self.name, self.last_error, self.backoff)
                 await asyncio.to_thread(self._drop)
-                await asyncio.sleep(self.backoff)
-                self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+                await self.link.down(f"IMAP: {type(exc).__name__}: {exc}")
 
     def _drop(self) -> None:
         client, self._imap = self._imap, None
@@ -125,8 +119,9 @@ class Email:
         ).lower() in ("bulk", "list", "junk"):
             return None  # an auto-reply or a list: answering it could loop
         if self.config.trust == "authenticated" and not _dmarc_passed(mail):
-            self.last_error = f"a mail from {sender} was dropped: DMARC did not pass (trust: authenticated)"
-            log.warning("channel %s: %s", self.name, self.last_error)
+            why = "DMARC did not pass (trust: authenticated)"
+            self.link.last_error = f"a mail from {sender} was dropped: {why}"
+            log.warning("channel %s: %s", self.name, self.link.last_error)
             return None
         subject = str(mail.get("Subject", "")).strip()
         if message_id:

@@ -241,11 +241,11 @@ class Channels:
     def describe(self) -> list[dict[str, Any]]:
         out = []
         for name, running in self.running.items():
-            service: Any = running.service
-            state = getattr(service, "state", running.state) if running.state != "failed" else "failed"
-            error = running.error or getattr(service, "last_error", None)
+            link = getattr(running.service, "link", None)
+            state = link.state if link is not None and running.state != "failed" else running.state
+            error = running.error or (link.last_error if link is not None else None)
             out.append({"name": name, "type": running.config.type, "state": state, "error": error,
-                        "bot": getattr(service, "username", None)})  # fmt: skip
+                        "bot": getattr(running.service, "username", None)})  # fmt: skip
         return out
 
     async def stop(self) -> None:

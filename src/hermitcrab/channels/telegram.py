@@ -4,7 +4,6 @@ cut off mid-poll, comes again; the inbox takes a message once (its id is the sou
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from collections.abc import AsyncIterator
@@ -12,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from hermitcrab.channels.base import Attachment, Inbound, split
+from hermitcrab.channels.base import Attachment, Inbound, Link, split
 
 if TYPE_CHECKING:
     from hermitcrab.config.schema import TelegramChannel
@@ -21,7 +20,6 @@ log = logging.getLogger("hermitcrab.channels")
 
 LIMIT = 4096  # sendMessage's text, in characters
 MAX_FILE_BYTES = 20 * 1024 * 1024  # what the Bot API lets a bot download
-BACKOFF_MAX_S = 60.0
 
 
 class TelegramError(Exception):
@@ -38,9 +36,7 @@ class Telegram:
         self._http = httpx.AsyncClient(timeout=config.poll_seconds + 15, trust_env=False)
         self._offset = 0
         self.username: str | None = None
-        self.state = "connecting"
-        self.last_error: str | None = None
-        self.backoff = 1.0
+        self.link = Link(name)
 
     async def _call(self, method: str, **params: Any) -> Any:
         try:
@@ -68,12 +64,9 @@ class Telegram:
                     allowed_updates=["message"],
                 )
             except TelegramError as exc:
-                self.state, self.last_error = "reconnecting", str(exc)
-                log.warning("channel %s: %s; trying again in %g s", self.name, exc, self.backoff)
-                await asyncio.sleep(self.backoff)
-                self.backoff = min(self.backoff * 2, BACKOFF_MAX_S)
+                await self.link.down(str(exc))
                 continue
-            self.state, self.backoff = "connected", 1.0
+            self.link.up()
             for update in updates or []:
                 if not isinstance(update, dict) or not isinstance(update.get("update_id"), int):
                     continue

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import httpx
 
-from hermitcrab.channels.base import Inbound
+from hermitcrab.channels.base import Inbound, Link
 
 if TYPE_CHECKING:
     from hermitcrab.config.schema import WebhookChannel
@@ -65,7 +65,8 @@ class Webhook:
         self.name, self.config, self._key = name, config, key
         self._seen: set[str] = set()
         self._http = httpx.AsyncClient(timeout=30, trust_env=False)
-        self.state, self.last_error, self.username = "listening", None, None
+        self.link, self.username = Link(name), None
+        self.link.state = "listening"
 
     def take(self, timestamp: str, signature: str, body: bytes) -> Inbound:
         """A posted request, checked and queued; raises HookRefused with the status to answer."""
