@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("hermitcrab.channels")
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9._-]")
+SESSION_UNSAFE = re.compile(r"[^A-Za-z0-9._:@-]")  # what a session id may not hold
 DECISION = re.compile(r"^\s*(approve|always|deny)\s+(\S+)\s*$", re.IGNORECASE)
 ANSWERS = frozenset({"reply", "turn.failed", "agent.message", "approval.asked"})
 SEND_ATTEMPTS = 8  # about two minutes of trying, with backoff
@@ -127,9 +128,11 @@ class Channels:
         if owner and message.direct:
             session = getattr(config, "owner_session", "main")
         elif message.direct:
-            session = f"{running.name}-{message.sender}"
+            session = _session_id(f"{running.name}-{message.sender}")
         else:
-            session = getattr(config, "group_session", None) or f"{running.name}-group-{message.chat}"
+            session = getattr(config, "group_session", None) or _session_id(
+                f"{running.name}-group-{message.chat}"
+            )
         # The owner's authority holds in a direct chat only: a group's session holds what
         # everyone there wrote, so a turn in it is tainted whoever asked for it.
         trusted = owner and message.direct
@@ -261,3 +264,8 @@ class Channels:
             if running.service is not None:
                 with contextlib.suppress(Exception):
                     await running.service.close()
+
+
+def _session_id(name: str) -> str:
+    """A service's ids made a session id (Matrix rooms start with "!", for one)."""
+    return SESSION_UNSAFE.sub("_", name)[:128]

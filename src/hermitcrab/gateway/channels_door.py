@@ -62,7 +62,7 @@ SECRETS: dict[str, list[tuple[str, str]]] = {
 }
 
 
-def make_service(name: str, config: Any, secrets: list[str]) -> Any:
+def make_service(name: str, config: Any, secrets: list[str], cursors: Any) -> Any:
     """The service for a channel; raises ImportError where its client library is missing."""
     kind = config.type
     if kind == "telegram":
@@ -80,7 +80,7 @@ def make_service(name: str, config: Any, secrets: list[str]) -> Any:
     if kind == "matrix":
         from hermitcrab.channels.matrix import Matrix
 
-        return Matrix(name, config, secrets[0])
+        return Matrix(name, config, secrets[0], cursors)
     if kind == "email":
         from hermitcrab.channels.email import Email
 
@@ -108,7 +108,7 @@ def start_channels(gw: Gateway) -> Channels | None:
                     values.append(store.get(getattr(config, field)).value)
                 except (SecretError, OSError, ValueError) as exc:
                     raise LookupError(f"{exc} ({what})") from None
-            service = make_service(name, config, values)
+            service = make_service(name, config, values, gw.db.cursors)
         except LookupError as exc:
             channels.start(name, config, None, str(exc))
             continue

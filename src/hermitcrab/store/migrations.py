@@ -208,4 +208,13 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX channel_senders_by_code ON channel_senders(code);
     """,
+    # 13: where a channel's reading of its service stands (a Matrix /sync token), so that a
+    # restart goes on from there: nothing missed, nothing from before read again
+    """
+    CREATE TABLE channel_cursors (
+        channel    TEXT PRIMARY KEY,
+        cursor     TEXT NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    """,
 )

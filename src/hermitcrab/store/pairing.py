@@ -121,3 +121,25 @@ class Pairings:
 
 
 _COLUMNS = "channel, sender, name, code, state, role, asked_at, expires_at, decided_at, decided_by"
+
+
+class Cursors:
+    """Where each channel's reading of its service stands."""
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._conn, self._lock = conn, lock
+
+    def get(self, channel: str) -> str | None:
+        with self._lock:
+            row = self._conn.execute(
+                "SELECT cursor FROM channel_cursors WHERE channel = ?", (channel,)
+            ).fetchone()
+        return row[0] if row else None
+
+    def set(self, channel: str, cursor: str) -> None:
+        with self._lock:
+            self._conn.execute(
+                "INSERT INTO channel_cursors (channel, cursor, updated_at) VALUES (?, ?, ?) ON CONFLICT "
+                "(channel) DO UPDATE SET cursor = excluded.cursor, updated_at = excluded.updated_at",
+                (channel, cursor, time.time()),
+            )

@@ -12,7 +12,7 @@ from hermitcrab.store.audit import AuditLog
 from hermitcrab.store.db import Writer, open_database
 from hermitcrab.store.jobs import Jobs
 from hermitcrab.store.memory_index import MemoryIndex
-from hermitcrab.store.pairing import Pairings
+from hermitcrab.store.pairing import Cursors, Pairings
 from hermitcrab.store.sandboxes import SandboxRecords
 from hermitcrab.store.sessions import SessionStore
 from hermitcrab.store.usage import UsageLog
@@ -34,6 +34,7 @@ class Store:
         self.memory = MemoryIndex(self._conn, lock)
         self.approvals = ApprovalRecords(self._conn, lock, self.writer)
         self.pairing = Pairings(self._conn, lock)
+        self.cursors = Cursors(self._conn, lock)
         self._lock = lock
         self.aio = AsyncStore(self)  # the same tables, awaited: what async code speaks
 
