@@ -295,6 +295,7 @@ class DiscordChannel(ChatChannel):
     type: Literal["discord"]
     token_secret: str = "discord"
     api_url: str = "https://discord.com/api/v10"
+    gateway_url: str = "wss://gateway.discord.gg/"
 
 
 class MatrixChannel(ChatChannel):
