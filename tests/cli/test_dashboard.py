@@ -234,3 +234,41 @@ def test_the_pages_audit_policy_jobs_usage_and_sandboxes(page: playwright.Page, 
     playwright.expect(page.locator("#view tbody tr").filter(has_text="net")).to_contain_text("running")
     page.get_by_role("button", name="Chat").click()
     playwright.expect(page.locator(".msg.reply")).to_have_text("Bonjour!")
+
+
+def test_a_pairing_code_is_approved_and_revoked_from_the_page(home: Paths) -> None:
+    from hermitcrab.egress.secrets import Secret, SecretStore
+    from tests.channels.fake_telegram import TOKEN, FakeTelegram
+    from tests.channels.test_telegram import channel_config, code_for
+    from tests.conftest import SCRIPTED_CONFIG, free_port
+
+    fake = FakeTelegram()
+    server = fake.serve()
+    home.config.write_text(SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!"]') + channel_config(fake))
+    SecretStore(home.secrets).set(Secret("telegram", TOKEN))
+    assert hc(home, "up").returncode == 0
+    try:
+        fake.say(333, "hello?", name="ana")
+        code = code_for(fake, 333)
+        with playwright.sync_playwright() as driver:
+            browser = driver.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+            tab = browser.new_page()
+            tab.set_default_timeout(30_000)
+            tab.goto(hc(home, "dashboard").stdout.strip())
+            tab.get_by_role("button", name="Channels and pairing").click()
+            playwright.expect(tab.locator("#view table").first).to_contain_text("connected")
+            tab.get_by_role("button", name=f"Approve {code} as owner").click()
+            revoke = tab.get_by_role("button", name="Revoke 333")
+            playwright.expect(revoke).to_be_visible()  # the page drawn again: now paired
+            playwright.expect(tab.locator("#view")).to_contain_text("Nobody is waiting.")
+            wait_for(lambda: any("You are paired (owner)" in t for t in fake.to(333)), what="the welcome")
+            tab.screenshot(path=str(ARTIFACTS / "dashboard-pairing.png"), full_page=True)
+            revoke.click()
+            playwright.expect(tab.locator("#view")).to_contain_text("Nobody is paired.")
+            browser.close()
+        listed = json.loads(hc(home, "pairing", "list", "--json").stdout)
+        (sender,) = listed["senders"]
+        assert sender["state"] == "revoked" and sender["decided_by"] == "dashboard"
+    finally:
+        hc(home, "down")
+        server.should_exit = True

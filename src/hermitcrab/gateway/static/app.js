@@ -238,7 +238,43 @@ async function showSandboxes() {
     ["Agent", (b) => b.agent], ["Processes", (b) => b.processes], ["Network", (b) => b.network],
     ["Policy", (b) => b.policy_version], ["Created", (b) => when(b.created_at)]], sandboxes) : el("p", {}, "No sandboxes."));
 }
-const VIEWS = { audit: showAudit, policy: showPolicy, jobs: showJobs, usage: showUsage, sandboxes: showSandboxes };
+// Each channel's state, and pairing: a stranger's code approved (as the owner or a guest)
+// here as with `hermitcrab pairing approve`, or someone paired revoked.
+async function showChannels() {
+  const [{ channels }, { senders }] = await Promise.all([api("/api/channels"), api("/api/pairing")]);
+  const act = (label, path, body) => {
+    const b = el("button", { type: "button" }, label);
+    b.onclick = () => api(path, { method: "POST", body: JSON.stringify({ ...body, actor: "dashboard" }) })
+      .then(showChannels).catch((err) => { b.replaceWith(el("span", { className: "msg failed", role: "alert" }, err.message)); });
+    return b;
+  };
+  const now = Date.now() / 1000;
+  const waiting = senders.filter((s) => s.state === "pending" && s.expires_at > now);
+  const paired = senders.filter((s) => s.state === "approved");
+  const who = (s) => `${s.sender}${s.name ? ` (${s.name})` : ""}`;
+  const actions = (columns, rows, buttons) => {
+    const drawn = table(columns, rows);
+    drawn.querySelectorAll("tbody tr").forEach((tr, i) => tr.append(el("td", {}, ...buttons(rows[i]))));
+    drawn.querySelector("thead tr").append(el("th", { scope: "col" }, "Decide"));
+    return drawn;
+  };
+  page("Channels and pairing",
+    channels.length ? table([["Channel", (c) => c.name], ["Type", (c) => c.type], ["State", (c) => c.state],
+      ["Bot", (c) => c.bot], ["Last error", (c) => c.error]], channels) : el("p", {}, "No channels configured."),
+    el("h2", {}, "Waiting for a pairing code's approval"),
+    waiting.length ? actions([["Code", (s) => s.code], ["Channel", (s) => s.channel], ["Who", who],
+      ["Asked", (s) => when(s.asked_at)]], waiting, (s) => [
+      act(`Approve ${s.code} as owner`, "/api/pairing/approve", { code: s.code, role: "owner" }),
+      act(`Approve ${s.code} as guest`, "/api/pairing/approve", { code: s.code, role: "guest" })])
+      : el("p", {}, "Nobody is waiting."),
+    el("h2", {}, "Paired"),
+    paired.length ? actions([["Channel", (s) => s.channel], ["Who", who], ["Role", (s) => s.role],
+      ["Since", (s) => when(s.decided_at)], ["By", (s) => s.decided_by]], paired, (s) => [
+      act(`Revoke ${s.sender}`, "/api/pairing/revoke", { channel: s.channel, sender: s.sender })])
+      : el("p", {}, "Nobody is paired."));
+}
+const VIEWS = { audit: showAudit, policy: showPolicy, jobs: showJobs, usage: showUsage, sandboxes: showSandboxes,
+  channels: showChannels };
 function view(name) {
   $("chat").hidden = name !== "chat";
   $("view").hidden = name === "chat";
