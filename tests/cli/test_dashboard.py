@@ -244,7 +244,8 @@ def test_a_pairing_code_is_approved_and_revoked_from_the_page(home: Paths) -> No
 
     fake = FakeTelegram()
     server = fake.serve()
-    home.config.write_text(SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!"]') + channel_config(fake))
+    config = SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!"]') + channel_config(fake)
+    home.config.write_text(config)
     SecretStore(home.secrets).set(Secret("telegram", TOKEN))
     assert hc(home, "up").returncode == 0
     try:
