@@ -60,20 +60,32 @@ class FakeTelegram:
             return self._next_update
 
     def send_file(
-        self, sender: int, name: str, data: bytes, caption: str = "", size: int | None = None
+        self,
+        sender: int,
+        name: str,
+        data: bytes,
+        caption: str = "",
+        size: int | None = None,
+        kind: str = "document",
     ) -> None:
         """A person sends the bot a document (`size`: what the update claims, if not its own)."""
         with self._lock:
             self._next_update += 1
             file_id = f"file-{self._next_update}"
-            self.files[file_id] = (f"documents/{name}", data)
+            self.files[file_id] = (f"documents/{file_id}-{name}", data)
             message = {
                 "message_id": self._next_update * 10,
                 "from": {"id": sender, "is_bot": False, "first_name": "Ana", "username": "ana"},
                 "chat": {"id": sender, "type": "private"},
                 "date": int(time.time()),
-                "document": {"file_id": file_id, "file_name": name, "file_size": size or len(data)},
             }
+            described = {"file_id": file_id, "file_size": size or len(data)}
+            if kind == "document":
+                message["document"] = {**described, "file_name": name}
+            elif kind == "photo":  # sizes, smallest first; the last is the original
+                message["photo"] = [{"file_id": "thumb", "file_size": 10}, described]
+            else:  # a voice note: no name of its own
+                message[kind] = {**described, "duration": 3, "mime_type": "audio/ogg"}
             if caption:
                 message["caption"] = caption
             self.updates.append({"update_id": self._next_update, "message": message})

@@ -227,3 +227,16 @@ def test_a_file_lands_in_the_workspace_and_the_agent_is_told(bot: Paths, fake: F
     wait_for(lambda: fake.to(OWNER).count("Encore?") == 1, what="the second reply")
     last = [e for e in events(bot, "main") if e["kind"] == "message"][-1]["data"]["text"]
     assert "not kept" in last and "over 20 MB" in last and TOKEN not in last
+
+
+def test_a_photo_and_a_voice_note_land_in_the_workspace(bot: Paths, fake: FakeTelegram) -> None:
+    pair(bot, fake, OWNER, "--owner")
+    fake.send_file(OWNER, "", b"\xff\xd8 a jpeg", caption="What is this?", kind="photo")
+    fake.send_file(OWNER, "", b"OggS a voice note", kind="voice")
+    wait_for(lambda: "Encore?" in fake.to(OWNER), what="both replies")
+    first, second = [e["data"]["text"] for e in events(bot, "main") if e["kind"] == "message"]
+    photo = re.search(r"/workspace/(inbox/telegram/\S+-photo\.jpg) \(9 bytes\)", first)
+    voice = re.search(r"/workspace/(inbox/telegram/\S+-voice\.ogg) \(17 bytes\)", second)
+    assert photo and voice, (first, second)
+    assert (bot.workspace / photo.group(1)).read_bytes() == b"\xff\xd8 a jpeg"  # the original, not the thumb
+    assert (bot.workspace / voice.group(1)).read_bytes() == b"OggS a voice note"

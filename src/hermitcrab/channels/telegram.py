@@ -79,12 +79,12 @@ class Telegram:
         message = update.get("message")
         if not isinstance(message, dict):
             return None
-        document = message.get("document")
+        document = _file_of(message)
         text = message.get("text") if isinstance(message.get("text"), str) else message.get("caption")
         if not isinstance(text, str):
             text = ""
         if not text and not isinstance(document, dict):
-            return None  # a sticker, a voice note, an edit: not taken (yet)
+            return None  # a sticker, a location, an edit: not taken
         chat, sender = message.get("chat") or {}, message.get("from") or {}
         if "id" not in chat or "id" not in sender or sender.get("is_bot"):
             return None
@@ -101,9 +101,9 @@ class Telegram:
         )
 
     async def _with_file(self, update: dict[str, Any], inbound: Inbound) -> Inbound:
-        """The message with its document downloaded (getFile, then the file URL); one that is
-        too big or cannot be fetched is said in the text instead."""
-        document = update["message"].get("document")
+        """The message with its file (a document, photo, voice note, audio or video) downloaded:
+        getFile, then the file URL. One too big or not fetched is said in the text instead."""
+        document = _file_of(update["message"])
         if not isinstance(document, dict) or not isinstance(document.get("file_id"), str):
             return inbound
         name = str(document.get("file_name") or "file")
@@ -127,3 +127,24 @@ class Telegram:
 
     async def close(self) -> None:
         await self._http.aclose()
+
+
+# What a message may carry, and the name a file gets when the service gives none.
+FILE_KINDS = {
+    "document": "file",
+    "photo": "photo.jpg",
+    "voice": "voice.ogg",
+    "audio": "audio",
+    "video": "video.mp4",
+}
+
+
+def _file_of(message: dict[str, Any]) -> dict[str, Any] | None:
+    """The file a message carries, with a name; a photo comes in sizes: the largest."""
+    for kind, default in FILE_KINDS.items():
+        found = message.get(kind)
+        if isinstance(found, list):  # photo: [small, ..., large]
+            found = found[-1] if found else None
+        if isinstance(found, dict):
+            return {**found, "file_name": found.get("file_name") or default}
+    return None
