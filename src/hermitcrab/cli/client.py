@@ -8,6 +8,7 @@ import httpx
 
 from hermitcrab.config.loader import load_config
 from hermitcrab.config.paths import Paths
+from hermitcrab.config.tls import pinned
 from hermitcrab.errors import GatewayError
 
 
@@ -17,7 +18,10 @@ class GatewayClient:
         self.paths = paths
         self.base_url = config.gateway.local_url
         self._token: str | None = None
-        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False)
+        gateway = config.gateway
+        self._ssl = pinned(gateway.tls_cert) if gateway.tls_cert else None
+        verify: Any = self._ssl if self._ssl is not None else True
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, trust_env=False, verify=verify)
 
     @property
     def token(self) -> str:
@@ -70,9 +74,10 @@ class GatewayClient:
         """A live event stream for one session (live events only, no replay)."""
         from websockets.sync.client import connect
 
-        url = self.base_url.replace("http://", "ws://", 1) + f"/api/sessions/{session_id}/ws"
+        url = self.base_url.replace("http", "ws", 1) + f"/api/sessions/{session_id}/ws"
+        headers = {"Authorization": f"Bearer {self.token}"}
         try:
-            return connect(url, additional_headers={"Authorization": f"Bearer {self.token}"}, open_timeout=5)
+            return connect(url, additional_headers=headers, open_timeout=5, ssl=self._ssl)
         except OSError:
             raise GatewayError(
                 f"the gateway at {self.base_url} is not running. fix: `hermitcrab up`"

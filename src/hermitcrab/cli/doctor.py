@@ -215,13 +215,21 @@ def _remote_access(paths: Paths) -> Check:
             f"loopback only ({gateway.host}); other names allowed: {names}. From another machine: `ssh -L "
             f"{gateway.port}:127.0.0.1:{gateway.port} THIS-HOST`, or `tailscale serve {gateway.port}` (TLS)",
         )
+    if gateway.tls:
+        return Check(
+            "remote access",
+            True,
+            f"bound to {gateway.host} over TLS ({gateway.tls_cert}); the token is required for everything "
+            f"but /healthz; names allowed: {names}",
+        )
     return Check(
         "remote access",
         True,
         f"bound to {gateway.host}: reachable from the network over plain HTTP, so the token and the "
         "dashboard's session cookie cross it in clear",
-        "bind 127.0.0.1 and reach it through an SSH tunnel or `tailscale serve` (TLS); or put a TLS proxy "
-        "in front, bound to loopback, and add its name to gateway.allowed_hosts",
+        "set gateway.tls_cert and gateway.tls_key; or bind 127.0.0.1 and reach it through an SSH tunnel "
+        "or `tailscale serve` (TLS), or a TLS proxy in front, bound to loopback, its name in "
+        "gateway.allowed_hosts",
         warning=True,
     )
 

@@ -31,6 +31,20 @@ class GatewayConfig(StrictModel):
     service_memory_max_mb: int | None = Field(None, ge=64)
     # Audit entries older than this are dropped (at start, then daily); None keeps them all.
     audit_retention_days: float | None = Field(90.0, gt=0)
+    # TLS of its own (PEM files), for a bind off loopback without a proxy in front: both or
+    # neither. Local clients (the CLI, sandboxes' inference.local) pin this certificate.
+    tls_cert: str | None = None
+    tls_key: str | None = None
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> GatewayConfig:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: set both (PEM files) or neither")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def local_host(self) -> str:
@@ -39,7 +53,7 @@ class GatewayConfig(StrictModel):
 
     @property
     def local_url(self) -> str:
-        return f"http://{self.local_host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.local_host}:{self.port}"
 
 
 class _ModelBase(StrictModel):

@@ -8,6 +8,7 @@ place, and answered; a refused request is answered and the next one read.
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,8 @@ class InferenceRoute:
     # What the gateway's API would take (gateway.max_request_bytes); larger is refused here,
     # before it costs a screen.
     max_body_bytes: int = 1024 * 1024
+    # The gateway's TLS, where it has its own (its certificate pinned); None: plain HTTP.
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,9 @@ class Forwarder:
             route = self.inference
             assert route is not None
             try:
-                opened = await asyncio.open_connection(route.host, route.port, limit=http1.CHUNK)
+                opened = await asyncio.open_connection(
+                    route.host, route.port, limit=http1.CHUNK, ssl=route.tls
+                )
             except OSError as exc:
                 raise Refused(
                     502, f"the gateway's model router is unreachable: {exc}", INFERENCE_HOST

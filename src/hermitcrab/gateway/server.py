@@ -122,6 +122,7 @@ def serve(paths: Paths, foreground: bool, ledger: CrashLedger | None = None) -> 
         )
     if not paths.token.is_file():
         raise GatewayError(f"{paths.token} is missing. fix: run `hermitcrab onboard`")
+    tls = _tls_files(paths, gateway_config.tls_cert, gateway_config.tls_key)
     pidfile = PidFile(paths.pidfile)
     left = pidfile.acquire()
     # Until the server takes signals over, a SIGTERM (`down`, the service manager) ends the
@@ -149,6 +150,8 @@ def serve(paths: Paths, foreground: bool, ledger: CrashLedger | None = None) -> 
                 lifespan="on",
                 date_header=False,  # it would be refreshed by a tick the idle server does not run
                 timeout_graceful_shutdown=int(gateway_config.shutdown_timeout_seconds),
+                ssl_certfile=tls[0] if tls else None,
+                ssl_keyfile=tls[1] if tls else None,
             )
         )
         server.run()
@@ -229,3 +232,21 @@ def _idle_server_class(base: type, url: str) -> type:
                 self._loop.call_soon_threadsafe(self._stop.set)
 
     return IdleServer
+
+
+def _tls_files(paths: Paths, cert: str | None, key: str | None) -> tuple[str, str] | None:
+    """The gateway's certificate and key, checked before anything binds: a pair that does not
+    load is said, with the file, not found out by the first client."""
+    if cert is None or key is None:
+        return None
+    import ssl
+
+    files = str(Path(cert).expanduser()), str(Path(key).expanduser())
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(*files)
+    except (OSError, ssl.SSLError) as exc:
+        raise GatewayError(
+            f"{paths.config}: gateway.tls_cert/tls_key ({files[0]}, {files[1]}) do not load: {exc}. "
+            "fix: PEM files, the key matching the certificate"
+        ) from None
+    return files

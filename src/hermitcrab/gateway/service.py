@@ -17,6 +17,7 @@ from hermitcrab.agent.turns import TurnRunner
 from hermitcrab.approvals import Approval, Approvals
 from hermitcrab.config.paths import Paths
 from hermitcrab.config.schema import AgentConfig, Config
+from hermitcrab.config.tls import pinned
 from hermitcrab.errors import GatewayError, PolicyError, SandboxNotFound
 from hermitcrab.gateway.hub import Hub
 from hermitcrab.gateway.metrics import Tally
@@ -163,7 +164,8 @@ class Gateway:
 
     @property
     def url(self) -> str:
-        return f"http://{self.config.gateway.host}:{self.config.gateway.port}"
+        scheme = "https" if self.config.gateway.tls else "http"
+        return f"{scheme}://{self.config.gateway.host}:{self.config.gateway.port}"
 
     async def start(self) -> None:
         self.db = await asyncio.to_thread(Store, self.paths.state_db)
@@ -214,7 +216,13 @@ class Gateway:
             state_root=self.paths.sandboxes,
             approvals=self.approvals,
             secrets=SecretStore(self.paths.secrets),
-            inference=InferenceRoute(here, gateway.port, lambda: self.token, gateway.max_request_bytes),
+            inference=InferenceRoute(
+                here,
+                gateway.port,
+                lambda: self.token,
+                gateway.max_request_bytes,
+                pinned(gateway.tls_cert) if gateway.tls_cert else None,
+            ),
         )
         self.egress = self.runtime.egress
         self._preload.append(asyncio.create_task(self.runtime.watch_policy_file(POLICY_POLL_SECONDS)))
