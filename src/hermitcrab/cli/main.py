@@ -647,6 +647,35 @@ def skills_install(
     run.install(source, sha256, yes, force)
 
 
+agent_app = typer.Typer(help="Agents: carry one to another home as a file.", no_args_is_help=True,
+                        rich_markup_mode=None)  # fmt: skip
+app.add_typer(agent_app, name="agent")
+
+
+@agent_app.command("export")
+def agent_export(
+    file: str = typer.Argument(..., help="Where the snapshot goes (a .tar.gz)."),
+    agent: str | None = typer.Option(None, "--agent", help="Which agent (default: the default agent)."),
+    force: bool = typer.Option(False, "--force", help="Replace the file if it exists."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Write an agent (sessions, jobs, memory, workspace, its config) to one file."""
+    from hermitcrab.cli import agent_files
+
+    agent_files.export(agent, file, force, json_output)
+
+
+@agent_app.command("import")
+def agent_import(
+    file: str = typer.Argument(..., help="A snapshot `hermitcrab agent export` wrote."),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Restore an agent from a snapshot into this home (checked whole before anything changes)."""
+    from hermitcrab.cli import agent_files
+
+    agent_files.restore(file, json_output)
+
+
 memory_app = typer.Typer(help="Long-term memory: search it, rebuild its index.", no_args_is_help=True,
                          rich_markup_mode=None)  # fmt: skip
 app.add_typer(memory_app, name="memory")
