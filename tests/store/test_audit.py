@@ -21,8 +21,8 @@ def _denied(target: str, ts: float) -> AuditEntry:
     )
 
 
-def test_repeated_decisions_are_one_row_with_a_count(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
+def test_repeated_decisions_are_one_row_with_a_count(where: Path | str) -> None:
+    store = Store(where)
     try:
         for i in range(500):
             store.audit.record_soon(_denied("CONNECT evil.example:443", 1000.0 + i * 0.01))
@@ -55,13 +55,13 @@ def test_a_failed_audit_write_is_counted_not_silent(tmp_path: Path, caplog) -> N
         store.close()
 
 
-def test_the_async_store_runs_every_table_method_off_the_loop(tmp_path: Path) -> None:
+def test_the_async_store_runs_every_table_method_off_the_loop(where: Path | str) -> None:
     """`store.aio` is the seam async code speaks: each method of each table, awaited, run on
     a worker thread (the event loop's own thread never touches SQLite)."""
     import asyncio
     import threading
 
-    store = Store(tmp_path / "state.db")
+    store = Store(where)
     try:
         seen: list[int] = []
         real = store.sessions.ensure_session
@@ -82,8 +82,8 @@ def test_the_async_store_runs_every_table_method_off_the_loop(tmp_path: Path) ->
         store.close()
 
 
-def test_the_audit_log_is_a_hash_chain_that_names_the_first_broken_entry(tmp_path: Path) -> None:
-    store = Store(tmp_path / "state.db")
+def test_the_audit_log_is_a_hash_chain_that_names_the_first_broken_entry(where: Path | str) -> None:
+    store = Store(where)
     try:
         for i in range(5):
             store.audit.record(AuditEntry(actor="cli", action="exec", outcome="ok", argv=["echo", str(i)]))
@@ -110,9 +110,9 @@ def test_the_audit_log_is_a_hash_chain_that_names_the_first_broken_entry(tmp_pat
         store.close()
 
 
-def test_pruning_keeps_the_chain_checkable(tmp_path: Path) -> None:
+def test_pruning_keeps_the_chain_checkable(where: Path | str) -> None:
     """Retention drops a prefix and keeps the hash of its last entry as the anchor."""
-    store = Store(tmp_path / "state.db")
+    store = Store(where)
     try:
         for i in range(6):
             store.audit.record(

@@ -1,4 +1,5 @@
-"""The SQLite store: WAL, migrations, an append-only log that survives reopening."""
+"""The store: an append-only log that survives reopening, on both engines; WAL and
+migrations of the SQLite file."""
 
 from __future__ import annotations
 
@@ -13,8 +14,12 @@ from hermitcrab.store.migrations import MIGRATIONS
 from hermitcrab.store.sessions import MESSAGE, REPLY, TURN_FAILED
 
 
-def store_at(path: Path) -> SessionStore:
-    return SessionStore(open_database(path))
+def store_at(where: Path | str) -> SessionStore:
+    if isinstance(where, str):
+        from hermitcrab.store.pg import open_postgres
+
+        return SessionStore(open_postgres(where))
+    return SessionStore(open_database(where))
 
 
 def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
@@ -23,21 +28,21 @@ def test_wal_mode_and_schema_version(tmp_path: Path) -> None:
     assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
 
 
-def test_events_survive_reopening(tmp_path: Path) -> None:
-    store = store_at(tmp_path / "state.db")
+def test_events_survive_reopening(where: Path | str) -> None:
+    store = store_at(where)
     store.ensure_session("s1", "main")
     first = store.append("s1", MESSAGE, {"role": "user", "text": "hi"})
     store.append("s1", REPLY, {"text": "hello"}, reply_to=first.id)
     store.close()
-    again = store_at(tmp_path / "state.db")
+    again = store_at(where)
     events = again.events("s1")
     assert [e.kind for e in events] == [MESSAGE, REPLY]
     assert events[1].reply_to == first.id and events[1].data == {"text": "hello"}
     assert [s.id for s in again.list_sessions()] == ["s1"]
 
 
-def test_unanswered_messages_are_the_ones_to_resume(tmp_path: Path) -> None:
-    store = store_at(tmp_path / "state.db")
+def test_unanswered_messages_are_the_ones_to_resume(where: Path | str) -> None:
+    store = store_at(where)
     store.ensure_session("s", "main")
     a = store.append("s", MESSAGE, {"text": "a"})
     b = store.append("s", MESSAGE, {"text": "b"})
@@ -47,8 +52,8 @@ def test_unanswered_messages_are_the_ones_to_resume(tmp_path: Path) -> None:
     assert [e.id for e in store.unanswered()] == [b.id]
 
 
-def test_conversation_pairs_by_reply_not_by_position(tmp_path: Path) -> None:
-    store = store_at(tmp_path / "state.db")
+def test_conversation_pairs_by_reply_not_by_position(where: Path | str) -> None:
+    store = store_at(where)
     store.ensure_session("s", "main")
     a = store.append("s", MESSAGE, {"text": "a"})
     b = store.append("s", MESSAGE, {"text": "b"})  # queued while a's turn ran
@@ -61,8 +66,8 @@ def test_conversation_pairs_by_reply_not_by_position(tmp_path: Path) -> None:
     assert [m.data["text"] for m, _ in store.conversation("s", before=c.id, limit=1)] == ["b"]
 
 
-def test_bad_session_id_is_refused(tmp_path: Path) -> None:
-    store = store_at(tmp_path / "state.db")
+def test_bad_session_id_is_refused(where: Path | str) -> None:
+    store = store_at(where)
     with pytest.raises(StoreError, match="invalid session id"):
         store.ensure_session("../etc", "main")
 

@@ -647,6 +647,25 @@ def skills_install(
     run.install(source, sha256, yes, force)
 
 
+store_app = typer.Typer(help="The store: copy it to PostgreSQL.", no_args_is_help=True,
+                        rich_markup_mode=None)  # fmt: skip
+app.add_typer(store_app, name="store")
+
+
+@store_app.command("migrate")
+def store_migrate(
+    to: str = typer.Option(..., "--to", help="postgresql://USER@HOST:PORT/DATABASE (an empty database)."),
+    password_secret: str | None = typer.Option(
+        None, "--password-secret", help="The secret holding the password (`hermitcrab secrets set NAME`)."
+    ),
+    json_output: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Copy the embedded store to PostgreSQL, every table, and check the counts."""
+    from hermitcrab.cli import store_cmd
+
+    store_cmd.migrate(to, password_secret, json_output)
+
+
 agent_app = typer.Typer(help="Agents: carry one to another home as a file.", no_args_is_help=True,
                         rich_markup_mode=None)  # fmt: skip
 app.add_typer(agent_app, name="agent")

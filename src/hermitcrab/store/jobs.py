@@ -190,7 +190,7 @@ class Jobs:
                     )
                 self._conn.execute(
                     """UPDATE jobs SET last_slot = ?, next_due = ?, runs = runs + ?,
-                           state = CASE WHEN ? AND state = 'scheduled' THEN 'done' ELSE state END
+                           state = CASE WHEN ? = 1 AND state = 'scheduled' THEN 'done' ELSE state END
                        WHERE id = ?""",
                     (last_slot, next_due, sum(1 for r in runs if r[2] != SKIPPED), int(done), job.id),
                 )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from pathlib import Path
+from typing import Any
 
 from hermitcrab.store.agentstate import FileMarks
 from hermitcrab.store.aio import AsyncStore
@@ -18,10 +19,21 @@ from hermitcrab.store.sessions import SessionStore
 from hermitcrab.store.usage import UsageLog
 
 
+def is_url(where: Path | str) -> bool:
+    return isinstance(where, str) and where.startswith(("postgresql://", "postgres://"))
+
+
 class Store:
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._conn = open_database(path)
+    """`where`: the embedded store's file, or a PostgreSQL URL (postgresql://...)."""
+
+    def __init__(self, where: Path | str) -> None:
+        self.path = where
+        if is_url(where):
+            from hermitcrab.store.pg import open_postgres
+
+            self._conn: Any = open_postgres(str(where))
+        else:
+            self._conn = open_database(Path(where))
         lock = threading.Lock()  # sqlite3 connections must not be used by two threads at once
         # Writes from the event loop go to this thread (the audit log has a batching one of its own).
         self.writer = Writer()

@@ -57,7 +57,7 @@ class UsageLog(WritesSoon):
         column = GROUPS[by]
         query = f"""SELECT {column} AS key, COUNT(*) AS calls, SUM(prompt_tokens) AS prompt_tokens,
                            SUM(completion_tokens) AS completion_tokens,
-                           ROUND(AVG(latency_ms), 1) AS avg_latency_ms, SUM(cost_usd) AS cost_usd
+                           ROUND(AVG(latency_ms) * 10) / 10.0 AS avg_latency_ms, SUM(cost_usd) AS cost_usd
                     FROM usage {"WHERE day >= ?" if since_day else ""} GROUP BY {column} ORDER BY {column}"""
         with self._lock:
             rows = self._conn.execute(query, (since_day,) if since_day else ()).fetchall()

@@ -1,0 +1,43 @@
+"""`hermitcrab store migrate --to postgresql://...`: the embedded store, copied to PostgreSQL."""
+
+from __future__ import annotations
+
+from urllib.parse import quote, urlsplit, urlunsplit
+
+from hermitcrab.cli.agent_files import _stopped
+from hermitcrab.cli.output import fail, print_json
+from hermitcrab.config.paths import Paths
+from hermitcrab.errors import HermitCrabError
+
+
+def with_password(url: str, secret: str | None, paths: Paths) -> str:
+    """The URL with the password from the secrets store (never typed on a command line)."""
+    if secret is None:
+        return url
+    from hermitcrab.egress.secrets import SecretStore
+
+    password = SecretStore(paths.secrets).get(secret).value
+    parts = urlsplit(url)
+    user = parts.username or ""
+    host = parts.hostname or ""
+    netloc = f"{quote(user)}:{quote(password)}@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def migrate(url: str, password_secret: str | None, json_output: bool) -> None:
+    from hermitcrab.store.copy import copy_to_postgres
+    from hermitcrab.store.store import is_url
+
+    paths = Paths.from_env()
+    if not is_url(url):
+        fail(f"{url!r} is not a PostgreSQL URL. fix: postgresql://USER@HOST:PORT/DATABASE")
+    _stopped(paths, "copying the store")
+    try:
+        copied = copy_to_postgres(paths.state_db, with_password(url, password_secret, paths))
+    except (HermitCrabError, OSError) as exc:
+        fail(str(exc))
+    if json_output:
+        print_json({"to": url, "counts": copied.counts})
+        return
+    shown = ", ".join(f"{n} {t}" for t, n in copied.counts.items() if n)
+    print(f"copied {paths.state_db} to {url}; every table's count matches: {shown or 'no rows'}")
