@@ -50,3 +50,38 @@ def test_the_embedded_store_is_copied_to_postgresql(home: Paths, postgres: Postg
     assert missing.returncode != 0 and "hermitcrab secrets set pg" in missing.stderr
     wrong = hc(home, "store", "migrate", "--to", "mysql://x")
     assert wrong.returncode != 0 and "not a PostgreSQL URL" in wrong.stderr
+
+
+def test_the_gateway_runs_on_postgresql(home: Paths, postgres: Postgres) -> None:
+    """`store.url` in the config: the daemon keeps its sessions there, across a restart, and
+    the CLI reads the same store (memory, audit); no SQLite file is made."""
+    from hermitcrab.cli.client import GatewayClient
+    from tests.conftest import wait_for
+
+    url = postgres.database()
+    home.config.write_text(home.config.read_text() + f"store:\n  url: {url}\n")
+    assert hc(home, "up").returncode == 0
+    try:
+        client = GatewayClient(home)
+        sent = client.post_message("main", "Bonjour?", None)
+
+        def replied() -> list:
+            return [
+                e
+                for e in client.events("main")
+                if e["kind"] == "reply" and e["reply_to"] == sent["message_id"]
+            ]
+
+        wait_for(replied, what="the reply, through PostgreSQL")
+        assert hc(home, "down").returncode == 0
+        assert hc(home, "up").returncode == 0
+        kinds = [e["kind"] for e in GatewayClient(home).events("main")]
+        assert kinds[0] == "message" and "reply" in kinds  # kept across the restart
+        assert hc(home, "audit", "verify").returncode == 0
+    finally:
+        hc(home, "down")
+    assert not home.state_db.exists()
+    bad = home.config.read_text().replace(url, url.replace("hermitcrab@", "hermitcrab:pw@"))
+    home.config.write_text(bad)
+    refused = hc(home, "up")
+    assert refused.returncode != 0 and "store.password_secret" in refused.stderr

@@ -26,7 +26,9 @@ def _memory(agent: str | None) -> tuple[Store, Memory]:
         fail(f"no agent named '{name}'; known: {', '.join(config.agents)}")
     spec = config.agents[name]
     workspace = Path(spec.workspace).expanduser() if spec.workspace else paths.workspace
-    store = Store(paths.state_db)
+    from hermitcrab.gateway.service import store_location
+
+    store = Store(store_location(paths, config))
     return store, Memory(store.memory, name, workspace)
 
 

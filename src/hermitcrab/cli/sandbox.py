@@ -207,19 +207,32 @@ def audit(sandbox: str | None, limit: int, json_output: bool) -> None:
 
 
 def audit_verify(json_output: bool) -> None:
-    """Read the store itself (read-only): the check needs no gateway, and trusts none."""
+    """Read the store itself (the SQLite file read-only): the check needs no gateway, and
+    trusts none."""
     import sqlite3
 
+    from hermitcrab.config.loader import load_config
+    from hermitcrab.errors import HermitCrabError
+    from hermitcrab.gateway.service import store_location
     from hermitcrab.store import chain
 
-    path = Paths.from_env().state_db
-    if not path.exists():
-        fail(f"{path} does not exist: there is no audit log yet")
+    paths = Paths.from_env()
     try:
-        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
-            verdict = chain.verify(conn)
+        where = store_location(paths, load_config(paths.config))
+        if isinstance(where, str):  # PostgreSQL
+            from hermitcrab.store.pg import Connection
+
+            with contextlib.closing(Connection(where)) as pg:
+                verdict = chain.verify(pg)  # type: ignore[arg-type]
+        elif not where.exists():
+            fail(f"{where} does not exist: there is no audit log yet")
+        else:
+            with contextlib.closing(sqlite3.connect(f"file:{where}?mode=ro", uri=True)) as conn:
+                verdict = chain.verify(conn)
+    except HermitCrabError as exc:
+        fail(str(exc))
     except sqlite3.Error as exc:
-        fail(f"{path}: cannot read the audit log: {exc}. fix: start the gateway once (it migrates the store)")
+        fail(f"cannot read the audit log: {exc}. fix: start the gateway once (it migrates the store)")
     if json_output:
         print_json(verdict.to_json())
     elif verdict.ok:

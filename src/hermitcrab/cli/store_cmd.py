@@ -2,26 +2,20 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote, urlsplit, urlunsplit
-
 from hermitcrab.cli.agent_files import _stopped
 from hermitcrab.cli.output import fail, print_json
 from hermitcrab.config.paths import Paths
 from hermitcrab.errors import HermitCrabError
 
 
-def with_password(url: str, secret: str | None, paths: Paths) -> str:
+def password_url(url: str, secret: str | None, paths: Paths) -> str:
     """The URL with the password from the secrets store (never typed on a command line)."""
     if secret is None:
         return url
     from hermitcrab.egress.secrets import SecretStore
+    from hermitcrab.store.pg import with_password
 
-    password = SecretStore(paths.secrets).get(secret).value
-    parts = urlsplit(url)
-    user = parts.username or ""
-    host = parts.hostname or ""
-    netloc = f"{quote(user)}:{quote(password)}@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
+    return with_password(url, SecretStore(paths.secrets).get(secret).value)
 
 
 def migrate(url: str, password_secret: str | None, json_output: bool) -> None:
@@ -33,7 +27,7 @@ def migrate(url: str, password_secret: str | None, json_output: bool) -> None:
         fail(f"{url!r} is not a PostgreSQL URL. fix: postgresql://USER@HOST:PORT/DATABASE")
     _stopped(paths, "copying the store")
     try:
-        copied = copy_to_postgres(paths.state_db, with_password(url, password_secret, paths))
+        copied = copy_to_postgres(paths.state_db, password_url(url, password_secret, paths))
     except (HermitCrabError, OSError) as exc:
         fail(str(exc))
     if json_output:

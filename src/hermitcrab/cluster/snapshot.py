@@ -56,6 +56,8 @@ def export_agent(paths: Paths, config: Any, agent: str, out: Path) -> Taken:
         raise SnapshotError(
             f"no agent named {agent!r} in {paths.config} (agents: {', '.join(config.agents)})"
         )
+    if config.store.url is not None:
+        raise SnapshotError("this home's store is on PostgreSQL: export reads the embedded store only (yet)")
     agent_config = config.agents[agent]
     workspace = workspace_of(paths, agent_config)
     with tempfile.TemporaryDirectory(prefix="hc-export-") as scratch:
@@ -171,6 +173,10 @@ def import_agent(paths: Paths, file: Path) -> Restored:
         _unpack(file, root, expected)
         settings = json.loads((root / "config.json").read_text())
         new_config, config = _config_with(paths, agent, settings)
+        if config.store.url is not None:
+            raise SnapshotError(
+                "this home's store is on PostgreSQL: import writes the embedded store only (yet)"
+            )
         workspace = workspace_of(paths, config.agents[agent])
         arriving = root / "workspace"
         incoming = sorted(p for p in arriving.rglob("*") if p.is_file()) if arriving.is_dir() else []

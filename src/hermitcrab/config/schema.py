@@ -381,6 +381,24 @@ ChannelConfig = Annotated[
 ]
 
 
+class StoreConfig(StrictModel):
+    """Where the store lives: the embedded SQLite file in the home (url None), or PostgreSQL."""
+
+    url: str | None = None  # postgresql://USER@HOST:PORT/DATABASE, no password in it
+    password_secret: str | None = None  # the password's name in the secrets store
+
+    @field_validator("url")
+    @classmethod
+    def _postgres(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if not value.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"{value!r} is not a PostgreSQL URL: postgresql://USER@HOST:PORT/DATABASE")
+        if "@" in value and ":" in value.split("://", 1)[1].split("@", 1)[0]:
+            raise ValueError("a password does not go in this file: store.password_secret names it")
+        return value
+
+
 class Config(StrictModel):
     version: Literal[1]
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -392,6 +410,7 @@ class Config(StrictModel):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     mcp: McpConfig = Field(default_factory=McpConfig)
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
+    store: StoreConfig = Field(default_factory=StoreConfig)
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Cross-references pydantic cannot check: (location, problem, fix)."""

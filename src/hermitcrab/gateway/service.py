@@ -9,6 +9,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from hermitcrab import __version__
@@ -162,13 +163,16 @@ class Gateway:
             refuse=refuse,
         )
 
+    def store_location(self) -> Path | str:
+        return store_location(self.paths, self.config)
+
     @property
     def url(self) -> str:
         scheme = "https" if self.config.gateway.tls else "http"
         return f"{scheme}://{self.config.gateway.host}:{self.config.gateway.port}"
 
     async def start(self) -> None:
-        self.db = await asyncio.to_thread(Store, self.paths.state_db)
+        self.db = await asyncio.to_thread(Store, self.store_location())
         self.store = self.db.sessions
         self.services.store = self.db
         # The sandbox runtime and its egress proxy start just after the gateway answers:
@@ -511,3 +515,17 @@ class Gateway:
             "store_error": self.db.writer.last_error if self.db else None,
             "scheduler": self.scheduler.status() if self.scheduler else None,
         }
+
+
+def store_location(paths: Paths, config: Config) -> Path | str:
+    """The embedded store's file, or the configured PostgreSQL URL (its password from the
+    secrets store)."""
+    store = config.store
+    if store.url is None:
+        return paths.state_db
+    if store.password_secret is None:
+        return store.url
+    from hermitcrab.egress.secrets import SecretStore
+    from hermitcrab.store.pg import with_password
+
+    return with_password(store.url, SecretStore(paths.secrets).get(store.password_secret).value)

@@ -170,6 +170,15 @@ class Connection:
         self._pg.close()
 
 
+def with_password(url: str, password: str) -> str:
+    """The URL with this password in it (kept in the secrets store, never in a file)."""
+    from urllib.parse import quote, urlsplit, urlunsplit
+
+    parts = urlsplit(url)
+    netloc = f"{quote(parts.username or '')}:{quote(password)}@{parts.hostname or ''}"
+    return urlunsplit(parts._replace(netloc=netloc + (f":{parts.port}" if parts.port else "")))
+
+
 def _safe(url: str) -> str:
     return re.sub(r"://([^:/@]+):[^@]*@", r"://\1:***@", url)  # the password never in a message
 
