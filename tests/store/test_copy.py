@@ -5,6 +5,7 @@ after the copied ones); a database that already holds rows is refused."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from hermitcrab.config.paths import Paths
 from hermitcrab.store import AuditEntry
@@ -85,3 +86,37 @@ def test_the_gateway_runs_on_postgresql(home: Paths, postgres: Postgres) -> None
     home.config.write_text(bad)
     refused = hc(home, "up")
     assert refused.returncode != 0 and "store.password_secret" in refused.stderr
+
+
+def test_two_gateways_on_one_database_share_the_live_feed(
+    home: Paths, postgres: Postgres, tmp_path: Path
+) -> None:
+    """An event committed by one process reaches the live feed of another on the same
+    database (LISTEN/NOTIFY), once and in order."""
+    from hermitcrab.cli.client import GatewayClient
+    from tests.conftest import SCRIPTED_CONFIG, free_port, wait_for
+
+    url = postgres.database()
+    other = Paths(tmp_path / "other")
+    assert hc(other, "onboard", "--yes").returncode == 0
+    for paths in (home, other):
+        config = SCRIPTED_CONFIG.format(port=free_port(), replies='["Bonjour!"]') + f"store:\n  url: {url}\n"
+        paths.config.write_text(config)
+        assert hc(paths, "up").returncode == 0
+    try:
+        with GatewayClient(other).websocket("main") as watcher:
+            GatewayClient(home).post_message("main", "Bonjour?", None)  # the turn runs in `home`
+            seen: list[dict] = []
+
+            def replied() -> bool:
+                seen.append(json.loads(watcher.recv(timeout=10)))
+                return seen[-1]["kind"] == "reply"
+
+            wait_for(replied, what="the other gateway's feed to carry the reply")
+        committed = [e for e in seen if isinstance(e.get("id"), int)]
+        assert committed[0]["kind"] == "message" and committed[-1]["data"]["text"] == "Bonjour!"
+        ids = [e["id"] for e in committed]
+        assert ids == sorted(set(ids))  # once each, in order
+    finally:
+        hc(home, "down")
+        hc(other, "down")

@@ -27,6 +27,9 @@ class Hub:
                     queue.get_nowait()
                 queue.put_nowait(None)  # tells the listener it was dropped
 
+    def listened(self, session_id: str) -> bool:
+        return bool(self._listeners.get(session_id))
+
     @contextmanager
     def listen(self, session_id: str) -> Iterator[asyncio.Queue[Event | None]]:
         queue: asyncio.Queue[Event | None] = asyncio.Queue(self._queue_size)

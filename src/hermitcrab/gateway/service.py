@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from hermitcrab.tools.mcp.hub import McpHub
 
 SESSION_AGENTS_KEPT = 10_000
+PUBLISHED_KEPT = 10_000
+
 log = logging.getLogger("hermitcrab.gateway")
 
 APPROVALS_CHANNEL = "_approvals"  # not a valid session id: no session stream can receive these
@@ -102,8 +104,15 @@ class Gateway:
         self._scheduler_started: asyncio.Task[None] | None = None
         self._stopping = False
         self._session_agents: dict[str, str] = {}  # session -> its agent, the latest few
+        self._published: dict[int, None] = {}  # event ids this process published, the latest
+        self._feed: Any = None  # PostgreSQL's: events other processes commit
+        self._heard_in_order = asyncio.Lock()
 
     def _emit(self, event: dict[str, Any]) -> None:
+        if isinstance(event.get("id"), int):
+            self._published[event["id"]] = None  # the store's feed will announce it too: once is enough
+            while len(self._published) > PUBLISHED_KEPT:
+                self._published.pop(next(iter(self._published)))
         self.tally.event(event)
         if self.traces is not None:
             self.traces.event(event)
@@ -172,7 +181,13 @@ class Gateway:
         return f"{scheme}://{self.config.gateway.host}:{self.config.gateway.port}"
 
     async def start(self) -> None:
-        self.db = await asyncio.to_thread(Store, self.store_location())
+        where = self.store_location()
+        self.db = await asyncio.to_thread(Store, where)
+        if isinstance(where, str):  # PostgreSQL: other processes' events join the live feed
+            from hermitcrab.store.pg import EventFeed
+
+            loop = asyncio.get_running_loop()
+            self._feed = EventFeed(where, lambda s, i: loop.call_soon_threadsafe(self._heard, s, i))
         self.store = self.db.sessions
         self.services.store = self.db
         # The sandbox runtime and its egress proxy start just after the gateway answers:
@@ -415,8 +430,28 @@ class Gateway:
         await self._channels_started.wait()
         return self.channels
 
+    def _heard(self, session_id: str, event_id: int) -> None:
+        """An event committed somewhere: published here unless it was ours, or nobody here
+        listens to its session."""
+        if event_id in self._published or not self.hub.listened(session_id) or self.db is None:
+            return
+        self._published[event_id] = None
+
+        async def publish() -> None:
+            assert self.db is not None
+            async with self._heard_in_order:  # FIFO: published in the order they committed
+                found = await self.db.aio.sessions.events(session_id, after=event_id - 1, limit=1)
+                if found and found[0].id == event_id:
+                    self.hub.publish(found[0].to_json())
+
+        task = asyncio.ensure_future(publish())
+        self._preload.append(task)
+        task.add_done_callback(self._preload.remove)
+
     async def stop(self) -> None:
         self._stopping = True
+        if self._feed is not None:
+            await asyncio.to_thread(self._feed.close)
         if self.channels is not None:
             await self.channels.stop()
         if self._scheduler_started is not None:

@@ -12,14 +12,16 @@ What differs, and how it is met:
   porter) with a GIN index, ranked by ts_rank_cd (negated: lower is better, as FTS5's rank);
 - constraint violations raise sqlite3.IntegrityError, other failures sqlite3's
   OperationalError, so the modules' handling holds for both;
-- the schema's version is a row of `hermitcrab_schema`, not `PRAGMA user_version`."""
+- the schema's version is a row of `hermitcrab_schema`, not `PRAGMA user_version`;
+- events committed by another process (another gateway, an agent elsewhere) reach this
+  one's live feed through LISTEN/NOTIFY (EventFeed)."""
 
 from __future__ import annotations
 
 import re
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from hermitcrab.errors import StoreError
@@ -170,6 +172,54 @@ class Connection:
         self._pg.close()
 
 
+NOTIFY_CHANNEL = "hermitcrab_events"
+# Each committed event is announced to every process listening (NOTIFY is sent at commit:
+# what a listener hears of is in the store). The payload: "SESSION EVENT_ID".
+FEED_SQL = [
+    "CREATE OR REPLACE FUNCTION hermitcrab_event_committed() RETURNS trigger AS $$ BEGIN "
+    f"PERFORM pg_notify('{NOTIFY_CHANNEL}', NEW.session_id || ' ' || NEW.id); RETURN NEW; END $$ "
+    "LANGUAGE plpgsql",
+    "DROP TRIGGER IF EXISTS events_committed ON events",
+    "CREATE TRIGGER events_committed AFTER INSERT ON events FOR EACH ROW "
+    "EXECUTE FUNCTION hermitcrab_event_committed()",
+]
+
+
+class EventFeed:
+    """Events committed by any process on this database, as (session, event id), heard by
+    LISTEN on a connection of its own, on a thread of its own; reconnected with backoff."""
+
+    def __init__(self, url: str, heard: Callable[[str, int], None]) -> None:
+        self.url, self.heard = url, heard
+        self.error: str | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="store event feed", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psycopg
+
+        wait = 1.0
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.url, autocommit=True, connect_timeout=10) as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    self.error, wait = None, 1.0
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            session, _, event = note.payload.rpartition(" ")
+                            if session and event.isdigit():
+                                self.heard(session, int(event))
+            except psycopg.Error as exc:
+                self.error = str(exc).strip()
+                self._stop.wait(wait)
+                wait = min(wait * 2, 30.0)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 def with_password(url: str, password: str) -> str:
     """The URL with this password in it (kept in the secrets store, never in a file)."""
     from urllib.parse import quote, urlsplit, urlunsplit
@@ -201,6 +251,8 @@ def open_postgres(url: str) -> Connection:
             for statement in (s.strip() for s in MIGRATIONS[version].split(";")):
                 for translated in ddl(statement) if statement else []:
                     conn.execute(translated)
+        for statement in FEED_SQL:
+            conn.execute(statement)
         if row is None:
             conn.execute("INSERT INTO hermitcrab_schema (version) VALUES (?)", (len(MIGRATIONS),))
         else:
