@@ -57,7 +57,7 @@ def test_the_gateway_runs_on_postgresql(home: Paths, postgres: Postgres) -> None
     """`store.url` in the config: the daemon keeps its sessions there, across a restart, and
     the CLI reads the same store (memory, audit); no SQLite file is made."""
     from hermitcrab.cli.client import GatewayClient
-    from tests.conftest import wait_for
+    from tests.conftest import free_port, wait_for
 
     url = postgres.database()
     home.config.write_text(home.config.read_text() + f"store:\n  url: {url}\n")
@@ -82,8 +82,11 @@ def test_the_gateway_runs_on_postgresql(home: Paths, postgres: Postgres) -> None
     finally:
         hc(home, "down")
     assert not home.state_db.exists()
-    bad = home.config.read_text().replace(url, url.replace("hermitcrab@", "hermitcrab:pw@"))
-    home.config.write_text(bad)
+    good = home.config.read_text()
+    home.config.write_text(good.replace(url, f"postgresql://hermitcrab@127.0.0.1:{free_port()}/nowhere"))
+    down = hc(home, "up")  # nothing listens there
+    assert down.returncode != 0 and "cannot reach PostgreSQL" in down.stderr
+    home.config.write_text(good.replace(url, url.replace("hermitcrab@", "hermitcrab:pw@")))
     refused = hc(home, "up")
     assert refused.returncode != 0 and "store.password_secret" in refused.stderr
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -20,7 +21,13 @@ from hermitcrab.gateway.service import Gateway
 def build_app(gw: Gateway) -> Any:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        await gw.start()
+        try:
+            await gw.start()
+        except HermitCrabError as exc:  # said plainly to `up` and the log, not as a traceback
+            from hermitcrab.gateway.server import tell_starter
+
+            tell_starter("error", json.dumps(str(exc)))
+            raise
         try:
             yield
         finally:
