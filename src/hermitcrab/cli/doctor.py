@@ -234,6 +234,31 @@ def _remote_access(paths: Paths) -> Check:
     )
 
 
+def _ray(paths: Paths) -> Check:
+    """A Ray head of ours: its control port listens on every interface (Ray has no other
+    mode), so the network it is on must be trusted; its dashboard and job API stay off."""
+    from hermitcrab.config.loader import load_config
+
+    try:
+        config = load_config(paths.config)
+    except HermitCrabError:
+        return Check("ray cluster", False, "unknown: the config does not load", "fix the config first")
+    from hermitcrab.cluster.ray_cluster import exposure
+
+    wide = exposure(config)
+    if wide is None:
+        return Check("ray cluster", True, f"no Ray head listening here on port {config.cluster.port}")
+    return Check(
+        "ray cluster",
+        True,
+        f"Ray's control port listens on every interface ({wide}): anyone who reaches it can join the "
+        "cluster and run code on it (its dashboard and job API are off)",
+        "keep this machine's Ray ports behind a firewall or on a private network (Ray has no loopback-only "
+        "mode); `hermitcrab cluster down` when it is not in use",
+        warning=True,
+    )
+
+
 def _model(paths: Paths) -> Check:
     from hermitcrab.config.loader import load_config
     from hermitcrab.config.schema import LlamaCppModel
@@ -294,6 +319,7 @@ def run(json_output: bool) -> None:
         lambda: _sandbox_uid(paths),
         lambda: _port(paths),
         lambda: _remote_access(paths),
+        lambda: _ray(paths),
         lambda: _model(paths),
         _memory_search,
     ]

@@ -647,6 +647,35 @@ def skills_install(
     run.install(source, sha256, yes, force)
 
 
+cluster_app = typer.Typer(help="A Ray cluster for the agents: start or join, show, stop.",
+                          no_args_is_help=True, rich_markup_mode=None)  # fmt: skip
+app.add_typer(cluster_app, name="cluster")
+
+
+@cluster_app.command("up")
+def cluster_up(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """Start a Ray head here (cluster.port), or join the cluster at cluster.address."""
+    from hermitcrab.cli import cluster_cmd
+
+    cluster_cmd.up(json_output)
+
+
+@cluster_app.command("status")
+def cluster_status(json_output: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """The nodes, whether each can host an agent's sandboxes (and why not), and the agents."""
+    from hermitcrab.cli import cluster_cmd
+
+    cluster_cmd.status(json_output)
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Stop this machine's Ray processes."""
+    from hermitcrab.cli import cluster_cmd
+
+    cluster_cmd.down()
+
+
 store_app = typer.Typer(help="The store: copy it to PostgreSQL.", no_args_is_help=True,
                         rich_markup_mode=None)  # fmt: skip
 app.add_typer(store_app, name="store")

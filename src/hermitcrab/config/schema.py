@@ -399,6 +399,15 @@ class StoreConfig(StrictModel):
         return value
 
 
+class ClusterConfig(StrictModel):
+    """A Ray cluster (`hermitcrab cluster up|status|down`): an existing one's address, or a
+    head started here on `port`. `labels` become the node's custom resources (placement)."""
+
+    address: str | None = None  # HOST:PORT of an existing cluster's head
+    port: int = Field(6380, ge=1, le=65535)
+    labels: list[str] = Field(default_factory=list)
+
+
 class Config(StrictModel):
     version: Literal[1]
     gateway: GatewayConfig = Field(default_factory=GatewayConfig)
@@ -411,6 +420,7 @@ class Config(StrictModel):
     mcp: McpConfig = Field(default_factory=McpConfig)
     channels: dict[str, ChannelConfig] = Field(default_factory=dict)
     store: StoreConfig = Field(default_factory=StoreConfig)
+    cluster: ClusterConfig = Field(default_factory=ClusterConfig)
 
     def reference_problems(self) -> list[tuple[tuple[str | int, ...], str, str]]:
         """Cross-references pydantic cannot check: (location, problem, fix)."""
