@@ -10,7 +10,7 @@ import pytest
 
 from hermitcrab.inference.base import ChatRequest
 from hermitcrab.inference.scripted import Call, Say, ScriptedProvider
-from tests.conftest import LiveGateway
+from tests.conftest import LiveGateway, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
@@ -19,7 +19,15 @@ def ask(gw: LiveGateway, session: str, text: str, **options: object) -> dict:
     with gw.client() as client:
         response = client.post(f"/api/sessions/{session}/messages", json={"text": text, **options})
     assert response.status_code == 202, response.text
-    return gw.wait_answers(session, 1)[-1]
+    asked = response.json()["message_id"]
+
+    def answer() -> dict | None:  # this message's own answer, not any earlier one's
+        found = [
+            e for e in gw.events(session) if e["reply_to"] == asked and e["kind"] in ("reply", "turn.failed")
+        ]
+        return found[-1] if found else None
+
+    return wait_for(answer, what=f"the answer to message {asked} in session {session}")
 
 
 def kinds(gw: LiveGateway, session: str) -> list[str]:
