@@ -28,7 +28,7 @@ def test_the_embedded_model_writes_crab_to_notes_txt(live_gateway, home) -> None
     except ProviderError as exc:
         pytest.skip(f"the embedded model cannot load here: {exc}")
     gw = live_gateway({"embedded": model})
-    answer = ask(gw, "crab", "Write the word crab to notes.txt", tool_choice="write_file")
+    answer = ask(gw, "crab", "Write the word crab to notes.txt", timeout=300, tool_choice="write_file")
     call = next(e["data"] for e in gw.events("crab") if e["kind"] == "tool.call")
     arguments = json.loads(call["arguments"])  # schema-valid, thanks to the grammar
     assert call["name"] == "write_file" and set(arguments) == {"path", "content"}

@@ -15,7 +15,7 @@ from tests.conftest import LiveGateway, wait_for
 pytestmark = pytest.mark.skipif(shutil.which("bwrap") is None, reason="bubblewrap is not installed")
 
 
-def ask(gw: LiveGateway, session: str, text: str, **options: object) -> dict:
+def ask(gw: LiveGateway, session: str, text: str, timeout: float = 30.0, **options: object) -> dict:
     with gw.client() as client:
         response = client.post(f"/api/sessions/{session}/messages", json={"text": text, **options})
     assert response.status_code == 202, response.text
@@ -27,7 +27,7 @@ def ask(gw: LiveGateway, session: str, text: str, **options: object) -> dict:
         ]
         return found[-1] if found else None
 
-    return wait_for(answer, what=f"the answer to message {asked} in session {session}")
+    return wait_for(answer, timeout, what=f"the answer to message {asked} in session {session}")
 
 
 def kinds(gw: LiveGateway, session: str) -> list[str]:

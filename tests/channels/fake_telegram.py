@@ -5,6 +5,7 @@ cloud cannot be reached from a test. It can also be down for a while."""
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from dataclasses import dataclass, field
@@ -79,11 +80,18 @@ class FakeTelegram:
                 "chat": {"id": sender, "type": "private"},
                 "date": int(time.time()),
             }
-            described = {"file_id": file_id, "file_size": size or len(data)}
+            described = {"file_id": file_id, "file_unique_id": f"u-{file_id}", "file_size": size or len(data)}
             if kind == "document":
                 message["document"] = {**described, "file_name": name}
             elif kind == "photo":  # sizes, smallest first; the last is the original
-                message["photo"] = [{"file_id": "thumb", "file_size": 10}, described]
+                thumb = {
+                    "file_id": "thumb",
+                    "file_unique_id": "u-thumb",
+                    "file_size": 10,
+                    "width": 90,
+                    "height": 90,
+                }
+                message["photo"] = [thumb, {**described, "width": 1280, "height": 960}]
             else:  # a voice note: no name of its own
                 message[kind] = {**described, "duration": 3, "mime_type": "audio/ogg"}
             if caption:
@@ -109,9 +117,16 @@ class FakeTelegram:
                     return JSONResponse({"ok": False, "error_code": 502, "description": "Bad Gateway"}, 502)
             if token != TOKEN:
                 return JSONResponse({"ok": False, "error_code": 401, "description": "Unauthorized"}, 401)
-            body = await request.json() if await request.body() else {}
+            raw = (
+                await request.body()
+            )  # JSON, or a form (as python-telegram-bot sends): both are the Bot API's
+            if request.headers.get("content-type", "").startswith("application/json"):
+                body = json.loads(raw or b"{}")
+            else:
+                body = dict((await request.form()).items())
             if method == "getMe":
-                return JSONResponse({"ok": True, "result": {"id": 42, "is_bot": True, "username": BOT}})
+                me = {"id": 42, "is_bot": True, "first_name": "Crab", "username": BOT}
+                return JSONResponse({"ok": True, "result": me})
             if method == "getUpdates":
                 self.polls += 1
                 deadline = time.monotonic() + min(float(body.get("timeout", 0)), 2.0)
@@ -127,9 +142,9 @@ class FakeTelegram:
                     return JSONResponse(
                         {"ok": False, "error_code": 400, "description": "file not found"}, 400
                     )
-                return JSONResponse(
-                    {"ok": True, "result": {"file_id": body["file_id"], "file_path": found[0]}}
-                )
+                found_file = {"file_id": body["file_id"], "file_unique_id": f"u-{body['file_id']}",
+                              "file_path": found[0], "file_size": len(found[1])}  # fmt: skip
+                return JSONResponse({"ok": True, "result": found_file})
             if method == "sendMessage":
                 text = str(body.get("text", ""))
                 if len(text) > 4096:
@@ -138,7 +153,9 @@ class FakeTelegram:
                     )
                 with self._lock:
                     self.sent.append({"chat_id": str(body["chat_id"]), "text": text})
-                return JSONResponse({"ok": True, "result": {"message_id": len(self.sent)}})
+                chat = {"id": int(body["chat_id"]), "type": "private"}
+                sent = {"message_id": len(self.sent), "date": int(time.time()), "chat": chat, "text": text}
+                return JSONResponse({"ok": True, "result": sent})
             return JSONResponse({"ok": False, "error_code": 404, "description": "Not Found"}, 404)
 
         async def download(request: Request) -> Response:

@@ -134,6 +134,7 @@ def test_doctor_reports_each_check_with_a_fix(daemon_home: Paths) -> None:
         "sandbox uid",
         "port",
         "remote access",
+        "ray cluster",
         "model",
         "memory search",
     }
