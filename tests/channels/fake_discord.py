@@ -11,7 +11,6 @@ import contextlib
 import itertools
 import json
 import threading
-import time
 import zlib
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tests.channels.loopback import serve
 from tests.conftest import free_port
 
 TOKEN = "MTIz.test-discord-bot-token"
@@ -241,8 +241,4 @@ class FakeDiscord:
         )
 
     def serve(self) -> uvicorn.Server:
-        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_config=None))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.01)
-        return server
+        return serve(self.app(), self.port)

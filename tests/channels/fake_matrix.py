@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.channels.loopback import serve
 from tests.conftest import free_port
 
 TOKEN = "syt_test_access_token_42"
@@ -175,11 +176,7 @@ class FakeMatrix:
         )
 
     def serve(self) -> uvicorn.Server:
-        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_config=None))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.01)
-        return server
+        return serve(self.app(), self.port)
 
 
 def _member(room_id: str, who: str) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from tests.channels.loopback import serve
 from tests.conftest import free_port
 
 BOT_TOKEN, APP_TOKEN = "xoxb-1-test-bot-token", "xapp-1-test-app-token"
@@ -186,8 +187,4 @@ class FakeSlack:
         )
 
     def serve(self) -> uvicorn.Server:
-        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_config=None))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.01)
-        return server
+        return serve(self.app(), self.port)

@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from tests.channels.loopback import serve
 from tests.conftest import free_port
 
 TOKEN = "123456:TEST-token-for-the-fake-bot"
@@ -175,8 +176,4 @@ class FakeTelegram:
         )
 
     def serve(self) -> uvicorn.Server:
-        server = uvicorn.Server(uvicorn.Config(self.app(), host="127.0.0.1", port=self.port, log_config=None))
-        threading.Thread(target=server.run, daemon=True).start()
-        while not server.started:
-            time.sleep(0.01)
-        return server
+        return serve(self.app(), self.port)

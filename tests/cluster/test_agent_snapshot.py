@@ -18,20 +18,9 @@ import pytest
 from hermitcrab.cli.client import GatewayClient
 from hermitcrab.config.paths import Paths
 from tests.cli.conftest import hc
-from tests.conftest import free_port, wait_for
+from tests.conftest import SCRIPTED_CONFIG, free_port, wait_for
 
-CONFIG = """\
-version: 1
-gateway:
-  port: {port}
-models:
-  embedded:
-    provider: scripted
-    replies: {replies}
-agents:
-  main:
-    model: embedded
-"""
+CONFIG = SCRIPTED_CONFIG
 WRITES = json.dumps(
     [{"calls": [{"name": "write_file", "arguments": {"path": "notes/plan.md", "content": "Ship on Friday"}}]},
      "Written.", "Noted."]

@@ -79,7 +79,9 @@ class SandboxCA:
             self._contexts[host] = context  # most recently used last
             return context
 
-    def _leaf_context(self, host: str) -> ssl.SSLContext:
+    def issue(self, host: str, days: int = 30) -> tuple[bytes, bytes]:
+        """A certificate for `host` (a name, or an address), signed by this CA, and its key:
+        both PEM."""
         import ipaddress
 
         from cryptography import x509
@@ -102,15 +104,19 @@ class SandboxCA:
             .public_key(key.public_key())
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=30))
+            .not_valid_after(now + datetime.timedelta(days=days))
             .add_extension(x509.SubjectAlternativeName([alt]), critical=False)
             .sign(ca_key, hashes.SHA256())  # type: ignore[arg-type]
         )
+        return cert.public_bytes(serialization.Encoding.PEM), _pem_key(key)
+
+    def _leaf_context(self, host: str) -> ssl.SSLContext:
+        cert, key = self.issue(host)
         context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
         with tempfile.TemporaryDirectory(dir=self.folder) as tmp:  # load_cert_chain wants files
             cert_file, key_file = Path(tmp) / "leaf.pem", Path(tmp) / "leaf-key.pem"
-            cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-            key_file.write_bytes(_pem_key(key))
+            cert_file.write_bytes(cert)
+            key_file.write_bytes(key)
             context.load_cert_chain(cert_file, key_file)
         return context
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from hermitcrab.errors import StoreError
 from hermitcrab.store.pg import COUNTED, open_postgres
+from hermitcrab.store.snapshot import store_tables
 
 BATCH = 500
 
@@ -18,14 +19,6 @@ BATCH = 500
 @dataclass(frozen=True)
 class Copied:
     counts: dict[str, int]  # table: rows, the same on both sides
-
-
-def _tables(conn: sqlite3.Connection) -> list[str]:
-    rows = conn.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "AND name NOT LIKE 'memory_fts_%' ORDER BY name"
-    ).fetchall()
-    return [r[0] for r in rows]
 
 
 def copy_to_postgres(store: Path, url: str) -> Copied:
@@ -42,7 +35,7 @@ def copy_to_postgres(store: Path, url: str) -> Copied:
                 f"{store} is at schema {version}, this HermitCrab at {len(MIGRATIONS)}. fix: start the "
                 "gateway once on it (it migrates), stop it, then copy"
             )
-        tables = _tables(source)
+        tables = sorted(store_tables(source))
         busy = [t for t in tables if target.execute(f"SELECT 1 FROM {t} LIMIT 1").fetchone()]
         if busy:
             raise StoreError(

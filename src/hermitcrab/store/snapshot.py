@@ -41,7 +41,7 @@ def export_rows(store: Path, agent: str, out: Path) -> dict[str, int]:
     copy = sqlite3.connect(out, isolation_level=None)
     try:
         source.backup(copy)
-        tables = _tables(copy)
+        tables = store_tables(copy)
         copy.execute("BEGIN")
         for table in sorted(tables, key=lambda t: t != "sessions"):  # sessions first: others follow them
             where = KEPT.get(table)
@@ -57,7 +57,7 @@ def export_rows(store: Path, agent: str, out: Path) -> dict[str, int]:
         source.close()
 
 
-def _tables(conn: sqlite3.Connection) -> list[str]:
+def store_tables(conn: sqlite3.Connection) -> list[str]:
     """The store's own tables (not SQLite's, not the full-text index's shadow tables)."""
     rows = conn.execute(
         "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
