@@ -109,7 +109,7 @@ class Gateway:
         self._heard_in_order = asyncio.Lock()
 
     def _emit(self, event: dict[str, Any]) -> None:
-        if isinstance(event.get("id"), int):
+        if self._feed is not None and isinstance(event.get("id"), int):
             self._published[event["id"]] = None  # the store's feed will announce it too: once is enough
             while len(self._published) > PUBLISHED_KEPT:
                 self._published.pop(next(iter(self._published)))
