@@ -110,7 +110,8 @@ class Email:
 
     def _inbound(self, raw: bytes) -> Inbound | None:
         mail = email.message_from_bytes(raw, policy=email.policy.default)
-        sender = parseaddr(str(mail.get("From", "")))[1].lower()
+        shown, address = parseaddr(str(mail.get("From", "")))
+        sender = address.lower()
         message_id = str(mail.get("Message-ID", "")).strip()
         if not sender or sender == self.config.address.lower():
             return None  # our own mail, or no sender to answer
@@ -148,7 +149,7 @@ class Email:
             channel=self.name,
             chat=sender,
             sender=sender,
-            sender_name=parseaddr(str(mail.get("From", "")))[0] or sender,
+            sender_name=shown or sender,
             text=_unquoted(text),
             message_id=message_id or hashlib.sha256(raw).hexdigest()[:32],
             direct=True,

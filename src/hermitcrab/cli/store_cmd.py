@@ -8,17 +8,8 @@ from hermitcrab.config.paths import Paths
 from hermitcrab.errors import HermitCrabError
 
 
-def password_url(url: str, secret: str | None, paths: Paths) -> str:
-    """The URL with the password from the secrets store (never typed on a command line)."""
-    if secret is None:
-        return url
-    from hermitcrab.egress.secrets import SecretStore
-    from hermitcrab.store.pg import with_password
-
-    return with_password(url, SecretStore(paths.secrets).get(secret).value)
-
-
 def migrate(url: str, password_secret: str | None, json_output: bool) -> None:
+    from hermitcrab.gateway.service import postgres_url
     from hermitcrab.store.copy import copy_to_postgres
     from hermitcrab.store.store import is_url
 
@@ -27,7 +18,7 @@ def migrate(url: str, password_secret: str | None, json_output: bool) -> None:
         fail(f"{url!r} is not a PostgreSQL URL. fix: postgresql://USER@HOST:PORT/DATABASE")
     _stopped(paths, "copying the store")
     try:
-        copied = copy_to_postgres(paths.state_db, password_url(url, password_secret, paths))
+        copied = copy_to_postgres(paths.state_db, postgres_url(paths, url, password_secret))
     except (HermitCrabError, OSError) as exc:
         fail(str(exc))
     if json_output:

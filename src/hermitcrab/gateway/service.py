@@ -558,9 +558,14 @@ def store_location(paths: Paths, config: Config) -> Path | str:
     store = config.store
     if store.url is None:
         return paths.state_db
-    if store.password_secret is None:
-        return store.url
+    return postgres_url(paths, store.url, store.password_secret)
+
+
+def postgres_url(paths: Paths, url: str, password_secret: str | None) -> str:
+    """A PostgreSQL URL with the password from the secrets store, when one is named."""
+    if password_secret is None:
+        return url
     from hermitcrab.egress.secrets import SecretStore
     from hermitcrab.store.pg import with_password
 
-    return with_password(store.url, SecretStore(paths.secrets).get(store.password_secret).value)
+    return with_password(url, SecretStore(paths.secrets).get(password_secret).value)
